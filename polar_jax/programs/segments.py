@@ -13,8 +13,8 @@ most repeats, then the lexicographically largest list of sizes (larger segments 
 it with a DP memoized on (layer cursor, program position). Every key of that order is preserved when the
 same segment is put in front of two tails, so its memoized DP returns the global optimum; here only the
 positions a valid tail can start from are visited (everything before layer c runs before everything from
-c on, so the position is the number of program steps with an id below c), which gives the same answer in
-O(D * MAX_BLOCK) steps. `tests/test_segments.py` checks both claims against a brute force.
+c on, so the position is the number of program steps with an id below c), which gives the same answer from
+O(D * MAX_BLOCK) candidate segments instead of O(D * len(program) * MAX_BLOCK). `tests/test_segments.py` checks both claims against a brute force.
 """
 
 from __future__ import annotations
