@@ -7,14 +7,15 @@ training targets are two per-layer arrays, exactly as in the PoLar release:
   boundaries [D]: 1 where a segment starts at layer i > 0, else 0 (index 0 is always 0);
   op_labels  [D]: the segment's op at its first layer, IGNORE_INDEX elsewhere.
 
-Several segmentations can spell the same program (`0-7` is one keep of 4+4 layers, or of 2+2+4, ...), so
+Several segmentations can spell the same program (`0-7` is kept as segments of 4+4 layers, or 2+2+4, ...), so
 `parse` picks the canonical one by the release's tie-breaking: fewest segments, then fewest skips, then
 most repeats, then the lexicographically largest list of sizes (larger segments earlier). The release finds
 it with a DP memoized on (layer cursor, program position). Every key of that order is preserved when the
 same segment is put in front of two tails, so its memoized DP returns the global optimum; here only the
 positions a valid tail can start from are visited (everything before layer c runs before everything from
 c on, so the position is the number of program steps with an id below c), which gives the same answer from
-O(D * MAX_BLOCK) candidate segments instead of O(D * len(program) * MAX_BLOCK). `tests/test_segments.py` checks both claims against a brute force.
+O(D * MAX_BLOCK) candidate segments instead of O(D * len(program) * MAX_BLOCK). `tests/test_segments.py`
+checks both claims against a brute force.
 """
 
 from __future__ import annotations
