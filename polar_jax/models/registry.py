@@ -75,8 +75,8 @@ def load_model(name_or_path: str, *, dtype: str = "float32", use_cache: bool = T
   path = os.path.expanduser(name_or_path)
   if os.path.isdir(path):
     cfg = ModelConfig.from_hf_dir(path, dtype=dtype)  # Fails first on a missing / unsupported config.
-    tokenizer = Tokenizer.from_hf_dir(path)
     params = convert_hf_snapshot(path, cfg)
+    tokenizer = Tokenizer.from_hf_dir(path)
     return Model(os.path.basename(path.rstrip("/")), cfg, _to_device(params), tokenizer, path)
   if path.endswith(".gguf"):
     return _load_gguf(path, os.path.basename(path)[:-5], dtype, use_cache)

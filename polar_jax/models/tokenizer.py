@@ -89,7 +89,10 @@ class Tokenizer:
     if not os.path.isfile(path):
       raise FileNotFoundError(f"No tokenizer.json in {directory!r}; the snapshot must include the fast "
                               "tokenizer file.")
-    backend = _HFTokenizer.from_file(path)
+    try:
+      backend = _HFTokenizer.from_file(path)
+    except Exception as e:  # tokenizers raises a bare Exception on malformed files.
+      raise ValueError(f"{path} is not a valid tokenizer.json ({e}).") from None
     cfg = {}
     cfg_path = os.path.join(directory, "tokenizer_config.json")
     if os.path.isfile(cfg_path):
