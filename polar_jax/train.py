@@ -1,0 +1,303 @@
+"""Sharded training of the PoLar predictor; a library function that a notebook or `main.py` can call.
+
+    result = train_predictor(default_config(), workdir, train_records, MiniLMEncoder(),
+                             validation=val_records)
+
+What happens (big_vision style):
+- the supervision becomes examples (`predictor.targets`), every question is encoded once by the frozen
+  encoder, and a grain pipeline yields fixed-shape batches (`predictor.pipeline`);
+- a ('data', 'model') `Mesh` spans all devices; the batch is split on 'data', the parameters and the
+  optimizer state are placed by logical-axis rules (`polar_jax.sharding`; replicated by default);
+- the state's shapes come from `jax.eval_shape`, its shardings from the rules; the state is created by
+  `jax.jit(init, out_shardings=...)` and updated by `jax.jit(step, donate_argnums=0)`;
+- optax AdamW with linear warmup and cosine decay (the release's schedule); the loss is the release's;
+- orbax checkpoints every `checkpoint.every_steps` and at the end, plus the best by validation loss; a
+  restarted run resumes from the latest checkpoint exactly (step, parameters, optimizer state, RNG key,
+  data position), so it ends with the parameters of an uninterrupted run;
+- metrics go to TensorBoard event files (`predictor.summaries`) and a progress line with steps/s;
+- validation (once per epoch by default, and at the end): the release's validation loss and the top-1
+  match rate, the fraction of validation questions whose top-1 decoded program is one of their valid ones.
+
+`jax.distributed.initialize` is called only for a multi-process run (`config.distributed`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from polar_jax import sharding
+from polar_jax.predictor import checkpoint as ckpt
+from polar_jax.predictor import pipeline
+from polar_jax.predictor.decode import DecodeOptions, decode_programs
+from polar_jax.predictor.encoder import QuestionEncoder, QuestionFeatures, precompute_features
+from polar_jax.predictor.loss import polar_loss
+from polar_jax.predictor.model import PolarPredictor, PredictorConfig, init_params, param_logical_axes
+from polar_jax.predictor.predict import batched_logits
+from polar_jax.predictor.summaries import create_writer
+from polar_jax.predictor.supervision import Supervision, SupervisionRecord
+from polar_jax.predictor.targets import ExampleTable, TargetOptions, TargetReport, build_examples
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The paper's recipe (the release README's sample command); shrink it for CPU runs."""
+  c = ml_collections.ConfigDict()
+  c.seed = 42
+  c.predictor = ml_collections.ConfigDict(dict(d_model=256, num_heads=4, num_blocks=2, dropout=0.1))
+  c.targets = ml_collections.ConfigDict(dict(max_programs=50, original_weight=0.3, normalize_per_question=True))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=128, num_epochs=10, num_steps=-1,  # num_steps > 0 overrides num_epochs
+      learning_rate=5e-4, lr_schedule="cosine", warmup_steps=10, weight_decay=0.0, adam_eps=1e-8,
+      grad_clip_norm=0.0, length_beta=0.0))  # length_beta > 0: the release's polar_lenpref (it used 0.05)
+  c.eval = ml_collections.ConfigDict(dict(every_steps=0, batch_size=128))  # 0: once per epoch
+  c.decode = ml_collections.ConfigDict(dataclasses.asdict(DecodeOptions()))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=100, keep=2, async_save=True))
+  c.log_every_steps = 20
+  c.progress = True
+  c.mesh = ml_collections.ConfigDict(dict(model_parallelism=1, rules="replicated"))
+  c.data = ml_collections.ConfigDict(dict(num_threads=2, prefetch=4))
+  c.distributed = ml_collections.ConfigDict(dict(coordinator_address="", num_processes=1, process_id=-1))
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+  """What a run produced. `params` are host numpy arrays of the final step."""
+  params: Any
+  predictor_config: PredictorConfig
+  step: int
+  best_step: int | None
+  best_val_loss: float | None
+  history: tuple[dict, ...]  # one dict of validation metrics per evaluation
+  train_report: TargetReport
+  validation_report: TargetReport | None
+  workdir: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSetup:
+  """The jitted functions and shardings of one training configuration on one mesh."""
+  model: PolarPredictor
+  mesh: jax.sharding.Mesh
+  schedule: Callable
+  state_shardings: Any
+  abstract_state: Any  # ShapeDtypeStructs with shardings
+  batch_sharding: jax.sharding.NamedSharding
+  init: Callable  # rng key -> state
+  step: Callable  # (state, batch) -> (state, metrics); donates state
+  eval_loss: Callable  # (params, batch) -> metrics
+  apply: Callable  # (params, features, mask) -> (boundary logits, op logits)
+
+
+def make_schedule(train: ml_collections.ConfigDict, total_steps: int) -> Callable:
+  """The release's LambdaLR: linear warmup from 0, then cosine (or linear) decay to 0 at `total_steps`."""
+  lr = train.learning_rate
+  warmup = min(max(0, train.warmup_steps), max(0, total_steps - 1))
+  if train.lr_schedule == "none":
+    return optax.constant_schedule(lr)
+  if train.lr_schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1), 0.0)
+  if train.lr_schedule == "linear":
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
+                                 optax.linear_schedule(lr, 0.0, max(1, total_steps - warmup))], [warmup])
+  raise ValueError(f"lr_schedule must be 'cosine', 'linear' or 'none', got {train.lr_schedule!r}.")
+
+
+def build_training(predictor_config: PredictorConfig, feature_dim: int, train: ml_collections.ConfigDict,
+                   total_steps: int, mesh: jax.sharding.Mesh, rules: sharding.ShardingRules) -> TrainSetup:
+  """Model, optimizer, shardings and jitted init / step / eval functions for one mesh."""
+  model = PolarPredictor(predictor_config)
+  schedule = make_schedule(train, total_steps)
+  tx = optax.adamw(schedule, b1=0.9, b2=0.999, eps=train.adam_eps, weight_decay=train.weight_decay)
+  if train.grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(train.grad_clip_norm), tx)
+
+  def init(rng):
+    params = init_params(predictor_config, feature_dim, rng)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": rng}
+
+  abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+  param_sh = sharding.param_shardings(param_logical_axes(predictor_config, feature_dim), abstract["params"],
+                                      mesh, rules)
+  repl = sharding.replicated(mesh)
+  state_sh = {"step": repl, "params": param_sh, "rng": repl,
+              "opt_state": optax.tree_map_params(tx, lambda _, s: s, abstract["opt_state"], param_sh,
+                                                 transform_non_params=lambda _: repl)}
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+  batch_sh = sharding.batch_sharding(mesh)
+
+  def forward(params, batch, rng=None):
+    deterministic = rng is None
+    return model.apply({"params": params}, batch["features"], batch["mask"], deterministic=deterministic,
+                       rngs=None if deterministic else {"dropout": rng})
+
+  def step(state, batch):
+    rng = jax.random.fold_in(state["rng"], state["step"])
+
+    def loss_fn(params):
+      b, o = forward(params, batch, rng)
+      return polar_loss(b, o, batch, length_beta=train.length_beta)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state["step"]))
+    new_state = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+                 "opt_state": opt_state, "rng": state["rng"]}
+    return new_state, metrics
+
+  def eval_loss(params, batch):
+    b, o = forward(params, batch)
+    return polar_loss(b, o, batch, length_beta=train.length_beta)[1]
+
+  return TrainSetup(
+      model=model, mesh=mesh, schedule=schedule, state_shardings=state_sh, abstract_state=abstract,
+      batch_sharding=batch_sh,
+      init=jax.jit(init, out_shardings=state_sh),
+      step=jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=0),
+      eval_loss=jax.jit(eval_loss, in_shardings=(param_sh, batch_sh), out_shardings=repl),
+      apply=jax.jit(lambda p, f, m: model.apply({"params": p}, f, m), in_shardings=(param_sh, batch_sh, batch_sh)))
+
+
+def to_device(batch: dict, sharding_: jax.sharding.NamedSharding) -> dict:
+  """This process's rows of a batch -> global arrays sharded on 'data'."""
+  return {k: jax.make_array_from_process_local_data(sharding_, np.asarray(v)) for k, v in batch.items()}
+
+
+def _records(supervision) -> tuple[SupervisionRecord, ...]:
+  return tuple(supervision.records if isinstance(supervision, Supervision) else supervision)
+
+
+def _depth(records: Sequence[SupervisionRecord]) -> int:
+  depths = sorted({r.depth for r in records})
+  if len(depths) != 1:
+    raise ValueError(f"The supervision mixes model depths {depths}; train one predictor per model.")
+  return depths[0]
+
+
+def _validate(setup: TrainSetup, params, table: ExampleTable, features: QuestionFeatures,
+              records: Sequence[SupervisionRecord], config) -> dict:
+  """The release's validation loss (mean of batch losses) and the top-1 match rate on `records`."""
+  bs = config.eval.batch_size
+  pid, count = jax.process_index(), jax.process_count()
+  losses = [float(setup.eval_loss(params, to_device(b, setup.batch_sharding))["loss"])
+            for b in pipeline.evaluation_batches(table, features, bs, process_index=pid, process_count=count)]
+  apply = lambda p, f, m: setup.apply(p, *(jax.make_array_from_process_local_data(setup.batch_sharding, x)
+                                          for x in _local_rows((f, m), pid, count)))
+  b, o = batched_logits(apply, params, features.features, features.mask, bs)
+  decoded = decode_programs(b, o, DecodeOptions(**config.decode))
+  scored = [(d.top1 is not None and d.top1.ids in set(r.valid)) for d, r in zip(decoded, records) if r.valid]
+  return {"val_loss": float(np.mean(losses)) if losses else float("nan"),
+          "val_top1_match": float(np.mean(scored)) if scored else float("nan")}
+
+
+def _local_rows(arrays, pid, count):
+  return tuple(x[pid * (x.shape[0] // count):(pid + 1) * (x.shape[0] // count)] for x in arrays)
+
+
+def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                    supervision: Supervision | Sequence[SupervisionRecord], encoder: QuestionEncoder, *,
+                    validation: Supervision | Sequence[SupervisionRecord] | None = None,
+                    step_callback: Callable[[int], None] | None = None) -> TrainResult:
+  """Trains (or resumes training) a predictor in `workdir`; see the module docstring.
+
+  Args:
+    config: `default_config()` or a variant.
+    workdir: checkpoints (`checkpoints/`, `best/`) and TensorBoard events (`tensorboard/`) go here; an
+      existing checkpoint is resumed.
+    supervision: training records (a `Supervision` or a sequence of `SupervisionRecord`).
+    encoder: the frozen question encoder; each distinct question is encoded once.
+    validation: optional validation records (e.g. from `supervision.release_splits`).
+    step_callback: called with the step number after every step (after any checkpoint of that step).
+  """
+  dist = config.distributed
+  if dist.coordinator_address or dist.num_processes > 1:
+    sharding.maybe_initialize_distributed(dist.coordinator_address or None, dist.num_processes,
+                                          dist.process_id if dist.process_id >= 0 else None)
+  workdir = pathlib.Path(workdir).absolute()
+  train_records, val_records = _records(supervision), _records(validation) if validation is not None else ()
+  depth = _depth(train_records + val_records)
+  target_options = TargetOptions(seed=config.seed, **config.targets)
+  train_table, train_report = build_examples(train_records, depth, target_options)
+  val_table, val_report = build_examples(val_records, depth, target_options) if val_records else (None, None)
+
+  questions = list(dict.fromkeys(r.question for r in train_records + val_records))
+  features = precompute_features(encoder, questions)
+  row = {q: i for i, q in enumerate(questions)}
+  train_table = dataclasses.replace(train_table, question_index=np.asarray(
+      [row[train_records[i].question] for i in train_table.question_index], np.int32).reshape(-1))
+  val_features = None
+  if val_records:
+    val_rows = np.asarray([row[r.question] for r in val_records])
+    val_features = QuestionFeatures(features.features[val_rows], features.mask[val_rows], features.encoder)
+
+  predictor_config = PredictorConfig(depth=depth, **config.predictor)
+  plan = pipeline.BatchPlan(len(train_table), config.train.batch_size, config.seed)
+  total_steps = config.train.num_steps if config.train.num_steps > 0 else config.train.num_epochs * plan.steps_per_epoch
+  eval_every = config.eval.every_steps or plan.steps_per_epoch
+  mesh = sharding.create_mesh(config.mesh.model_parallelism)
+  setup = build_training(predictor_config, features.feature_dim, config.train, total_steps, mesh,
+                         sharding.ShardingRules.named(config.mesh.rules))
+
+  is_lead = jax.process_index() == 0
+  writer = create_writer(workdir / "tensorboard", just_logging=not is_lead)
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  meta = lambda step, **extra: ckpt.make_meta(predictor_config, feature_dim=features.feature_dim,
+                                              encoder=features.encoder, seed=config.seed, data_position=step,
+                                              total_steps=total_steps, **extra)
+  history, best = [], (None, None)
+  try:
+    if checkpoints.latest_step() is not None:
+      state, saved = checkpoints.restore_latest(setup.abstract_state, meta(0))
+      start = int(saved["data_position"])
+      history, best = list(saved.get("history", [])), (saved.get("best_step"), saved.get("best_val_loss"))
+      if is_lead and config.progress:
+        print(f"Resuming from step {start} of {total_steps} ({workdir}).", flush=True)
+    else:
+      state, start = setup.init(jax.random.PRNGKey(config.seed)), 0
+      writer.write_hparams({"depth": depth, "examples": len(train_table), "total_steps": total_steps,
+                            "batch_size": plan.batch_size, "learning_rate": config.train.learning_rate})
+    batches = pipeline.training_batches(
+        train_table, features, plan, start_step=start, stop_step=total_steps,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+    tick, tick_step = time.perf_counter(), start
+    for step in range(start + 1, total_steps + 1):
+      state, metrics = setup.step(state, to_device(next(batches), setup.batch_sharding))
+      if step % config.log_every_steps == 0 or step == total_steps:
+        metrics = jax.device_get(metrics)
+        rate = (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
+        tick, tick_step = time.perf_counter(), step
+        writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()} | {"train/steps_per_s": rate})
+        if is_lead and config.progress:
+          print(f"step {step}/{total_steps}  loss {metrics['loss']:.4f}  lr {metrics['learning_rate']:.2e}  "
+                f"{rate:.1f} steps/s", flush=True)
+      if val_table is not None and (step % eval_every == 0 or step == total_steps):
+        result = _validate(setup, state["params"], val_table, val_features, val_records, config)
+        history.append({"step": step, **result})
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+        if is_lead and config.progress:
+          print(f"step {step}  val_loss {result['val_loss']:.4f}  top1_match {result['val_top1_match']:.3f}",
+                flush=True)
+        if best[1] is None or result["val_loss"] < best[1]:
+          best = (step, result["val_loss"])
+        checkpoints.save_best(step, state, meta(step), result["val_loss"])
+      if step % config.checkpoint.every_steps == 0 or step == total_steps:
+        checkpoints.save(step, state, meta(step, history=history, best_step=best[0], best_val_loss=best[1]))
+      if step_callback is not None:
+        step_callback(step)
+    writer.flush()
+  finally:
+    checkpoints.close()
+    writer.close()
+  return TrainResult(
+      params=jax.device_get(state["params"]), predictor_config=predictor_config, step=int(state["step"]),
+      best_step=best[0], best_val_loss=best[1], history=tuple(history), train_report=train_report,
+      validation_report=val_report, workdir=str(workdir))
