@@ -1,0 +1,250 @@
+"""The batched, resumable, sharded search driver: many questions at once, one scorer call per round.
+
+Each round, every active question selects up to `leaves_per_round` leaves (virtual loss, `tree.py`); the
+programs not yet scored for that question are collected from all active questions and handed to the scorer
+in one call (the scorer packs them into device batches, `batching.py`); rewards are backed up, finished
+questions are written, and new questions take their place so that the device stays full.
+
+Reproducibility: a question's generator derives from (seed, question id), its tree sees only its own
+rewards, and every question takes the same number of rounds, so its record does not depend on which other
+questions share its rounds, on the shard, or on restarts. Records are written in input order. A restarted
+run (same output path, same config) skips the questions already in the file and produces the same file as
+an uninterrupted run, up to the `seconds` field.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from polar_jax.programs import Program
+from polar_jax.search import records as records_lib
+from polar_jax.search.rewards import ScoredProgram, Scorer
+from polar_jax.search.tree import SearchConfig, SearchTree
+
+log = logging.getLogger(__name__)
+
+VALID_THRESHOLD = 0.5  # A program is valid for a question when its reward exceeds this (rewards are 0 / 1).
+
+
+def question_rng(seed: int, question_id: str) -> np.random.Generator:
+  """The question's own generator, from (seed, question id): independent of order, shard and restarts."""
+  digest = hashlib.sha256(str(question_id).encode("utf-8")).digest()
+  words = np.frombuffer(digest[:16], dtype=np.uint32).tolist()
+  return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
+
+
+def example_field(example: Any, name: str, default: Any = None) -> Any:
+  """Reads a field from an Example-like object or a mapping."""
+  if isinstance(example, Mapping):
+    return example.get(name, default)
+  return getattr(example, name, default)
+
+
+class QuestionSearch:
+  """The search state of one question: its tree, memo and pending evaluations."""
+
+  def __init__(self, index: int, example: Any, depth: int, config: SearchConfig, order: int = 0):
+    self.index = index
+    self.order = order  # Position in the run's queue; records are emitted in this order.
+    self.example = example
+    self.id = str(example_field(example, "id"))
+    self.depth = depth
+    self.config = config
+    self.tree = SearchTree(depth, config, question_rng(config.seed, self.id))
+    self.memo: dict[tuple[int, ...], ScoredProgram] = {}
+    self.pending: dict[tuple[int, ...], list[list[int]]] = {}
+    self.simulations = 0
+    self.started = time.perf_counter()
+
+  @property
+  def done(self) -> bool:
+    return self.simulations >= self.config.num_simulations and not self.pending
+
+  def select(self, limit: int) -> list[tuple[int, ...]]:
+    """Runs the selection of up to `limit` simulations; returns the programs that need scoring."""
+    new = []
+    for _ in range(min(limit, self.config.num_simulations - self.simulations)):
+      path = self.tree.select()
+      self.simulations += 1
+      program = self.tree.programs[path[-1]]
+      if program in self.memo:  # A memo hit: a simulation whose evaluation is free.
+        self.tree.backup(path, self.memo[program].reward)
+      elif program in self.pending:
+        self.pending[program].append(path)
+      else:
+        self.pending[program] = [path]
+        new.append(program)
+    return new
+
+  def receive(self, program: tuple[int, ...], scored: ScoredProgram) -> None:
+    self.memo[program] = scored
+    for path in self.pending.pop(program):
+      self.tree.backup(path, scored.reward)
+
+  def record(self, seconds: float) -> dict[str, Any]:
+    visits = self.tree.program_visits()
+    full = tuple(range(self.depth))
+    valid, invalid = [], []
+    for program in sorted(self.memo, key=lambda p: (len(p), p)):
+      scored = self.memo[program]
+      entry = {"program": list(program), "visits": visits.get(program, 0), "answer": scored.answer}
+      (valid if scored.reward > VALID_THRESHOLD else invalid).append(entry)
+    ex = self.example
+    return {
+        "id": self.id,
+        "question": str(example_field(ex, "question", "")),
+        "gold": _json_scalar(example_field(ex, "answer")),
+        "level": _json_scalar(example_field(ex, "level")),
+        "subject": _json_scalar(example_field(ex, "subject")),
+        "depth": self.depth,
+        "initial_score": float(self.memo[full].reward),
+        "initial_answer": self.memo[full].answer,
+        "valid": valid,
+        "invalid": invalid,
+        "simulations": self.simulations,
+        "evaluations": len(self.memo),
+        "layers": int(sum(s.layers for s in self.memo.values())),
+        "seconds": round(float(seconds), 3),
+        "seed": int(self.config.seed),
+        "config": self.config.to_json(),
+    }
+
+
+def _json_scalar(value: Any) -> Any:
+  if value is None or isinstance(value, (str, bool, int, float)):
+    return value
+  if isinstance(value, np.generic):
+    return value.item()
+  return str(value)
+
+
+def _score_round(scorer: Scorer, pairs: list[tuple[QuestionSearch, tuple[int, ...]]], depth: int,
+                 max_len: int) -> None:
+  if not pairs:
+    return
+  results = scorer.score([(q.index, Program(p, depth, max_len)) for q, p in pairs])
+  if len(results) != len(pairs):
+    raise ValueError(f"The scorer returned {len(results)} results for {len(pairs)} (question, program) pairs; "
+                     "it must return exactly one ScoredProgram per pair, in order.")
+  for (q, program), scored in zip(pairs, results):
+    if not isinstance(scored, ScoredProgram):
+      raise TypeError(f"The scorer must return ScoredProgram objects, got {type(scored).__name__}.")
+    q.receive(program, scored)
+
+
+def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Scorer, config: SearchConfig,
+                  *, max_active: int = 32) -> Iterator[dict[str, Any]]:
+  """Searches `examples[i]` for i in `indices`, yielding one record per question, in `indices` order.
+
+  Up to `max_active` questions advance together; scorer question indexes are indexes into `examples`.
+  """
+  if max_active < 1:
+    raise ValueError(f"max_active must be at least 1, got {max_active}.")
+  depth = int(scorer.depth)
+  max_len = config.resolved_max_len(depth)
+  queue = list(indices)
+  active: list[QuestionSearch] = []
+  finished: dict[int, dict[str, Any]] = {}
+  started = 0
+  emitted = 0
+  while emitted < len(queue):
+    while len(active) < max_active and started < len(queue):
+      i = queue[started]
+      active.append(QuestionSearch(i, examples[i], depth, config, order=started))
+      started += 1
+    pairs = [(q, p) for q in active for p in q.select(config.leaves_per_round)]
+    _score_round(scorer, pairs, depth, max_len)
+    now = time.perf_counter()
+    for q in [q for q in active if q.done]:
+      active.remove(q)
+      finished[q.order] = q.record(now - q.started)
+    while emitted in finished:
+      yield finished.pop(emitted)
+      emitted += 1
+
+
+def search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig = SearchConfig(), *,
+           max_active: int = 32) -> list[dict[str, Any]]:
+  """In-memory search of every example (no file, no sharding); returns the records in input order."""
+  return list(search_stream(examples, range(len(examples)), scorer, config, max_active=max_active))
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchRun:
+  """What `run_search` did. `skipped`: questions of this shard already in the output file."""
+  output_path: str
+  shard: tuple[int, int]
+  written: int
+  skipped: int
+  evaluations: int
+  simulations: int
+  seconds: float
+
+
+def default_shard() -> tuple[int, int]:
+  import jax  # Deferred: the search core itself does not need JAX.
+  return jax.process_index(), jax.process_count()
+
+
+def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, output_path: os.PathLike | str, *,
+               shard: tuple[int, int] | None = None, repair: bool = False, max_active: int = 32,
+               on_record: Callable[[dict[str, Any]], None] | None = None) -> SearchRun:
+  """Searches this shard's questions and appends one record per question to the output (resumable).
+
+  Args:
+    examples: the full question list (every process passes the same list); Example-like objects or
+      mappings with `id`, `question`, `answer` and optionally `level`, `subject`. Ids must be unique.
+    scorer: evaluates (index into `examples`, Program) pairs; `scorer.depth` is the model's depth.
+    config: the search parameters (recorded in every line; a restart must use the same ones).
+    output_path: the JSONL output; with several shards, shard i writes `records.shard_path(output_path, i, n)`.
+    shard: (i, n): this run takes questions i, i+n, i+2n, ...; default (jax.process_index(),
+      jax.process_count()).
+    repair: move corrupt lines of an existing output aside instead of refusing to continue.
+    max_active: questions advanced together (more fills the device better, costs host memory).
+    on_record: called after each record is durably written (progress, or fault injection in tests).
+
+  Raises:
+    records.CorruptRecordsError: the existing output has bad lines and `repair` is False.
+    ValueError: duplicate example ids, or the existing output was written with another config or depth.
+  """
+  index, count = records_lib.check_shard(default_shard() if shard is None else shard)
+  path = records_lib.shard_path(output_path, index, count)
+  ids = [str(example_field(ex, "id")) for ex in examples]
+  dupes = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
+  if dupes:
+    raise ValueError(f"Example ids must be unique; repeated: {dupes[:10]}.")
+  existing = records_lib.read_records(path, repair=repair)
+  depth = int(scorer.depth)
+  expected = config.to_json()
+  for number, rec in enumerate(existing, start=1):
+    if rec["config"] != expected or rec["depth"] != depth:
+      raise ValueError(
+          f"{path} record {number} (id {rec['id']!r}) was written by a search with depth {rec['depth']} and "
+          f"config {rec['config']}; this run has depth {depth} and config {expected}. Resume with the same "
+          "settings or write to a new output path.")
+  done = {rec["id"] for rec in existing}
+  mine = range(index, len(examples), count)
+  todo = [i for i in mine if ids[i] not in done]
+  skipped = len(mine) - len(todo)
+  log.info("Search shard %d/%d: %d questions, %d already in %s, %d to go.", index, count, len(mine), skipped,
+           path, len(todo))
+  start = time.perf_counter()
+  written = evaluations = simulations = 0
+  with records_lib.RecordWriter(path) as writer:
+    for rec in search_stream(examples, todo, scorer, config, max_active=max_active):
+      writer.write(rec)
+      written += 1
+      evaluations += rec["evaluations"]
+      simulations += rec["simulations"]
+      if on_record is not None:
+        on_record(rec)
+  return SearchRun(str(path), (index, count), written, skipped, evaluations, simulations,
+                   time.perf_counter() - start)

@@ -1,0 +1,153 @@
+"""The papers' findings computed from search records, written as `summary.json` and a PNG of layer usage.
+
+Definitions (D = model depth; a question is *base-correct* when the full program's reward is > 0.5):
+
+- base_correct_with_shorter_valid: share of base-correct questions with a valid program of length < D
+  (CoLa finding 3 / PoLar "Occam's razor": 75.5% on Llama-3.2-3B).
+- base_wrong_corrected: share of base-wrong questions with any valid program; base_wrong_corrected_shorter:
+  with a valid program of length < D (PoLar: 36.2%).
+- valid_lengths: histogram of the lengths of all valid programs, pooled over questions; shortest_valid: the
+  mean length / unique-layer count of each question's shortest valid program, split C->C and W->C (CoLa
+  figure 2).
+- layers: per layer, over valid programs with each question weighted equally (a question's valid programs
+  share weight 1): `skip` = share of programs that never run the layer, `repeat` = share that run it more
+  than once, `usage` = mean number of runs (1.0 for the full program).
+Records without an initial score (imported from other tools) count only in the pooled statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+CORRECT = 0.5
+
+
+def _share(numerator: int, denominator: int) -> float | None:
+  return numerator / denominator if denominator else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+  return float(np.mean(values)) if values else None
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """The findings above for records of one model (one depth)."""
+  if not records:
+    raise ValueError("summarize needs at least one search record.")
+  depths = sorted({r["depth"] for r in records})
+  if len(depths) != 1:
+    raise ValueError(f"Records of several model depths {depths} cannot be summarized together; split them.")
+  depth = depths[0]
+  base_correct = base_wrong = shorter = corrected = corrected_shorter = solved = 0
+  lengths: list[int] = []
+  shortest = {"C->C": [], "W->C": []}
+  shortest_unique = {"C->C": [], "W->C": []}
+  skip = np.zeros(depth)
+  repeat = np.zeros(depth)
+  usage = np.zeros(depth)
+  weighted_questions = 0
+  kinds = {"full": 0, "skip_only": 0, "repeat_only": 0, "skip_and_repeat": 0}
+  for rec in records:
+    programs = [tuple(e["program"]) for e in rec["valid"]]
+    has_shorter = any(len(p) < depth for p in programs)
+    solved += bool(programs)
+    score = rec.get("initial_score")
+    if score is not None:
+      if score > CORRECT:
+        base_correct += 1
+        shorter += has_shorter
+      else:
+        base_wrong += 1
+        corrected += bool(programs)
+        corrected_shorter += has_shorter
+      if programs:
+        best = min(programs, key=lambda p: (len(p), len(set(p))))
+        case = "C->C" if score > CORRECT else "W->C"
+        shortest[case].append(len(best))
+        shortest_unique[case].append(len(set(best)))
+    if not programs:
+      continue
+    weighted_questions += 1
+    counts = np.stack([np.bincount(np.asarray(p), minlength=depth) for p in programs])  # [P, D]
+    skip += (counts == 0).mean(0)
+    repeat += (counts > 1).mean(0)
+    usage += counts.mean(0)
+    for p, c in zip(programs, counts):
+      lengths.append(len(p))
+      skipped, repeated = bool((c == 0).any()), bool((c > 1).any())
+      key = ("skip_and_repeat" if skipped and repeated else "skip_only" if skipped else
+             "repeat_only" if repeated else "full")
+      kinds[key] += 1
+  n = max(weighted_questions, 1)
+  hist = {str(k): int(v) for k, v in sorted(zip(*np.unique(lengths, return_counts=True)))} if lengths else {}
+  evaluations = [r["evaluations"] for r in records]
+  simulations = [r["simulations"] for r in records if r.get("simulations") is not None]
+  seconds = [r["seconds"] for r in records if r.get("seconds") is not None]
+  return {
+      "questions": len(records),
+      "depth": depth,
+      "base_correct": base_correct,
+      "base_wrong": base_wrong,
+      "base_accuracy": _share(base_correct, base_correct + base_wrong),
+      "oracle_accuracy": _share(solved, len(records)),
+      "base_correct_with_shorter_valid": _share(shorter, base_correct),
+      "base_wrong_corrected": _share(corrected, base_wrong),
+      "base_wrong_corrected_shorter": _share(corrected_shorter, base_wrong),
+      "valid_programs": len(lengths),
+      "valid_program_kinds": kinds,
+      "valid_lengths": {"histogram": hist, "mean": _mean(lengths),
+                        "median": float(np.median(lengths)) if lengths else None,
+                        "min": min(lengths, default=None), "max": max(lengths, default=None)},
+      "shortest_valid": {case: {"questions": len(v), "mean_length": _mean(v),
+                                "mean_unique_layers": _mean(shortest_unique[case])}
+                         for case, v in shortest.items()},
+      "layers": {"skip": (skip / n).round(6).tolist(), "repeat": (repeat / n).round(6).tolist(),
+                 "usage": (usage / n).round(6).tolist()},
+      "evaluations_mean": _mean(evaluations),
+      "simulations_mean": _mean(simulations),
+      "seconds_total": float(sum(seconds)) if seconds else None,
+  }
+
+
+def plot_layer_usage(summary: Mapping[str, Any], path: os.PathLike | str, title: str = "") -> None:
+  """Per-layer skip / repeat shares and mean usage of valid programs, and their length histogram."""
+  import matplotlib  # Deferred: plotting is optional for the search itself.
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  depth = summary["depth"]
+  layers = np.arange(depth)
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
+  ax1.bar(layers, summary["layers"]["usage"], color="#9ecae1", label="mean runs per program")
+  ax1.plot(layers, summary["layers"]["skip"], "o-", color="#de2d26", label="share skipping")
+  ax1.plot(layers, summary["layers"]["repeat"], "s-", color="#31a354", label="share repeating")
+  ax1.axhline(1.0, color="gray", lw=0.8, ls="--")
+  ax1.set_xlabel("layer")
+  ax1.set_title("layer usage in valid programs")
+  ax1.legend(fontsize=8)
+  hist = summary["valid_lengths"]["histogram"]
+  ax2.bar([int(k) for k in hist], list(hist.values()), color="#756bb1")
+  ax2.axvline(depth, color="gray", lw=0.8, ls="--")
+  ax2.set_xlabel("program length")
+  ax2.set_title("valid program lengths")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write_summary(records: Sequence[Mapping[str, Any]], out_dir: os.PathLike | str,
+                  title: str = "") -> dict[str, Any]:
+  """Writes `summary.json` and `layer_usage.png` into `out_dir`; returns the summary."""
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  summary = summarize(records)
+  (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+  plot_layer_usage(summary, out / "layer_usage.png", title=title)
+  return summary
