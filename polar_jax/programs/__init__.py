@@ -19,3 +19,8 @@ from polar_jax.programs.segments import parse
 from polar_jax.programs.segments import render
 from polar_jax.programs.segments import render_ops
 from polar_jax.programs.segments import spans_from_boundaries
+from polar_jax.programs.executor import Executor
+from polar_jax.programs.executor import GenerationResult
+from polar_jax.programs.executor import StopRule
+from polar_jax.programs.executor import executor_for
+from polar_jax.programs.executor import generate

@@ -1,0 +1,142 @@
+"""The program executor against naive references: forward pass, per-layer loop, uncached generation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from polar_jax.models import transformer
+from polar_jax.programs import Executor, Program, ProgramError, StopRule
+from polar_jax.testing import tiny_model
+
+
+def naive_logits(model, ids, program):
+  """Logits [S, V] of running `program`'s layers one by one in Python: no scan, no cache, no schedule."""
+  params, cfg = model.params, model.config
+  tokens = jnp.asarray([ids])
+  x = transformer.embed(params, cfg, tokens)
+  rope = transformer.rope_tables(cfg, jnp.arange(len(ids))[None])
+  key_mask = transformer.causal_key_mask(jnp.ones_like(tokens))
+  empty = jnp.zeros((1, len(ids), cfg.num_kv_heads, cfg.head_dim), x.dtype)
+  for layer_id in program:
+    lp = jax.tree.map(lambda w: w[layer_id], params["layers"])
+    x, _, _ = transformer.layer(lp, cfg, x, rope, empty, empty, 0, key_mask)
+  return np.asarray(transformer.logits(params, cfg, transformer.final_norm(params, cfg, x))[0])
+
+
+def naive_greedy(model, ids, program, n):
+  ids = list(ids)
+  out = []
+  for _ in range(n):
+    nxt = int(np.argmax(naive_logits(model, ids, program)[-1]))
+    out.append(nxt)
+    ids.append(nxt)
+  return out
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3"])
+def model(request):
+  return tiny_model(request.param)
+
+
+@pytest.fixture(scope="module")
+def executor(model):
+  return Executor(model)
+
+
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [40, 41, 42, 43, 44]]
+
+
+def test_full_program_matches_forward(model, executor):
+  ids = PROMPTS[0]
+  ours = executor.prefill_logits([ids], Program.full(4))[0]
+  ref = np.asarray(transformer.forward(model.params, model.config, jnp.asarray([ids]))[0])
+  np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("program", [[0, 2, 3], [0, 1, 1, 2, 3], [0, 1, 2, 1, 2, 3], [3, 2, 1, 0], [1],
+                                     [0, 0, 0, 1, 2, 3, 3]])
+def test_program_matches_naive_loop(model, executor, program):
+  for ids in PROMPTS[:2]:
+    ours = executor.prefill_logits([ids], program)[0]
+    np.testing.assert_allclose(ours, naive_logits(model, ids, program), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("program", [[0, 1, 1, 2, 3], [0, 1, 2, 1, 2, 3], [0, 0, 0, 1, 2, 3]])
+def test_cached_generation_equals_uncached(model, executor, program):
+  """The case the reference release gets wrong: a repeated layer needs its own cache slot per step."""
+  res = executor.generate([PROMPTS[0]], program, 10, stop=StopRule(stop_ids=()))
+  assert res.tokens[0] == naive_greedy(model, PROMPTS[0], program, 10)
+
+
+def test_mixed_batch_equals_rows_alone(model, executor):
+  programs = [[0, 1, 1, 2, 3], [0, 2, 3], [3, 2, 1, 0]]
+  together = executor.generate(PROMPTS, programs, 8, stop=StopRule(stop_ids=()))
+  assert together.schedule_length > 4
+  for ids, program, tokens in zip(PROMPTS, programs, together.tokens):
+    alone = executor.generate([ids], program, 8, stop=StopRule(stop_ids=()))
+    assert alone.tokens[0] == tokens
+  np.testing.assert_array_equal(together.layers_executed, [5 * 8, 3 * 8, 4 * 8])
+
+
+def test_many_programs_one_compile():
+  model = tiny_model("llama", num_layers=8)
+  ex = Executor(model)
+  rng = np.random.default_rng(0)
+  programs = []
+  while len(programs) < 20:
+    n = int(rng.integers(3, 15))
+    p = tuple(int(i) for i in np.sort(rng.integers(0, 8, n)))
+    if p not in programs:
+      programs.append(p)
+  assert len({len(p) for p in programs}) > 5
+  for p in programs:  # All schedules have <= 16 steps: one bucket.
+    ex.generate([PROMPTS[0]], list(p), 4)
+  assert ex.compiles == 1
+
+
+def test_stop_rules(model, executor):
+  free = executor.generate([PROMPTS[0]], Program.full(4), 10, stop=StopRule(stop_ids=()))
+  first = free.tokens[0][2]
+  stopped = executor.generate([PROMPTS[0]], Program.full(4), 10, stop=StopRule(stop_ids=(first,)))
+  assert stopped.tokens[0] == free.tokens[0][:3]
+  assert stopped.stopped[0] and not free.stopped[0]
+  assert list(stopped.num_generated) == [3] and list(free.num_generated) == [10]
+
+
+def test_sampling_is_seeded(model, executor):
+  a = executor.generate(PROMPTS, Program.full(4), 8, temperature=1.0, seed=3, stop=StopRule(stop_ids=()))
+  b = executor.generate(PROMPTS, Program.full(4), 8, temperature=1.0, seed=3, stop=StopRule(stop_ids=()))
+  c = executor.generate(PROMPTS, Program.full(4), 8, temperature=1.0, seed=4, stop=StopRule(stop_ids=()))
+  assert a.tokens == b.tokens and a.tokens != c.tokens
+
+
+def test_bad_programs_fail_before_tracing():
+  ex = Executor(tiny_model("llama"))
+  with pytest.raises(ProgramError, match=r"Program index 4 out of range for a 4-layer model \(program position 2\)"):
+    ex.generate([PROMPTS[0]], [0, 1, 4], 4)
+  with pytest.raises(ProgramError, match="empty"):
+    ex.generate([PROMPTS[0]], [[]], 4)
+  with pytest.raises(ProgramError, match="2 programs for 3 prompts"):
+    ex.generate(PROMPTS, [[0], [1]], 4)
+  with pytest.raises(ProgramError, match="6-layer model"):
+    ex.generate([PROMPTS[0]], [Program([0, 1], 6)], 4)
+  assert ex.compiles == 0
+
+
+def test_brace_stop_on_smollm2_and_batch_consistency():
+  """On the real model: the boxed-answer stop rule, and mixed-program batches equal rows run alone."""
+  from polar_jax.models import load_model
+  model = load_model("smollm2-135m-instruct")
+  ex = Executor(model)
+  tok = model.tokenizer
+  prompts = [tok.apply_chat_template([{"role": "user", "content": q}]) + "The answer is \\boxed{"
+             for q in ("What is 3 plus 4?", "What is 9 minus 2?", "What is 6 times 1?")]
+  programs = [Program.full(30), Program([i for i in range(30) if i != 7], 30),
+              Program(list(range(12)) + [10, 11] + list(range(12, 30)), 30)]
+  together = ex.generate(prompts, programs, 12, stop=StopRule(close_brace_depth=1))
+  assert all(together.stopped)
+  assert all("}" in t for t in together.texts)
+  for prompt, program, tokens in zip(prompts, programs, together.tokens):
+    alone = ex.generate([prompt], [program], 12, stop=StopRule(close_brace_depth=1))
+    assert alone.tokens[0] == tokens
