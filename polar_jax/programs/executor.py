@@ -102,7 +102,7 @@ class GenerationResult:
 # --- the compiled core ---------------------------------------------------------------------------------------
 
 
-def _run_prefill(params, cfg: ModelConfig, steps, active, length, tokens, attn_mask, cache_len: int):
+def prefill(params, cfg: ModelConfig, steps, active, length, tokens, attn_mask, cache_len: int):
   """Prefill under a schedule.
 
   steps: [T] int32; active: [B, T] bool; length: scalar int32 (real steps); tokens, attn_mask: [B, S]
@@ -132,7 +132,7 @@ def _run_prefill(params, cfg: ModelConfig, steps, active, length, tokens, attn_m
   return transformer.final_norm(params, cfg, x), cache_k, cache_v
 
 
-def _run_decode(params, cfg: ModelConfig, steps, active, length, token, position, column, key_valid,
+def decode_step(params, cfg: ModelConfig, steps, active, length, token, position, column, key_valid,
                 cache_k, cache_v):
   """One decode step for all rows.
 
@@ -174,7 +174,7 @@ def _generate_core(params, steps, active, length, tokens, attn_mask, row_valid, 
   counter[0] += 1  # Runs at trace time only: counts compiles.
   b, s = tokens.shape
   cache_len = s + new_cap
-  h, cache_k, cache_v = _run_prefill(params, cfg, steps, active, length, tokens, attn_mask, cache_len)
+  h, cache_k, cache_v = prefill(params, cfg, steps, active, length, tokens, attn_mask, cache_len)
   logits = transformer.logits(params, cfg, h[:, -1:])[:, 0]  # [B, V]
   key_valid = jnp.concatenate([attn_mask.astype(bool), jnp.zeros((b, new_cap), bool)], axis=1)
   next_pos = jnp.sum(attn_mask, axis=1).astype(jnp.int32)  # [B]
@@ -207,7 +207,7 @@ def _generate_core(params, steps, active, length, tokens, attn_mask, row_valid, 
     column = s + i - 1
     key_valid = key_valid.at[:, column].set(True)
     position = next_pos + i - 1
-    logits, cache_k, cache_v = _run_decode(params, cfg, steps, active, length, tok, position, column,
+    logits, cache_k, cache_v = decode_step(params, cfg, steps, active, length, tok, position, column,
                                            key_valid, cache_k, cache_v)
     tok, key, depth, stopped, out, n_gen = emit(i, logits, key, depth, stopped | ~row_valid, out, n_gen)
     return i + 1, tok, key, depth, stopped & row_valid, out, n_gen, cache_k, cache_v, key_valid
@@ -219,7 +219,7 @@ def _generate_core(params, steps, active, length, tokens, attn_mask, row_valid, 
 
 def _prefill_logits_core(params, steps, active, length, tokens, attn_mask, *, cfg: ModelConfig, counter: list):
   counter[0] += 1
-  h, _, _ = _run_prefill(params, cfg, steps, active, length, tokens, attn_mask, tokens.shape[1])
+  h, _, _ = prefill(params, cfg, steps, active, length, tokens, attn_mask, tokens.shape[1])
   return transformer.logits(params, cfg, h)  # [B, S, V]
 
 
