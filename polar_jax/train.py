@@ -24,6 +24,8 @@ What happens (big_vision style):
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import pathlib
 import time
 from typing import Any, Callable, Sequence
@@ -113,7 +115,19 @@ def make_schedule(train: ml_collections.ConfigDict, total_steps: int) -> Callabl
 
 def build_training(predictor_config: PredictorConfig, feature_dim: int, train: ml_collections.ConfigDict,
                    total_steps: int, mesh: jax.sharding.Mesh, rules: sharding.ShardingRules) -> TrainSetup:
-  """Model, optimizer, shardings and jitted init / step / eval functions for one mesh."""
+  """Model, optimizer, shardings and jitted init / step / eval functions for one mesh.
+
+  Cached per (shapes, train config, mesh, rules): a resumed run or a notebook re-run in the same process
+  reuses the compiled functions instead of compiling them again.
+  """
+  return _build_training(predictor_config, int(feature_dim), json.dumps(train.to_dict(), sort_keys=True),
+                         int(total_steps), mesh, rules)
+
+
+@functools.lru_cache(maxsize=8)
+def _build_training(predictor_config: PredictorConfig, feature_dim: int, train_json: str, total_steps: int,
+                    mesh: jax.sharding.Mesh, rules: sharding.ShardingRules) -> TrainSetup:
+  train = ml_collections.ConfigDict(json.loads(train_json))
   model = PolarPredictor(predictor_config)
   schedule = make_schedule(train, total_steps)
   tx = optax.adamw(schedule, b1=0.9, b2=0.999, eps=train.adam_eps, weight_decay=train.weight_decay)

@@ -77,6 +77,8 @@ class Checkpoints:
     self.latest.save(step, args=_args(state, meta), force=True)
 
   def save_best(self, step: int, state, meta: dict, val_loss: float):
+    if step in self.best.all_steps():  # re-evaluated after a resume: the same state was already considered
+      return
     self.best.save(step, args=_args(state, meta), metrics={"val_loss": float(val_loss)}, force=True)
 
   def latest_step(self) -> int | None:
