@@ -261,6 +261,12 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
                          sharding.ShardingRules.named(config.mesh.rules))
 
   is_lead = jax.process_index() == 0
+  if is_lead and config.progress:
+    r = train_report
+    print(f"{r.examples} training examples from {r.questions_with_examples} of {r.questions} questions "
+          f"(depth {depth}; {r.questions_without_valid} without a valid program, {r.programs_not_sampled} programs "
+          f"beyond max_programs, {r.programs_outside_space} outside the predictor's space); "
+          f"{total_steps} steps of batch {plan.batch_size}.", flush=True)
   writer = create_writer(workdir / "tensorboard", just_logging=not is_lead)
   checkpoints = ckpt.Checkpoints(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
   meta = lambda step, **extra: ckpt.make_meta(predictor_config, feature_dim=features.feature_dim,

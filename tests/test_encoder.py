@@ -108,3 +108,12 @@ def test_converter_accepts_prefix_and_rejects_unknown_missing_and_misshapen(mini
     bert.convert_bert_weights({**state, "encoder.layer.0.intermediate.dense.weight": np.zeros((384, 384))}, config)
   with pytest.raises(bert.BertConversionError, match="a 6-layer BertEncoder does not have"):
     bert.convert_bert_weights({**state, "encoder.layer.6.output.dense.bias": np.zeros(384)}, config)
+
+
+def test_token_embedding_encoder_from_model():
+  table = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+  tok = type("Tok", (), {"encode": staticmethod(lambda text: [int(c) for c in text])})()
+  model = type("Model", (), {"params": {"embed": table}, "tokenizer": tok, "name": "toy-lm"})()
+  encoder = TokenEmbeddingEncoder.from_model(model)
+  assert encoder.name == "toy-lm-token-embeddings" and encoder.feature_dim == 4
+  np.testing.assert_array_equal(encoder.encode(["90"])[0][0, :2], table[[9, 0]])

@@ -159,3 +159,18 @@ def test_schedule_matches_release_lambda():
     assert float(schedule(step)) == pytest.approx(5e-4 * release(step), abs=1e-9)
   config.lr_schedule = "linear"
   assert float(train.make_schedule(config, total)(55)) == pytest.approx(5e-4 * (1 - 45 / 90), abs=1e-9)
+
+
+def test_sharding_rules_map_logical_axes_and_replicate_what_does_not_divide():
+  from jax.sharding import PartitionSpec as P
+  from polar_jax import sharding
+  mesh = type("Mesh", (), {"shape": {"data": 4, "model": 2}})()
+  fsdp = sharding.ShardingRules.fsdp()
+  assert fsdp.spec(P("embed", "mlp"), (256, 1024), mesh) == P("data", "model")
+  assert fsdp.spec(P("embed", "mlp"), (6, 1024), mesh) == P(None, "model")  # 6 rows do not split 4 ways
+  assert fsdp.spec(P("heads", "mlp"), (8, 8), mesh) == P("model", None)  # one mesh axis per array
+  assert fsdp.spec(P("layers", None), (28, 3), mesh) == P(None, None)
+  assert sharding.ShardingRules.replicated().spec(P("embed", "mlp"), (256, 1024), mesh) == P(None, None)
+  with pytest.raises(ValueError, match="Unknown sharding rules 'tp'"):
+    sharding.ShardingRules.named("tp")
+  assert sharding.maybe_initialize_distributed() is False  # single process: never initialises

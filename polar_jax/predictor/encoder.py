@@ -151,6 +151,12 @@ class TokenEmbeddingEncoder(_TokenizedEncoder):
     self.name = name
     self.feature_dim = table.shape[1]
 
+  @classmethod
+  def from_model(cls, model, **kwargs) -> "TokenEmbeddingEncoder":
+    """From a `polar_jax.models.Model`: its input embedding table `params["embed"]` and its tokenizer."""
+    return cls(np.asarray(model.params["embed"], np.float32), model.tokenizer,
+               name=f"{model.name}-token-embeddings", **kwargs)
+
   def token_ids(self, text):
     ids = super().token_ids(text)
     bad = [i for i in ids if not 0 <= i < self._table.shape[0]]

@@ -121,7 +121,8 @@ class PolarPredictor(nn.Module):
 def init_variables(config: PredictorConfig, feature_dim: int, rng, *, seq_len: int = 8):
   """Boxed variables (each leaf a `nn.LogicallyPartitioned`); use `nn.unbox` for plain arrays."""
   model = PolarPredictor(config)
-  return model.init(rng, jnp.zeros((1, seq_len, feature_dim), jnp.float32), jnp.ones((1, seq_len), bool))
+  # jit: one compile instead of dispatching every initializer op by op (slow on CPU).
+  return jax.jit(model.init)(rng, jnp.zeros((1, seq_len, feature_dim), jnp.float32), jnp.ones((1, seq_len), bool))
 
 
 def init_params(config: PredictorConfig, feature_dim: int, rng) -> dict:
