@@ -12,7 +12,7 @@ import hashlib
 import pathlib
 
 from polar_jax import resources
-from polar_jax.data import catalog, splits, tfds_builders
+from polar_jax.data import catalog, splits
 from polar_jax.data.example import Example
 
 list_datasets = catalog.list_datasets
@@ -61,7 +61,9 @@ def load_split(dataset: str, split: str, *, limit: int | None = None, seed: int 
   elif spec.kind == "local":
     raise ValueError("Dataset 'jsonl' needs manual_dir=<directory with <split>.jsonl files>.")
   data_dir = pathlib.Path(data_dir) if data_dir is not None else default_data_dir()
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # ~0.3 s; only when preparing.
+  # Deferred: importing TFDS takes ~0.3 s, and most users of polar_jax.data only check answers.
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from polar_jax.data import tfds_builders  # pylint: disable=import-outside-toplevel
   builder = tfds_builders.make_builder(dataset, seed=seed, data_dir=data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(manual_dir) if manual_dir is not None else None))
