@@ -28,7 +28,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from polar_jax.models import load_model, transformer
 from polar_jax.predictor import DecodeOptions, MiniLMEncoder, PolarPredictor, PredictorConfig, decode_programs

@@ -212,8 +212,50 @@ def _validate(setup: TrainSetup, params, table: ExampleTable, features: Question
           "val_top1_match": float(np.mean(scored)) if scored else float("nan")}
 
 
+def _every(step: int, period: int) -> bool:
+  """Whether a periodic action (period <= 0: never, only at the end) falls on `step`."""
+  return period > 0 and step % period == 0
+
+
 def _local_rows(arrays, pid, count):
   return tuple(x[pid * (x.shape[0] // count):(pid + 1) * (x.shape[0] // count)] for x in arrays)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+  """Examples and encoded questions of one run. `train_table.question_index` points into `features`; the
+  validation table's into `val_features` (one row per validation record)."""
+  depth: int
+  train_table: ExampleTable
+  train_report: TargetReport
+  features: QuestionFeatures
+  val_records: tuple[SupervisionRecord, ...] = ()
+  val_table: ExampleTable | None = None
+  val_report: TargetReport | None = None
+  val_features: QuestionFeatures | None = None
+
+
+def prepare_data(config: ml_collections.ConfigDict, supervision, validation, encoder: QuestionEncoder
+                 ) -> TrainingData:
+  """Supervision -> examples (`targets.py`) and every distinct question encoded once."""
+  train_records, val_records = _records(supervision), _records(validation) if validation is not None else ()
+  depth = _depth(train_records + val_records)
+  target_options = TargetOptions(seed=config.seed, **config.targets)
+  train_table, train_report = build_examples(train_records, depth, target_options)
+  val_table, val_report = build_examples(val_records, depth, target_options) if val_records else (None, None)
+  if val_table is not None and not len(val_table):
+    raise ValueError(f"None of the {len(val_records)} validation questions has a usable valid program, so there is "
+                     "no validation loss; pass other validation records or none.")
+  questions = list(dict.fromkeys(r.question for r in train_records + val_records))
+  features = precompute_features(encoder, questions)
+  row = {q: i for i, q in enumerate(questions)}
+  train_table = dataclasses.replace(train_table, question_index=np.asarray(
+      [row[train_records[i].question] for i in train_table.question_index], np.int32).reshape(-1))
+  val_features = None
+  if val_records:
+    val_rows = np.asarray([row[r.question] for r in val_records])
+    val_features = QuestionFeatures(features.features[val_rows], features.mask[val_rows], features.encoder)
+  return TrainingData(depth, train_table, train_report, features, val_records, val_table, val_report, val_features)
 
 
 def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
@@ -236,22 +278,9 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
     sharding.maybe_initialize_distributed(dist.coordinator_address or None, dist.num_processes,
                                           dist.process_id if dist.process_id >= 0 else None)
   workdir = pathlib.Path(workdir).absolute()
-  train_records, val_records = _records(supervision), _records(validation) if validation is not None else ()
-  depth = _depth(train_records + val_records)
-  target_options = TargetOptions(seed=config.seed, **config.targets)
-  train_table, train_report = build_examples(train_records, depth, target_options)
-  val_table, val_report = build_examples(val_records, depth, target_options) if val_records else (None, None)
-
-  questions = list(dict.fromkeys(r.question for r in train_records + val_records))
-  features = precompute_features(encoder, questions)
-  row = {q: i for i, q in enumerate(questions)}
-  train_table = dataclasses.replace(train_table, question_index=np.asarray(
-      [row[train_records[i].question] for i in train_table.question_index], np.int32).reshape(-1))
-  val_features = None
-  if val_records:
-    val_rows = np.asarray([row[r.question] for r in val_records])
-    val_features = QuestionFeatures(features.features[val_rows], features.mask[val_rows], features.encoder)
-
+  data = prepare_data(config, supervision, validation, encoder)
+  depth, train_table, train_report, features = data.depth, data.train_table, data.train_report, data.features
+  val_table, val_records, val_features = data.val_table, data.val_records, data.val_features
   predictor_config = PredictorConfig(depth=depth, **config.predictor)
   plan = pipeline.BatchPlan(len(train_table), config.train.batch_size, config.seed)
   total_steps = config.train.num_steps if config.train.num_steps > 0 else config.train.num_epochs * plan.steps_per_epoch
@@ -291,7 +320,7 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
     tick, tick_step = time.perf_counter(), start
     for step in range(start + 1, total_steps + 1):
       state, metrics = setup.step(state, to_device(next(batches), setup.batch_sharding))
-      if step % config.log_every_steps == 0 or step == total_steps:
+      if _every(step, config.log_every_steps) or step == total_steps:
         metrics = jax.device_get(metrics)
         rate = (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
         tick, tick_step = time.perf_counter(), step
@@ -299,7 +328,7 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
         if is_lead and config.progress:
           print(f"step {step}/{total_steps}  loss {metrics['loss']:.4f}  lr {metrics['learning_rate']:.2e}  "
                 f"{rate:.1f} steps/s", flush=True)
-      if val_table is not None and (step % eval_every == 0 or step == total_steps):
+      if val_table is not None and (_every(step, eval_every) or step == total_steps):
         result = _validate(setup, state["params"], val_table, val_features, val_records, config)
         history.append({"step": step, **result})
         writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
@@ -309,7 +338,7 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
         if best[1] is None or result["val_loss"] < best[1]:
           best = (step, result["val_loss"])
         checkpoints.save_best(step, state, meta(step), result["val_loss"])
-      if step % config.checkpoint.every_steps == 0 or step == total_steps:
+      if _every(step, config.checkpoint.every_steps) or step == total_steps:
         checkpoints.save(step, state, meta(step, history=history, best_step=best[0], best_val_loss=best[1]))
       if step_callback is not None:
         step_callback(step)
@@ -320,4 +349,4 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
   return TrainResult(
       params=jax.device_get(state["params"]), predictor_config=predictor_config, step=int(state["step"]),
       best_step=best[0], best_val_loss=best[1], history=tuple(history), train_report=train_report,
-      validation_report=val_report, workdir=str(workdir))
+      validation_report=data.val_report, workdir=str(workdir))
