@@ -166,3 +166,12 @@ def test_stop_then_extract_agree():
   continuation = "\\frac{3}{4}}. Then some rambling \\boxed{7}"
   cut = next(i for i in range(len(continuation) + 1) if done(continuation[:i]))
   assert answers.extract_answer(PREFIX + continuation[:cut], "boxed") == "\\frac{3}{4}"
+
+
+def test_symbolic_checks_work_off_the_main_thread():
+  """math-verify's own SIGALRM timeout raises outside the main thread; ours runs in a worker process."""
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  pairs = [("\\sqrt{12}", "2\\sqrt{3}", True), ("\\frac{\\pi}{3}", "\\frac{\\pi}{4}", False)]
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    got = list(pool.map(lambda p: answers.is_correct(p[0], p[1], timeout_s=30.0), pairs))
+  assert got == [want for _, _, want in pairs]

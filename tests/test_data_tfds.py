@@ -97,3 +97,23 @@ def test_unknown_names(data_dir):
     loading.load_split("math_level2", "dev", data_dir=data_dir)
   assert tfds_builders.tfds_name("arith_level3", seed=2) == "polar_arith_ladder/level3_seed2"
   assert tfds_builders.tfds_name("gsm8k", seed=2) == "polar_math/gsm8k"  # Shipped data ignores the seed.
+
+
+def test_manual_data_never_shadows_the_installed_data(tmp_path):
+  copy = tmp_path / "copy"
+  (copy / "svamp").mkdir(parents=True)
+  _write_jsonl(copy / "svamp" / "test.jsonl", [{"Body": "A.", "Question": "B?", "Answer": 1.0}])
+  shared = tmp_path / "tfds"
+  assert len(loading.load_split("svamp", "test", manual_dir=copy, data_dir=shared)) == 1
+  assert len(loading.load_split("svamp", "test", data_dir=shared)) == 1000
+  _write_jsonl(copy / "svamp" / "test.jsonl", [{"Body": "A.", "Question": "B?", "Answer": 1.0}] * 2)
+  assert len(loading.load_split("svamp", "test", manual_dir=copy, data_dir=shared)) == 2  # Edited: re-prepared.
+
+
+def test_draw_few_shot_is_deterministic_and_from_train(data_dir):
+  from polar_jax.data import prompts  # pylint: disable=import-outside-toplevel
+  shots = prompts.draw_few_shot("arith_level1", 3, data_dir=data_dir)
+  assert len(shots) == 4 and shots == prompts.draw_few_shot("arith_level1", 3, data_dir=data_dir)
+  train = {e.id for e in ladder.ladder_splits(1)["train"]}
+  assert all(e.id in train for e in shots)
+  assert prompts.draw_few_shot("arith_level1", 0) == []

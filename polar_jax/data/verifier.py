@@ -43,6 +43,7 @@ class MathVerifier:
 
   def __init__(self):
     self._proc: subprocess.Popen | None = None
+    self._owner_pid = os.getpid()  # A forked child must not share (or reap) its parent's worker.
     self._stderr = None
     self._lock = threading.Lock()
     self._next_id = 0
@@ -80,6 +81,8 @@ class MathVerifier:
   def check(self, gold: str, pred: str, timeout_s: float) -> bool:
     """True if math-verify proves `pred` equal to `gold`; False if not, on error, or after `timeout_s`."""
     with self._lock:
+      if self._owner_pid != os.getpid():
+        self._proc, self._owner_pid = None, os.getpid()
       if self._proc is None or self._proc.poll() is not None:
         self._proc = self._start()
       self.stats.checks += 1
@@ -112,7 +115,8 @@ class MathVerifier:
 
   def close(self) -> None:
     with self._lock:
-      self._restart_after_failure()
+      if self._owner_pid == os.getpid():
+        self._restart_after_failure()
 
 
 _VERIFIER = MathVerifier()
