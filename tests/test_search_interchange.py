@@ -109,3 +109,25 @@ def test_summary_findings_on_hand_made_records(tmp_path):
   assert (tmp_path / "layer_usage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(ValueError, match="several model depths"):
     summarize(records + [dict(records[0], depth=5)])
+
+
+def test_command_line_round_trip(records, tmp_path, capsys):
+  from polar_jax.search.__main__ import main
+  from polar_jax.search.records import RecordWriter, read_records
+
+  with RecordWriter(tmp_path / "s.jsonl") as writer:
+    for rec in records:
+      writer.write(rec)
+  main(["export", str(tmp_path / "s.jsonl"), str(tmp_path / "m.json")])
+  main(["import", str(tmp_path / "m.json"), str(tmp_path / "back.jsonl")])
+  assert read_records(tmp_path / "back.jsonl") == records
+  with pytest.raises(SystemExit, match="already holds records"):
+    main(["import", str(tmp_path / "m.json"), str(tmp_path / "back.jsonl")])
+  with open(tmp_path / "s.jsonl", "a") as f:
+    f.write("garbage\n")
+  with pytest.raises(SystemExit, match="line 4: not valid JSON"):
+    main(["summary", str(tmp_path / "s.jsonl"), str(tmp_path / "summary")])
+  main(["repair", str(tmp_path / "s.jsonl")])
+  main(["summary", str(tmp_path / "s.jsonl"), str(tmp_path / "summary")])
+  assert json.loads((tmp_path / "summary" / "summary.json").read_text())["questions"] == 3
+  assert "good records kept" in capsys.readouterr().out

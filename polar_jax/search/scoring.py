@@ -75,36 +75,32 @@ class LLMScorer:
     self.executor = executor if executor is not None else executor_for(model)
     self.depth = int(model.config.num_layers)
     self.stats = ScorerStats()
+    self.prompt_cfg = None  # Set by `for_math`.
     self._prompts: dict[int, str] = {}
 
   @classmethod
-  def for_math(cls, model, examples: Sequence[Any], prompt_cfg: Any = None, answer_format: str = "boxed",
-               **kwargs) -> LLMScorer:
-    """The evaluation's prompt and answer checking from `polar_jax.data` (kwargs go to `__init__`)."""
-    from polar_jax.data import answers, prompts  # Deferred: the search core does not need the data package.
+  def for_math(cls, model, examples: Sequence[Any], prompt_cfg: Any = None, *,
+               few_shot_examples: Sequence[Any] = (), **kwargs) -> LLMScorer:
+    """The evaluation's prompt, stop rule and answer checking from `polar_jax.data` (kwargs go to `__init__`).
 
-    rendered: dict[int, Any] = {}
+    Args:
+      prompt_cfg: a `polar_jax.data.PromptConfig`; default `preset_for_model(model.name)`.
+      few_shot_examples: candidates when the config asks for few-shot turns (`polar_jax.data.draw_few_shot`).
+    """
+    from polar_jax import data  # Deferred: the search core does not need the data package.
 
-    def render(example):
-      key = id(example)
-      if key not in rendered:
-        rendered[key] = prompts.render_prompt(example, prompt_cfg, model.tokenizer)
-      return rendered[key]
+    cfg = prompt_cfg if prompt_cfg is not None else data.preset_for_model(model.name)
 
     def prompt_fn(example):
-      r = render(example)
-      return r if isinstance(r, str) else r.text
+      return data.render_prompt(example, cfg, model.tokenizer, few_shot_examples)
 
     def verify_fn(text, example):
-      r = render(example)
-      prefix = "" if isinstance(r, str) else getattr(r, "assistant_prefix", "")
-      return answers.score_generation(text, example, answer_format, assistant_prefix=prefix)
+      return data.score_generation(text, example, cfg.answer_format, assistant_prefix=cfg.assistant_prefix)
 
-    stop = kwargs.pop("stop", None)
-    if stop is None:
-      sample = render(examples[0]) if len(examples) else None
-      stop = getattr(sample, "stop", None)
-    return cls(model, examples, prompt_fn=prompt_fn, verify_fn=verify_fn, stop=stop, **kwargs)
+    kwargs.setdefault("stop", StopRule(**data.device_stop_kwargs(cfg.answer_format, cfg.assistant_prefix)))
+    scorer = cls(model, examples, prompt_fn=prompt_fn, verify_fn=verify_fn, **kwargs)
+    scorer.prompt_cfg = cfg
+    return scorer
 
   def prompt(self, index: int) -> str:
     if index not in self._prompts:

@@ -28,9 +28,12 @@ The protocol (CoLa, arXiv 2507.07996, Algorithm 1; PoLar appendix B), as impleme
 
 The simulation 1 leaf is always the root, so its reward is the full-depth correctness (`initial_score`).
 
-Consequence worth knowing: with D = 30 the root has ~570 children, so under "unvisited children first" 200
-simulations evaluate the root and 199 of its children: programs one edit from the full one. Deeper programs
-appear only when the branching factor is below the budget (small D, small `max_len`, `space="predictor"`).
+Consequence worth knowing: with D = 30 the root has 570 children (228 in the predictor space), so under
+"unvisited children first" 200 simulations evaluate the root and 199 of its children: programs one edit from
+the full one, and lambda / c never come into play. Deeper programs appear only when the branching factor is
+below the budget (small D, small `max_len`). `SearchConfig.widening` (off by default, not in the papers) is
+progressive widening: a node visited v times offers only its first ceil(C * v^alpha) children, which lets the
+search follow UCB below the root.
 """
 
 from __future__ import annotations
