@@ -149,12 +149,13 @@ def test_boxed_stop_checker(prefix, generated, done):
 
 def test_last_number_stop_checker_and_device_kwargs():
   with_prefix = stopping.make_stop_checker("last_number", "The answer is ")
-  assert [with_prefix(t) for t in ["12", "12.", "12.\n", "\n12", "abc\n"]] == [False, False, True, False, False]
+  texts = ["12", "12.", "12.\n", "\n12", "abc\n", "1,000 apples", "3.5.", "14. To add", "12,5"]
+  assert [with_prefix(t) for t in texts] == [False, False, True, False, False, True, True, True, False]
   free = stopping.make_stop_checker("last_number", "")
   assert not free("12\n\n34\n")
   assert stopping.device_stop_kwargs("boxed", PREFIX) == {"close_brace_depth": 1}
   assert stopping.device_stop_kwargs("boxed", "") == {}
-  assert stopping.device_stop_kwargs("last_number", "The answer is ") == {"stop_at_newline": True}
+  assert stopping.device_stop_kwargs("last_number", "The answer is ") == {"stop_after_number": True}
   assert stopping.device_stop_kwargs("last_number", "") == {}
   with pytest.raises(ValueError, match="Unknown answer format"):
     stopping.make_stop_checker("json", "")

@@ -140,3 +140,25 @@ def test_brace_stop_on_smollm2_and_batch_consistency():
   for prompt, program, tokens in zip(prompts, programs, together.tokens):
     alone = ex.generate([prompt], [program], 12, stop=StopRule(close_brace_depth=1))
     assert alone.tokens[0] == tokens
+
+
+def test_number_stop_rule_agrees_with_host_checker():
+  """The on-device number scanner stops at the first token where the data package's host rule says done."""
+  from polar_jax.data import make_stop_checker
+  from polar_jax.models import load_model
+  model = load_model("smollm2-135m-instruct")
+  ex = Executor(model)
+  tok = model.tokenizer
+  prefix = "The answer is "
+  prompts = [tok.apply_chat_template([{"role": "user", "content": q}]) + prefix
+             for q in ("Evaluate: 3 + 7", "How many legs does a spider have?", "What is 12 times 12?")]
+  res = ex.generate(prompts, Program.full(30), 16, stop=StopRule(stop_after_number=True))
+  done = make_stop_checker("last_number", prefix)
+  assert all(res.stopped)
+  by_number = 0
+  for tokens in res.tokens:
+    assert not done(tok.decode(tokens[:-1]))
+    if tokens[-1] not in tok.stop_ids:  # Else the turn ended first ("12.<|im_end|>").
+      assert done(tok.decode(tokens)), tok.decode(tokens)
+      by_number += 1
+  assert by_number >= 1

@@ -7,9 +7,11 @@ continuation only, without the prompt):
   the assistant prefix (`The answer is \\boxed{` + `42}` -> done) or inside the generation (`\\boxed{\\frac{1}{2}}`
   -> done only at the outer `}`). Escaped braces `\\{ \\}` do not count. Extraction takes the last box, and
   nothing after the first closed box is needed.
-- last_number with a non-empty prefix (`The answer is `): done at the first newline after a number: the prefix
-  put the answer first, and its line is complete. Without a prefix: never (free-form replies may reason over
-  several lines; EOS and max_new_tokens end them), since stopping early would change which number is last.
+- last_number with a non-empty prefix (`The answer is `): done once the first number is complete (a character
+  follows its digits that cannot continue it: not a digit, nor one `.` / `,` followed by a digit). The prefix
+  puts the answer first, so that number is the answer, and stopping there also makes it the last number of
+  the text. Without a prefix: never (free-form replies may reason over several lines; EOS and
+  max_new_tokens end them), since stopping early would change which number is last.
 
 `device_stop_kwargs` gives the same decision in the executor's on-device form (`StopRule` fields).
 """
@@ -21,7 +23,7 @@ from typing import Callable
 
 from polar_jax.data.answers import ANSWER_FORMATS, find_boxes
 
-_NUMBER_THEN_NEWLINE = re.compile(r"\d[^\n]*\n")
+_COMPLETE_NUMBER = re.compile(r"\d(?:[^\d.,]|[.,][^\d])")
 
 
 def _open_braces(text: str) -> int:
@@ -49,7 +51,7 @@ def make_stop_checker(answer_format: str, assistant_prefix: str = "") -> Callabl
 
     return boxed_done
   if assistant_prefix:
-    return lambda generated: bool(_NUMBER_THEN_NEWLINE.search(generated))
+    return lambda generated: bool(_COMPLETE_NUMBER.search(generated))
   return lambda generated: False
 
 
@@ -57,7 +59,7 @@ def device_stop_kwargs(answer_format: str, assistant_prefix: str = "") -> dict[s
   """Keyword arguments for the executor's `StopRule` that implement the same rule on device, where possible.
 
   boxed with a prefix that leaves a box open -> `close_brace_depth` = its open braces (exact); last_number with
-  a prefix -> `stop_at_newline` (slightly earlier than the host rule: also at a newline before any number);
+  a prefix -> `stop_after_number` (the same rule, scanned per character on device);
   otherwise {} (EOS and max_new_tokens only; for boxed without a prefix the host checker can still be used).
   """
   if answer_format not in ANSWER_FORMATS:
@@ -67,4 +69,4 @@ def device_stop_kwargs(answer_format: str, assistant_prefix: str = "") -> dict[s
     if boxes and not boxes[-1].closed and _open_braces(assistant_prefix) > 0:
       return {"close_brace_depth": _open_braces(assistant_prefix)}
     return {}
-  return {"stop_at_newline": True} if assistant_prefix else {}
+  return {"stop_after_number": True} if assistant_prefix else {}

@@ -43,10 +43,28 @@ class StopRule:
     close_brace_depth: if set, the row also stops once the generated text closes this many more braces than
       it opens (1 after an assistant prefix that opened `\\boxed{`: generation stops at the balancing `}`).
     stop_at_newline: the row stops at the first token containing a newline.
+    stop_after_number: the row stops once a number in the generated text is complete, i.e. at the first
+      character after a digit run that cannot continue it (a digit, or one `.` / `,` followed by a digit):
+      with an assistant prefix such as `The answer is `, the answer is complete there.
   """
   stop_ids: tuple[int, ...] | None = None
   close_brace_depth: int | None = None
   stop_at_newline: bool = False
+  stop_after_number: bool = False
+
+
+# States of the per-row number scanner (`stop_after_number`), advanced one character at a time.
+_NO_DIGIT, _IN_NUMBER, _AFTER_SEPARATOR, _NUMBER_DONE = 0, 1, 2, 3
+
+
+def _advance_number_state(state: int, ch: str) -> int:
+  if state == _NUMBER_DONE:
+    return state
+  if ch.isdigit():
+    return _IN_NUMBER
+  if state == _IN_NUMBER and ch in ".,":
+    return _AFTER_SEPARATOR
+  return _NO_DIGIT if state == _NO_DIGIT else _NUMBER_DONE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +73,7 @@ class _TokenTables:
   net_braces: np.ndarray  # int32: count('{') - count('}') in the token's text.
   min_prefix: np.ndarray  # int32: the lowest running brace balance inside the token (<= 0).
   has_newline: np.ndarray  # bool
+  number_next: np.ndarray  # int32 [V, 4]: the number scanner's state after the token, per state before it.
 
 
 def _token_tables(tokenizer) -> _TokenTables:
@@ -62,8 +81,14 @@ def _token_tables(tokenizer) -> _TokenTables:
   net = np.zeros(vocab, np.int32)
   low = np.zeros(vocab, np.int32)
   newline = np.zeros(vocab, bool)
+  number_next = np.zeros((vocab, 4), np.int32)
   texts = tokenizer.backend.decode_batch([[i] for i in range(vocab)], skip_special_tokens=False)
   for i, text in enumerate(texts):
+    for start in range(4):
+      state = start
+      for ch in text:
+        state = _advance_number_state(state, ch)
+      number_next[i, start] = state
     bal = 0
     for ch in text:
       if ch == "{":
@@ -73,7 +98,7 @@ def _token_tables(tokenizer) -> _TokenTables:
         low[i] = min(low[i], bal)
     net[i] = bal
     newline[i] = "\n" in text
-  return _TokenTables(net, low, newline)
+  return _TokenTables(net, low, newline, number_next)
 
 
 # --- results -------------------------------------------------------------------------------------------------
@@ -168,9 +193,9 @@ def _select(logits, key, temperature):
   return jnp.where(temperature > 0, sampled, greedy)
 
 
-def _generate_core(params, steps, active, length, tokens, attn_mask, row_valid, max_new, temperature, key,
-                   stop_ids, net_braces, min_prefix, has_newline, brace_depth, use_braces, use_newline,
+def _generate_core(params, steps, active, length, tokens, attn_mask, row_valid, max_new, temperature, key, stop,
                    *, cfg: ModelConfig, new_cap: int, counter: list):
+  """Prefill + decode loop. `stop` holds the stop rule as arrays (see `Executor._stop_arrays`)."""
   counter[0] += 1  # Runs at trace time only: counts compiles.
   b, s = tokens.shape
   cache_len = s + new_cap
@@ -179,23 +204,26 @@ def _generate_core(params, steps, active, length, tokens, attn_mask, row_valid, 
   key_valid = jnp.concatenate([attn_mask.astype(bool), jnp.zeros((b, new_cap), bool)], axis=1)
   next_pos = jnp.sum(attn_mask, axis=1).astype(jnp.int32)  # [B]
 
-  def emit(i, logits, key, depth, done, out, n_gen):
+  def emit(i, logits, key, scan, done, out, n_gen):
+    """Picks the next token of every row, records it for live rows, and updates the stop state."""
+    depth, number = scan
     key, sub = jax.random.split(key)
     tok = _select(logits, sub, temperature)
     live = ~done
     out = out.at[:, i].set(jnp.where(live, tok, 0))
     n_gen = n_gen + live.astype(jnp.int32)
-    ends = jnp.isin(tok, stop_ids)
-    ends |= use_braces & (depth + min_prefix[tok] <= 0)
-    ends |= use_newline & has_newline[tok]
-    depth = depth + net_braces[tok]
-    return tok, key, depth, done | (live & ends), out, n_gen
+    number = stop["number_next"][tok, number]
+    ends = jnp.isin(tok, stop["ids"])
+    ends |= stop["use_braces"] & (depth + stop["min_prefix"][tok] <= 0)
+    ends |= stop["use_newline"] & stop["has_newline"][tok]
+    ends |= stop["use_number"] & (number == _NUMBER_DONE)
+    depth = depth + stop["net_braces"][tok]
+    return tok, key, (depth, number), done | (live & ends), out, n_gen
 
   out = jnp.zeros((b, new_cap), jnp.int32)
   n_gen = jnp.zeros((b,), jnp.int32)
-  depth = jnp.full((b,), brace_depth, jnp.int32)
-  done = ~row_valid
-  tok, key, depth, stopped, out, n_gen = emit(0, logits, key, depth, done, out, n_gen)
+  scan = (jnp.full((b,), stop["brace_depth"], jnp.int32), jnp.full((b,), _NO_DIGIT, jnp.int32))
+  tok, key, scan, stopped, out, n_gen = emit(0, logits, key, scan, ~row_valid, out, n_gen)
   stopped = stopped & row_valid
 
   def cond(carry):
@@ -203,16 +231,16 @@ def _generate_core(params, steps, active, length, tokens, attn_mask, row_valid, 
     return (i < max_new) & ~jnp.all(stopped | ~row_valid)
 
   def body(carry):
-    i, tok, key, depth, stopped, out, n_gen, cache_k, cache_v, key_valid = carry
+    i, tok, key, scan, stopped, out, n_gen, cache_k, cache_v, key_valid = carry
     column = s + i - 1
     key_valid = key_valid.at[:, column].set(True)
     position = next_pos + i - 1
     logits, cache_k, cache_v = decode_step(params, cfg, steps, active, length, tok, position, column,
                                            key_valid, cache_k, cache_v)
-    tok, key, depth, stopped, out, n_gen = emit(i, logits, key, depth, stopped | ~row_valid, out, n_gen)
-    return i + 1, tok, key, depth, stopped & row_valid, out, n_gen, cache_k, cache_v, key_valid
+    tok, key, scan, stopped, out, n_gen = emit(i, logits, key, scan, stopped | ~row_valid, out, n_gen)
+    return i + 1, tok, key, scan, stopped & row_valid, out, n_gen, cache_k, cache_v, key_valid
 
-  carry = (jnp.int32(1), tok, key, depth, stopped, out, n_gen, cache_k, cache_v, key_valid)
+  carry = (jnp.int32(1), tok, key, scan, stopped, out, n_gen, cache_k, cache_v, key_valid)
   _, _, _, _, stopped, out, n_gen, _, _, _ = jax.lax.while_loop(cond, body, carry)
   return out, n_gen, stopped
 
@@ -242,7 +270,7 @@ class Executor:
     max_batch: batches are padded to a power of two up to this; larger batches are split.
   """
 
-  def __init__(self, model: Model, *, prompt_quantum: int = 32, new_token_quantum: int = 16,
+  def __init__(self, model: Model, *, prompt_quantum: int = 16, new_token_quantum: int = 16,
                schedule_quantum: int = 16, max_batch: int = 64):
     self.model = model
     self.cfg = model.config
@@ -346,21 +374,27 @@ class Executor:
         stopped=np.concatenate([r.stopped for r in results]),
         schedule_length=max(r.schedule_length for r in results))
 
+  def _stop_arrays(self, stop: StopRule) -> dict:
+    """The stop rule as device arrays; the per-token tables are built once per executor."""
+    if self._tables is None:
+      t = _token_tables(self.model.tokenizer)
+      self._tables = {"net_braces": jnp.asarray(t.net_braces), "min_prefix": jnp.asarray(t.min_prefix),
+                      "has_newline": jnp.asarray(t.has_newline), "number_next": jnp.asarray(t.number_next)}
+    stop_ids = stop.stop_ids if stop.stop_ids is not None else self.model.tokenizer.stop_ids
+    return dict(self._tables, ids=jnp.asarray(np.array(stop_ids or [-1], np.int32)),
+                brace_depth=jnp.int32(stop.close_brace_depth or 0),
+                use_braces=jnp.bool_(stop.close_brace_depth is not None),
+                use_newline=jnp.bool_(stop.stop_at_newline), use_number=jnp.bool_(stop.stop_after_number))
+
   def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seed):
     sched = self.schedule(progs)
     batch_pad = min(_next_pow2(len(ids)), max(self.max_batch, len(ids)))
     tokens, mask, active, row_valid = self._batch_arrays(ids, sched, batch_pad)
-    if self._tables is None:
-      self._tables = _token_tables(self.model.tokenizer)
-    stop_ids = stop.stop_ids if stop.stop_ids is not None else self.model.tokenizer.stop_ids
     new_cap = bucket_length(max_new_tokens, self.new_token_quantum)
     out, n_gen, stopped = self._generate(
         self.model.params, jnp.asarray(sched.ids), jnp.asarray(active), jnp.int32(sched.length),
         jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(row_valid), jnp.int32(max_new_tokens),
-        jnp.float32(temperature), jax.random.key(seed), jnp.asarray(np.array(stop_ids or [-1], np.int32)),
-        jnp.asarray(self._tables.net_braces), jnp.asarray(self._tables.min_prefix),
-        jnp.asarray(self._tables.has_newline), jnp.int32(stop.close_brace_depth or 0),
-        jnp.bool_(stop.close_brace_depth is not None), jnp.bool_(stop.stop_at_newline), new_cap=new_cap)
+        jnp.float32(temperature), jax.random.key(seed), self._stop_arrays(stop), new_cap=new_cap)
     out, n_gen, stopped = np.asarray(out), np.asarray(n_gen), np.asarray(stopped)
     n = len(ids)
     tokens_out = [out[r, :n_gen[r]].tolist() for r in range(n)]
