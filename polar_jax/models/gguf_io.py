@@ -1,8 +1,12 @@
 """GGUF files (llama.cpp) -> HF-named tensors in HF layout, an HF-style config and tokenizer metadata.
 
 Quantized tensors are dequantized to float32 with the `gguf` package. llama.cpp's converter permutes the rows
-of q_proj / k_proj so that rotary pairs are interleaved; we apply the inverse permutation so that the HF
-conversion rules (and the HF 'rotate half' RoPE) apply unchanged.
+of q_proj / k_proj of Llama-architecture files so that rotary pairs are interleaved; we apply the inverse
+permutation so that the HF conversion rules (and the HF 'rotate half' RoPE) apply unchanged. Gemma 3 files
+are not permuted (llama.cpp runs Gemma with the NeoX 'rotate half' RoPE), but their norm weights are stored
+as (1 + w), the factor llama.cpp multiplies by; we subtract the 1 again. Hyperparameters llama.cpp fixes in
+code rather than in the file (Gemma 3: one global layer in six, local RoPE base 10000, the 27B's attention
+scale) are filled in the way llama.cpp fills them.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, Iterator
 import gguf
 import numpy as np
 
-_SUPPORTED_ARCHS = ("llama",)
+_SUPPORTED_ARCHS = ("llama", "gemma3")
 
 _LAYER_NAMES = {
     "attn_norm.weight": "input_layernorm.weight",
@@ -26,6 +30,14 @@ _LAYER_NAMES = {
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
+}
+_GEMMA3_LAYER_NAMES = {
+    **{k: v for k, v in _LAYER_NAMES.items() if k != "ffn_norm.weight"},
+    "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+    "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
 }
 _TOP_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -63,6 +75,8 @@ class GGUFFile:
 
   def hf_config(self) -> dict[str, Any]:
     """An HF-style `config.json` dict equivalent to the GGUF hyperparameters."""
+    if self.arch == "gemma3":
+      return self._gemma3_config()
     heads = int(self._m("attention.head_count"))
     hidden = int(self._m("embedding_length"))
     vocab = self._m("vocab_size") or len(self.metadata["tokenizer.ggml.tokens"])
@@ -85,6 +99,47 @@ class GGUFFile:
         "eos_token_id": self.metadata.get("tokenizer.ggml.eos_token_id"),
     }
 
+  def _gemma3_config(self) -> dict[str, Any]:
+    heads = int(self._m("attention.head_count"))
+    hidden = int(self._m("embedding_length"))
+    layers = int(self._m("block_count"))
+    head_dim = int(self._m("attention.key_length", 256))
+    pattern = self._m("attention.sliding_window_pattern", 6)
+    if isinstance(pattern, list):  # Newer files: one flag per layer, True = sliding.
+      layer_types = ["sliding_attention" if p else "full_attention" for p in pattern]
+    else:
+      layer_types = ["full_attention" if (i + 1) % int(pattern) == 0 else "sliding_attention" for i in range(layers)]
+    scaling = None
+    kind = self._m("rope.scaling.type")
+    if kind == "linear":
+      scaling = {"rope_type": "linear", "factor": float(self._m("rope.scaling.factor"))}
+    elif kind not in (None, "none"):
+      raise ValueError(f"{self.path}: GGUF RoPE scaling {kind!r} is not supported for gemma3.")
+    vocab = self._m("vocab_size") or len(self.metadata["tokenizer.ggml.tokens"])
+    return {
+        "model_type": "gemma3_text",
+        "vocab_size": int(vocab),
+        "hidden_size": hidden,
+        "intermediate_size": int(self._m("feed_forward_length")),
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(self._m("attention.head_count_kv", heads)),
+        "head_dim": head_dim,
+        "rms_norm_eps": float(self._m("attention.layer_norm_rms_epsilon", 1e-6)),
+        "rope_theta": float(self._m("rope.freq_base", 1_000_000.0)),
+        "rope_local_base_freq": 10_000.0,
+        "rope_scaling": scaling,
+        "sliding_window": int(self._m("attention.sliding_window")),
+        "layer_types": layer_types,
+        # llama.cpp: 1/sqrt(head_dim), except the 27B (62 layers): 1/sqrt(hidden / heads).
+        "query_pre_attn_scalar": hidden // heads if layers == 62 else head_dim,
+        "final_logit_softcapping": self._m("final_logit_softcapping"),
+        "max_position_embeddings": int(self._m("context_length", 32768)),
+        "tie_word_embeddings": "output.weight" not in self.tensor_names,
+        "bos_token_id": self.metadata.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": self.metadata.get("tokenizer.ggml.eos_token_id"),
+    }
+
   def tokenizer_metadata(self) -> dict[str, Any]:
     return {k: v for k, v in self.metadata.items() if k.startswith("tokenizer.")}
 
@@ -97,16 +152,21 @@ class GGUFFile:
     """(HF name, array in HF layout, origin) triples for `convert.convert_tensors`."""
     heads = int(self._m("attention.head_count"))
     kv_heads = int(self._m("attention.head_count_kv", heads))
+    gemma = self.arch == "gemma3"
+    layer_names = _GEMMA3_LAYER_NAMES if gemma else _LAYER_NAMES
     for name, w in self.dequantized():
       m = _BLOCK.match(name)
       if m:
-        part = _LAYER_NAMES.get(m.group(2))
+        part = layer_names.get(m.group(2))
         hf = None if part is None else f"model.layers.{m.group(1)}.{part}"
       else:
         hf = _TOP_NAMES.get(name)
       if hf is None:
         raise ValueError(f"{self.path}: unexpected GGUF tensor {name!r} for architecture {self.arch!r}.")
-      if name.endswith("attn_q.weight"):
+      if gemma:
+        if name.endswith("norm.weight"):
+          w = w - np.float32(1.0)
+      elif name.endswith("attn_q.weight"):
         w = unpermute_rows(w, heads)
       elif name.endswith("attn_k.weight"):
         w = unpermute_rows(w, kv_heads)

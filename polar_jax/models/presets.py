@@ -34,10 +34,20 @@ PAPER_MODELS: dict[str, dict] = {
         "max_window_layers": 36, "tie_word_embeddings": False, "attention_bias": False,
         "bos_token_id": 151643, "eos_token_id": 151645,
     },
+    "Qwen1.5-MoE-A2.7B-Chat": {
+        "model_type": "qwen2_moe", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 5632,
+        "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16, "hidden_act": "silu",
+        "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "max_position_embeddings": 8192,
+        "sliding_window": 32768, "use_sliding_window": False, "max_window_layers": 21,
+        "tie_word_embeddings": False, "decoder_sparse_step": 1, "num_experts": 60, "num_experts_per_tok": 4,
+        "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632, "norm_topk_prob": False,
+        "bos_token_id": 151643, "eos_token_id": 151645,
+    },
 }
 
 # Published total parameter counts (embeddings included), for shape tests.
-PUBLISHED_PARAMS = {"Llama-3.2-3B-Instruct": 3.21e9, "Qwen2.5-3B-Instruct": 3.09e9, "Qwen3-8B": 8.19e9}
+PUBLISHED_PARAMS = {"Llama-3.2-3B-Instruct": 3.21e9, "Qwen2.5-3B-Instruct": 3.09e9, "Qwen3-8B": 8.19e9,
+                    "Qwen1.5-MoE-A2.7B-Chat": 14.3e9}
 
 
 def paper_config(name: str, dtype: str = "bfloat16") -> ModelConfig:

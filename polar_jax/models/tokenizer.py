@@ -3,6 +3,11 @@
 A thin wrapper over the `tokenizers` library plus a Jinja chat template rendered the way transformers renders
 it (sandboxed, trim_blocks / lstrip_blocks, `raise_exception`, `strftime_now`), so prompts are byte-identical
 to what the model saw in training without importing transformers at run time.
+
+GGUF files carry one of two tokenizer kinds: byte-level BPE (`tokenizer.ggml.model == "gpt2"`, SmolLM2) with
+its merges, and SentencePiece BPE (`"llama"`, Gemma) with pieces and scores but no merges, which we rebuild
+(`_sentencepiece_backend`). A file without a chat template gets its family's documented turn format when we
+know it (`FAMILY_CHAT_TEMPLATES`; the Gemma 3 270M GGUF has none).
 """
 
 from __future__ import annotations
@@ -14,11 +19,30 @@ from typing import Any, Sequence
 
 import jinja2
 import jinja2.sandbox
-from tokenizers import AddedToken, Tokenizer as _HFTokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer as _HFTokenizer, decoders, models, normalizers, pre_tokenizers
 
 # Token strings that end an assistant turn in the supported families (looked up in the vocab; those present
 # become stop ids next to the config's EOS ids).
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<end_of_turn>", "<eos>")
+
+# Gemma's turn format (the Gemma 3 model card's template, text only): a system message is folded into the first
+# user turn; the assistant's role is called "model".
+_GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] + '\\n\\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+    "{% for m in turns %}"
+    "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user / assistant / user / ...') }}{% endif %}"
+    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\\n' }}"
+    "{{ (system if loop.first else '') + (m['content'] | trim) + '<end_of_turn>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+# Chat templates by GGUF architecture, for files that do not carry `tokenizer.chat_template`.
+FAMILY_CHAT_TEMPLATES = {"gemma3": _GEMMA_CHAT_TEMPLATE}
 
 
 class Tokenizer:
@@ -117,33 +141,27 @@ class Tokenizer:
                add_bos=bool(cfg.get("add_bos_token", False)), extra_stop_ids=[int(e) for e in extra])
 
   @classmethod
-  def from_gguf_metadata(cls, meta: dict[str, Any]) -> "Tokenizer":
-    """Builds a byte-level BPE tokenizer from GGUF `tokenizer.ggml.*` metadata (a dict of plain values)."""
+  def from_gguf_metadata(cls, meta: dict[str, Any], architecture: str | None = None) -> "Tokenizer":
+    """Builds the tokenizer from GGUF `tokenizer.ggml.*` metadata (a dict of plain values).
+
+    `architecture` (`general.architecture`) picks the fallback chat template when the file has none.
+    """
     model = meta.get("tokenizer.ggml.model")
-    pre = meta.get("tokenizer.ggml.pre", "default")
-    if model != "gpt2":
-      raise ValueError(f"GGUF tokenizer model {model!r} is not supported (only byte-level BPE, 'gpt2').")
-    if pre not in ("smollm", "default", "gpt-2"):
-      raise ValueError(f"GGUF pre-tokenizer {pre!r} is not supported (supported: 'smollm', 'gpt-2'); load the "
-                       "model from an HF snapshot with tokenizer.json instead.")
+    if model == "gpt2":
+      backend = _byte_level_backend(meta)
+    elif model == "llama":
+      backend = _sentencepiece_backend(meta)
+    else:
+      raise ValueError(f"GGUF tokenizer model {model!r} is not supported (supported: byte-level BPE 'gpt2', "
+                       "SentencePiece BPE 'llama').")
     tokens = meta["tokenizer.ggml.tokens"]
-    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
-    backend = _HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
-                                      fuse_unk=False, byte_fallback=False))
-    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    if pre == "smollm":  # SmolLM's tokenizer isolates every digit before the byte-level split.
-      steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(steps)
-    backend.decoder = decoders.ByteLevel()
-    control = [t for t, ty in zip(tokens, types) if int(ty) == 3]  # llama.cpp token type 3 = CONTROL.
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
 
     def tok(key):
       i = meta.get(key)
       return tokens[int(i)] if i is not None and 0 <= int(i) < len(tokens) else None
 
-    return cls(backend, chat_template=meta.get("tokenizer.chat_template"),
+    template = meta.get("tokenizer.chat_template") or FAMILY_CHAT_TEMPLATES.get(architecture)
+    return cls(backend, chat_template=template,
                bos_token=tok("tokenizer.ggml.bos_token_id"), eos_token=tok("tokenizer.ggml.eos_token_id"),
                pad_token=tok("tokenizer.ggml.padding_token_id"),
                add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)))
@@ -165,6 +183,63 @@ class Tokenizer:
     return cls(backend, chat_template=meta["chat_template"], bos_token=meta["bos_token"],
                eos_token=meta["eos_token"], pad_token=meta["pad_token"], add_bos=meta["add_bos"],
                extra_stop_ids=meta.get("stop_ids", ()))
+
+
+def _byte_level_backend(meta: dict[str, Any]) -> _HFTokenizer:
+  """Byte-level BPE from the file's vocab and merges (SmolLM2)."""
+  pre = meta.get("tokenizer.ggml.pre", "default")
+  if pre not in ("smollm", "default", "gpt-2"):
+    raise ValueError(f"GGUF pre-tokenizer {pre!r} is not supported (supported: 'smollm', 'gpt-2'); load the "
+                     "model from an HF snapshot with tokenizer.json instead.")
+  tokens = meta["tokenizer.ggml.tokens"]
+  types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+  merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+  backend = _HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
+                                    fuse_unk=False, byte_fallback=False))
+  steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+  if pre == "smollm":  # SmolLM's tokenizer isolates every digit before the byte-level split.
+    steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
+  backend.pre_tokenizer = pre_tokenizers.Sequence(steps)
+  backend.decoder = decoders.ByteLevel()
+  control = [t for t, ty in zip(tokens, types) if int(ty) == 3]  # llama.cpp token type 3 = CONTROL.
+  backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
+  return backend
+
+
+def _sentencepiece_backend(meta: dict[str, Any]) -> _HFTokenizer:
+  """SentencePiece BPE (`tokenizer.ggml.model == "llama"`, Gemma) as a `tokenizers` BPE with byte fallback.
+
+  The file has pieces but no merges. SentencePiece's BPE repeatedly joins the adjacent pair whose
+  concatenation is the best piece, and its pieces are numbered in the order they were learned, so the merges
+  are every split of a piece into two pieces, ranked by the joined piece's id (the id, not the score: Gemma
+  files give user-defined pieces a score of -1000); splits of one piece rank longer-left first, the order
+  transformers' GGUF converter uses. llama.cpp stores whitespace pieces with real spaces; text reaches the
+  model with spaces replaced by "▁", so those pieces are respelled. Control pieces (type 3) are special
+  tokens; user-defined pieces (type 4: newline runs, ...) are matched whole, as llama.cpp does.
+  """
+  if meta.get("tokenizer.ggml.add_space_prefix", False):
+    raise ValueError("GGUF SentencePiece tokenizers with add_space_prefix=true are not supported (Gemma's is "
+                     "false); load the model from an HF snapshot with tokenizer.json instead.")
+  raw = list(meta["tokenizer.ggml.tokens"])
+  types = meta.get("tokenizer.ggml.token_type") or [1] * len(raw)
+  pieces = ["\u2581" * len(t) if " " in t and not t.strip() else t for t in raw]
+  ids = {p: i for i, p in enumerate(pieces)}
+  merges = []
+  for piece in pieces:
+    for cut in range(len(piece) - 1, 0, -1):
+      left, right = piece[:cut], piece[cut:]
+      if left in ids and right in ids:
+        merges.append((left, right))
+  unk = meta.get("tokenizer.ggml.unknown_token_id")
+  backend = _HFTokenizer(models.BPE(vocab=ids, merges=merges, unk_token=None if unk is None else raw[int(unk)],
+                                    fuse_unk=True, byte_fallback=True))
+  backend.normalizer = normalizers.Replace(" ", "\u2581")
+  backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+  backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                              for t, ty in zip(raw, types) if int(ty) == 3])
+  backend.add_tokens([AddedToken(t, special=False, normalized=False)
+                      for t, ty in zip(raw, types) if int(ty) == 4 and t in ids])
+  return backend
 
 
 def _token_str(value) -> str | None:

@@ -12,6 +12,11 @@ Params layout (`L` layers, `D` hidden, `H` / `K` query / key-value heads, `hd` h
   layers/q_norm, k_norm [L, hd]                                  (qk_norm)
   layers/gate, up  [L, D, F]       layers/down     [L, F, D]
 
+Qwen2-MoE replaces gate / up / down with the expert and shared-expert weights of `moe.py`; Gemma 3 has its
+own layer, norms and per-layer window / RoPE data (`gemma3.py`). Both may add per-layer *data* arrays to
+`layers` (integer, from the config, see `layer_data`), gathered per step like the weights. Which family runs
+is decided on static config fields, so the Llama / Qwen path traces exactly as before.
+
 `layer` runs one decoder layer given that layer's slice of `layers`. It reads and writes a key/value cache
 buffer handed in by the caller, so the same function serves an uncached forward (the buffer is this call's own
 keys), prefill and one-token decode. This module knows nothing about programs: the executor decides which
@@ -26,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from polar_jax.models import moe
 from polar_jax.models.config import ModelConfig
 
 Params = dict[str, Any]
@@ -62,7 +68,9 @@ def rope_inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
 
 
 def rope_tables(cfg: ModelConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """cos, sin tables [B, S, hd/2] (float32) for integer positions [B, S]."""
+  """cos, sin tables [B, S, hd/2] (float32) for integer positions [B, S] (Gemma 3: [2, B, S, hd/2])."""
+  if cfg.is_gemma:
+    return _gemma3().rope_tables(cfg, positions)
   inv = jnp.asarray(rope_inverse_frequencies(cfg), jnp.float32)
   angles = positions.astype(jnp.float32)[..., None] * inv  # [B, S, hd/2]
   return jnp.cos(angles), jnp.sin(angles)
@@ -78,30 +86,40 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 def embed(params: Params, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
   """Token ids [B, S] -> hidden states [B, S, D]."""
+  if cfg.is_gemma:
+    return _gemma3().embed(params, cfg, tokens)
   return jnp.take(params["embed"], tokens, axis=0).astype(dtype_of(cfg))
 
 
 def final_norm(params: Params, cfg: ModelConfig, x: jax.Array) -> jax.Array:
+  if cfg.is_gemma:
+    return _gemma3().rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
   return rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
 
 
 def logits(params: Params, cfg: ModelConfig, x: jax.Array) -> jax.Array:
-  """Final-normed hidden states [B, S, D] -> float32 logits [B, S, V]."""
+  """Final-normed hidden states [B, S, D] -> float32 logits [B, S, V] (soft-capped when configured)."""
   if cfg.tie_word_embeddings:
-    return jnp.einsum("bsd,vd->bsv", x, params["embed"], preferred_element_type=jnp.float32)
-  return jnp.einsum("bsd,dv->bsv", x, params["lm_head"], preferred_element_type=jnp.float32)
+    out = jnp.einsum("bsd,vd->bsv", x, params["embed"], preferred_element_type=jnp.float32)
+  else:
+    out = jnp.einsum("bsd,dv->bsv", x, params["lm_head"], preferred_element_type=jnp.float32)
+  if cfg.final_logit_softcapping:
+    out = jnp.tanh(out / cfg.final_logit_softcapping) * cfg.final_logit_softcapping
+  return out
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array, cfg: ModelConfig) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array, cfg: ModelConfig, *,
+              scale: float | None = None) -> jax.Array:
   """Grouped-query attention.
 
   q: [B, S, H, hd]; k, v: [B, T, K, hd]; key_mask: [B, S, T] (True = query s may attend key t).
+  scale: score scale (default hd ** -0.5).
   Returns [B, S, H, hd].
   """
   b, s, h, hd = q.shape
   qg = q.reshape(b, s, cfg.num_kv_heads, cfg.num_groups, hd)
   scores = jnp.einsum("bskgd,btkd->bkgst", qg, k, preferred_element_type=jnp.float32)
-  scores = scores * (hd ** -0.5)
+  scores = scores * (hd ** -0.5 if scale is None else scale)
   scores = jnp.where(key_mask[:, None, None, :, :], scores, _MASK_VALUE)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgst,btkd->bskgd", probs, v)
@@ -116,7 +134,7 @@ def layer(lp: Params, cfg: ModelConfig, x: jax.Array, rope: tuple[jax.Array, jax
   Args:
     lp: this layer's weights (the `layers` subtree indexed at one layer).
     x: hidden states [B, S, D].
-    rope: (cos, sin) tables [B, S, hd/2] for the S positions of x.
+    rope: (cos, sin) tables [B, S, hd/2] for the S positions of x (as `rope_tables` returns them).
     k_cache, v_cache: [B, T, K, hd] buffers; this call's keys / values are written at columns
       [write_index, write_index + S) before attending.
     write_index: scalar column where x's first position goes.
@@ -125,6 +143,22 @@ def layer(lp: Params, cfg: ModelConfig, x: jax.Array, rope: tuple[jax.Array, jax
   Returns:
     (x_out [B, S, D], k_cache, v_cache) with the buffers updated.
   """
+  if cfg.is_gemma:
+    return _gemma3().layer(lp, cfg, x, rope, k_cache, v_cache, write_index, key_mask)
+  x, k_cache, v_cache = attention_block(lp, cfg, x, rope, k_cache, v_cache, write_index, key_mask)
+  h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+  if cfg.is_moe:
+    return x + moe.mlp(lp, cfg, h), k_cache, v_cache
+  gate = jnp.einsum("bsd,df->bsf", h, lp["gate"])
+  up = jnp.einsum("bsd,df->bsf", h, lp["up"])
+  x = x + jnp.einsum("bsf,fd->bsd", jax.nn.silu(gate) * up, lp["down"])
+  return x, k_cache, v_cache
+
+
+def attention_block(lp: Params, cfg: ModelConfig, x: jax.Array, rope: tuple[jax.Array, jax.Array],
+                    k_cache: jax.Array, v_cache: jax.Array, write_index: jax.Array | int, key_mask: jax.Array
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The attention half of a Llama / Qwen layer, residual included: x + attn(norm(x)). Arguments as `layer`."""
   cos, sin = rope
   h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
   q = jnp.einsum("bsd,dhk->bshk", h, lp["q"])
@@ -142,12 +176,7 @@ def layer(lp: Params, cfg: ModelConfig, x: jax.Array, rope: tuple[jax.Array, jax
   out = jnp.einsum("bshk,hkd->bsd", attn, lp["o"])
   if cfg.o_bias:
     out = out + lp["o_bias"]
-  x = x + out
-  h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
-  gate = jnp.einsum("bsd,df->bsf", h, lp["gate"])
-  up = jnp.einsum("bsd,df->bsf", h, lp["up"])
-  x = x + jnp.einsum("bsf,fd->bsd", jax.nn.silu(gate) * up, lp["down"])
-  return x, k_cache, v_cache
+  return x + out, k_cache, v_cache
 
 
 def layer_slice(layers: Params, index: jax.Array | int) -> Params:
@@ -190,17 +219,34 @@ def forward(params: Params, cfg: ModelConfig, tokens: jax.Array, attention_mask:
   return logits(params, cfg, final_norm(params, cfg, x))
 
 
+def layer_data(cfg: ModelConfig) -> dict[str, np.ndarray]:
+  """The integer per-layer data arrays of `params["layers"]` that follow from the config (none for Llama / Qwen).
+
+  Conversion appends them to the converted weights; `init_params` fills them in.
+  """
+  if cfg.is_gemma:
+    return _gemma3().layer_data(cfg)
+  if cfg.is_moe:
+    return moe.layer_data(cfg)
+  return {}
+
+
 def param_shapes(cfg: ModelConfig) -> Params:
   """The params pytree as jax.ShapeDtypeStruct leaves (no allocation)."""
   L, d, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
   h, kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
   dt = dtype_of(cfg)
   sd = lambda *shape: jax.ShapeDtypeStruct(shape, dt)  # noqa: E731
+  if cfg.is_gemma:
+    return {"embed": sd(cfg.vocab_size, d), "final_norm": sd(d), "layers": _gemma3().layer_shapes(cfg, dt)}
   layers = {
       "attn_norm": sd(L, d), "mlp_norm": sd(L, d),
       "q": sd(L, d, h, hd), "k": sd(L, d, kv, hd), "v": sd(L, d, kv, hd), "o": sd(L, h, hd, d),
-      "gate": sd(L, d, f), "up": sd(L, d, f), "down": sd(L, f, d),
   }
+  if cfg.is_moe:
+    layers.update(moe.mlp_shapes(cfg, dt))
+  else:
+    layers.update(gate=sd(L, d, f), up=sd(L, d, f), down=sd(L, f, d))
   if cfg.qkv_bias:
     layers.update(q_bias=sd(L, h, hd), k_bias=sd(L, kv, hd), v_bias=sd(L, kv, hd))
   if cfg.o_bias:
@@ -214,20 +260,30 @@ def param_shapes(cfg: ModelConfig) -> Params:
 
 
 def init_params(cfg: ModelConfig, key: jax.Array, scale: float = 0.02) -> Params:
-  """Random weights with the real layout (norm weights 1): for benchmarks and shape tests."""
+  """Random weights with the real layout (norms scale by 1, per-layer data from the config): for benchmarks,
+  tests and shape checks."""
   shapes = param_shapes(cfg)
+  data = layer_data(cfg)
   leaves, treedef = jax.tree.flatten_with_path(shapes)
   keys = jax.random.split(key, len(leaves))
   out = []
   for (path, sds), k in zip(leaves, keys):
     name = jax.tree_util.keystr(path)
-    if "norm" in name:
-      out.append(jnp.ones(sds.shape, sds.dtype))
+    if path[0].key == "layers" and path[-1].key in data:
+      out.append(jnp.asarray(data[path[-1].key]))
+    elif "norm" in name:  # Gemma's norms scale by (1 + w).
+      out.append(jnp.full(sds.shape, 0.0 if cfg.is_gemma else 1.0, sds.dtype))
     else:
       out.append((scale * jax.random.normal(k, sds.shape, jnp.float32)).astype(sds.dtype))
   return jax.tree.unflatten(treedef, out)
 
 
 def count_params(tree: Params) -> int:
-  """Number of scalars in a params (or shapes) pytree."""
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+  """Number of trainable scalars in a params (or shapes) pytree (the integer per-layer data not counted)."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)))
+
+
+def _gemma3():
+  # Imported on first use: gemma3 builds on this module's primitives (attention, apply_rope).
+  from polar_jax.models import gemma3
+  return gemma3
