@@ -1,12 +1,42 @@
-"""Entry point: `python -m polar_jax.main --config=configs/default.py --workdir=DIR`."""
+"""Entry point: `python -m polar_jax.main --config=configs/default.py[:variant] --workdir=DIR`.
+
+Thin on purpose: parse flags (a config file with `get_config(arg)`, CLI overrides such as
+`--config.search.num_simulations=64`), then call `polar_jax.pipeline.run_pipeline`, which a notebook can call
+too. Installed as the `polar-jax` console script.
+"""
+
+from __future__ import annotations
 
 import sys
 
+from absl import app, flags
+from ml_collections import config_flags
 
-def run():
-  print("polar_jax: the end-to-end pipeline is not built yet.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/*.py), optionally with ':variant', e.g. configs/default.py:quick.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the run keeps all its outputs (resumable).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None or not _WORKDIR.value:
+    raise app.UsageError("Both --config and --workdir are required, e.g. "
+                         "--config=configs/default.py --workdir=/tmp/polar_default")
+  from polar_jax import pipeline
+  try:
+    pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value)
+  except (pipeline.WorkdirMismatchError, FileNotFoundError, ValueError) as e:
+    print(f"polar_jax: error: {e}", file=sys.stderr)
+    return 2
   return 0
 
 
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
 if __name__ == "__main__":
-  sys.exit(run())
+  run()

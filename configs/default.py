@@ -1,0 +1,83 @@
+"""The embedded default: SmolLM2-135M-Instruct on the arithmetic ladder, everything on CPU.
+
+The arithmetic ladder is a *controlled synthetic benchmark* (generated arithmetic questions in words and
+symbols, five difficulty levels; `polar_jax.data`), chosen because SmolLM2-135M is at the floor on every
+real math benchmark (0-4% on GSM8K, SVAMP, ASDiv, MAWPS; chance on MathQA / MMLU-STEM), so a program search
+there finds nothing to learn. Full-depth base accuracy with the `free_prefix` prompt (the question in the
+chat template, the assistant turn opened with "The answer is ", the first number is the answer), greedy, n=64
+validation questions per level, measured on 2 CPU cores:
+
+  level 1 (one-digit addition)        59%
+  level 2 (two-digit add / subtract)   5%
+  level 3 (one-digit multiplication)  52%
+  level 4 (three-digit addition)       0%
+  level 5 (two-step expressions)       2%
+
+Levels 1 and 3 carry the signal (about half right and half wrong at full depth), so the default searches,
+trains and evaluates on them. With the paper's boxed prompt the same model scores 16% / 0% / 0% / 0% / 2%.
+
+  python -m polar_jax.main --config=configs/default.py --workdir=/tmp/polar_default
+  python -m polar_jax.main --config=configs/default.py:quick --workdir=/tmp/polar_quick
+
+Variants (comma-separated after the colon):
+  quick         a few questions and simulations: the whole pipeline in a few minutes (used by the e2e test).
+  paper_prompt  MATH levels 1-5 with the paper's exact prompt and boxed answers (the paper's protocol end to
+                end; SmolLM2 is at the floor there, so expect near-zero accuracy), small sizes.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from polar_jax import pipeline
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = pipeline.parse_variants(arg, known=("quick", "paper_prompt"))
+  c = pipeline.base_config()
+  c.name = "smollm2-arith"
+  c.model.name = "smollm2-135m-instruct"
+  c.model.dtype = "float32"
+
+  c.data.datasets = "arith_level1,arith_level3"
+  c.data.num_search = 64  # per dataset, from the train split: the predictor's supervision
+  c.data.num_validation = 16  # per dataset, searched too: the predictor's validation loss / match rate
+  c.data.num_test = 100  # per dataset
+  c.data.num_calibration = 32  # ShortGPT's calibration questions (train split, not searched ones)
+  c.data.ood = ""  # e.g. "arith_level2,arith_level5"
+
+  c.task.preset = "free_prefix"
+  c.task.max_new_tokens = 12
+
+  c.search.num_simulations = 32
+  c.search.leaves_per_round = 8
+  c.search.max_batch = 32
+
+  c.predictor.train.batch_size = 32
+  c.predictor.train.num_epochs = 30
+  c.predictor.train.warmup_steps = 10
+  c.predictor.checkpoint.every_steps = 50
+
+  if "quick" in variants:
+    c.name += "-quick"
+    c.data.datasets = "arith_level1"
+    c.data.num_search = 8
+    c.data.num_validation = 4
+    c.data.num_test = 12
+    c.data.num_calibration = 4
+    c.search.num_simulations = 8
+    c.predictor.train.num_epochs = 4
+    c.predictor.train.batch_size = 16
+    c.predictor.predictor.dropout = 0.0
+    c.evaluate.temperatures = (0.7,)
+    c.evaluate.shortgpt_sweep = (4,)
+  if "paper_prompt" in variants:
+    c.name += "-paper-prompt"
+    c.data.datasets = ",".join(f"math_level{i}" for i in range(1, 6))
+    c.data.num_search = 16
+    c.data.num_validation = 4
+    c.data.num_test = 20
+    c.task.preset = "paper"
+    c.task.max_new_tokens = 50
+    c.search.num_simulations = 16
+  return c
