@@ -30,10 +30,12 @@ PARITY_CASES = {
     # Alternating local (window 5 < 40 tokens) and global layers; attention scale != head_dim; capped logits.
     "pattern_scalar_softcap": dict(TINY, num_hidden_layers=4, sliding_window=5, sliding_window_pattern=2,
                                    query_pre_attn_scalar=20, final_logit_softcapping=30.0),
-    # Explicit layer_types, one KV head, head_dim != hidden / heads, linear RoPE scaling on the global layer only.
+    # Explicit layer_types, one KV head, head_dim != hidden / heads, linear RoPE scaling on the global layer only,
+    # untied output matrix.
     "layer_types_linear_rope": dict(TINY, num_hidden_layers=3, num_key_value_heads=1, head_dim=24, sliding_window=7,
                                     layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-                                    rope_scaling={"rope_type": "linear", "factor": 4.0}, rope_local_base_freq=500.0),
+                                    rope_scaling={"rope_type": "linear", "factor": 4.0}, rope_local_base_freq=500.0,
+                                    tie_word_embeddings=False),
 }
 
 

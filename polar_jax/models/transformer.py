@@ -238,21 +238,22 @@ def param_shapes(cfg: ModelConfig) -> Params:
   dt = dtype_of(cfg)
   sd = lambda *shape: jax.ShapeDtypeStruct(shape, dt)  # noqa: E731
   if cfg.is_gemma:
-    return {"embed": sd(cfg.vocab_size, d), "final_norm": sd(d), "layers": _gemma3().layer_shapes(cfg, dt)}
-  layers = {
-      "attn_norm": sd(L, d), "mlp_norm": sd(L, d),
-      "q": sd(L, d, h, hd), "k": sd(L, d, kv, hd), "v": sd(L, d, kv, hd), "o": sd(L, h, hd, d),
-  }
-  if cfg.is_moe:
-    layers.update(moe.mlp_shapes(cfg, dt))
+    layers = _gemma3().layer_shapes(cfg, dt)
   else:
-    layers.update(gate=sd(L, d, f), up=sd(L, d, f), down=sd(L, f, d))
-  if cfg.qkv_bias:
-    layers.update(q_bias=sd(L, h, hd), k_bias=sd(L, kv, hd), v_bias=sd(L, kv, hd))
-  if cfg.o_bias:
-    layers["o_bias"] = sd(L, d)
-  if cfg.qk_norm:
-    layers.update(q_norm=sd(L, hd), k_norm=sd(L, hd))
+    layers = {
+        "attn_norm": sd(L, d), "mlp_norm": sd(L, d),
+        "q": sd(L, d, h, hd), "k": sd(L, d, kv, hd), "v": sd(L, d, kv, hd), "o": sd(L, h, hd, d),
+    }
+    if cfg.is_moe:
+      layers.update(moe.mlp_shapes(cfg, dt))
+    else:
+      layers.update(gate=sd(L, d, f), up=sd(L, d, f), down=sd(L, f, d))
+    if cfg.qkv_bias:
+      layers.update(q_bias=sd(L, h, hd), k_bias=sd(L, kv, hd), v_bias=sd(L, kv, hd))
+    if cfg.o_bias:
+      layers["o_bias"] = sd(L, d)
+    if cfg.qk_norm:
+      layers.update(q_norm=sd(L, hd), k_norm=sd(L, hd))
   params = {"embed": sd(cfg.vocab_size, d), "final_norm": sd(d), "layers": layers}
   if not cfg.tie_word_embeddings:
     params["lm_head"] = sd(d, cfg.vocab_size)
