@@ -162,3 +162,16 @@ def test_number_stop_rule_agrees_with_host_checker():
       assert done(tok.decode(tokens)), tok.decode(tokens)
       by_number += 1
   assert by_number >= 1
+
+
+def test_shared_prefix_prefill_equals_plain(model):
+  """Rows sharing a long prompt prefix (a chat template) give the same tokens with and without sharing it."""
+  shared = Executor(model, min_shared_prefix=8)
+  plain = Executor(model, share_prefix=False)
+  head = list(range(20, 45))  # 25 shared tokens: a prefix of 24 is computed once per program.
+  prompts = [head + [5, 6, 7], head + [9], head + [50, 51, 52, 53, 54], head + [9]]
+  programs = [[0, 1, 1, 2, 3], [0, 2, 3], [0, 1, 1, 2, 3], [3, 2, 1, 0]]
+  a = shared.generate(prompts, programs, 6, stop=StopRule(stop_ids=()))
+  b = plain.generate(prompts, programs, 6, stop=StopRule(stop_ids=()))
+  assert shared._shared_prefix_length([list(p) for p in prompts]) == 24
+  assert a.tokens == b.tokens

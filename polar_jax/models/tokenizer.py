@@ -138,7 +138,7 @@ class Tokenizer:
     extra = extra if isinstance(extra, list) else [extra]
     return cls(backend, chat_template=template, bos_token=_token_str(cfg.get("bos_token")),
                eos_token=_token_str(cfg.get("eos_token")), pad_token=_token_str(cfg.get("pad_token")),
-               add_bos=bool(cfg.get("add_bos_token", False)), extra_stop_ids=[int(e) for e in extra])
+               add_bos=_adds_bos(backend, cfg), extra_stop_ids=[int(e) for e in extra])
 
   @classmethod
   def from_gguf_metadata(cls, meta: dict[str, Any], architecture: str | None = None) -> "Tokenizer":
@@ -240,6 +240,16 @@ def _sentencepiece_backend(meta: dict[str, Any]) -> _HFTokenizer:
   backend.add_tokens([AddedToken(t, special=False, normalized=False)
                       for t, ty in zip(raw, types) if int(ty) == 4 and t in ids])
   return backend
+
+
+def _adds_bos(backend: _HFTokenizer, cfg: dict) -> bool:
+  """Whether raw text gets a BOS: tokenizer_config's add_bos_token, else what tokenizer.json's post-processor
+  does (Llama 3 adds <|begin_of_text|> there and says nothing in tokenizer_config.json)."""
+  if "add_bos_token" in cfg:
+    return bool(cfg["add_bos_token"])
+  bos = _token_str(cfg.get("bos_token"))
+  bos_id = backend.token_to_id(bos) if bos else None
+  return bos_id is not None and backend.encode("", add_special_tokens=True).ids[:1] == [bos_id]
 
 
 def _token_str(value) -> str | None:

@@ -157,6 +157,66 @@ def prefill(params, cfg: ModelConfig, steps, active, length, tokens, attn_mask, 
   return transformer.final_norm(params, cfg, x), cache_k, cache_v
 
 
+def prefill_shared(params, cfg: ModelConfig, steps, active, length, prefix, group_active, row_group, tokens,
+                   attn_mask, cache_len: int):
+  """Prefill of prompts that all start with the same P tokens: the prefix runs once per distinct program.
+
+  Under one program the prefix's keys and values do not depend on what follows it (causal attention), so a
+  batch whose rows share a chat template (every search or evaluation batch) computes them once per program
+  group instead of once per row.
+
+  prefix: [P] int32 shared tokens; group_active: [G, T] the activity of each group's program; row_group: [B]
+  each row's group; tokens, attn_mask: [B, S2] the rest of each prompt, left-padded. Cache columns: [0, P)
+  the prefix, [P, P + S2) the rest, then generated tokens. Returns (hidden [B, S2, D] after the final norm,
+  cache_k, cache_v [T, B, cache_len, K, hd]).
+  """
+  g, p = group_active.shape[0], prefix.shape[0]
+  b, s2 = tokens.shape
+  t_pad = steps.shape[0]
+  dt = transformer.dtype_of(cfg)
+  kv_shape = (cfg.num_kv_heads, cfg.head_dim)
+
+  # The prefix, once per group: its keys / values at every step.
+  xp = transformer.embed(params, cfg, jnp.broadcast_to(prefix[None], (g, p)))
+  rope_p = transformer.rope_tables(cfg, jnp.broadcast_to(jnp.arange(p)[None], (g, p)))
+  mask_p = transformer.causal_key_mask(jnp.ones((g, p), jnp.int32))
+  fresh_p = jnp.zeros((g, p, *kv_shape), dt)
+
+  def prefix_body(t, carry):
+    xp, pk, pv = carry
+    lp = transformer.layer_slice(params["layers"], steps[t])
+    x_new, k, v = transformer.layer(lp, cfg, xp, rope_p, fresh_p, fresh_p, 0, mask_p)
+    xp = jnp.where(group_active[:, t, None, None], x_new, xp)
+    pk = jax.lax.dynamic_update_slice(pk, k[None], (t, 0, 0, 0, 0))
+    pv = jax.lax.dynamic_update_slice(pv, v[None], (t, 0, 0, 0, 0))
+    return xp, pk, pv
+
+  zeros_p = jnp.zeros((t_pad, g, p, *kv_shape), dt)
+  _, pk, pv = jax.lax.fori_loop(0, length, prefix_body, (xp, zeros_p, zeros_p))
+
+  # The rest of every row, attending to its group's prefix.
+  cache_shape = (t_pad, b, cache_len, *kv_shape)
+  cache_k = jnp.zeros(cache_shape, dt).at[:, :, :p].set(pk[:, row_group])
+  cache_v = jnp.zeros(cache_shape, dt).at[:, :, :p].set(pv[:, row_group])
+  x = transformer.embed(params, cfg, tokens)
+  rope = transformer.rope_tables(cfg, p + transformer.positions_from_mask(attn_mask))
+  key_mask = jnp.concatenate([jnp.ones((b, s2, p), bool), transformer.causal_key_mask(attn_mask)], axis=2)
+
+  def body(t, carry):
+    x, cache_k, cache_v = carry
+    lp = transformer.layer_slice(params["layers"], steps[t])
+    kc = jax.lax.dynamic_index_in_dim(cache_k, t, 0, keepdims=False)[:, :p + s2]
+    vc = jax.lax.dynamic_index_in_dim(cache_v, t, 0, keepdims=False)[:, :p + s2]
+    x_new, kc, vc = transformer.layer(lp, cfg, x, rope, kc, vc, p, key_mask)
+    x = jnp.where(active[:, t, None, None], x_new, x)
+    cache_k = jax.lax.dynamic_update_slice(cache_k, kc[None, :, p:], (t, 0, p, 0, 0))
+    cache_v = jax.lax.dynamic_update_slice(cache_v, vc[None, :, p:], (t, 0, p, 0, 0))
+    return x, cache_k, cache_v
+
+  x, cache_k, cache_v = jax.lax.fori_loop(0, length, body, (x, cache_k, cache_v))
+  return transformer.final_norm(params, cfg, x), cache_k, cache_v
+
+
 def decode_step(params, cfg: ModelConfig, steps, active, length, token, position, column, key_valid,
                 cache_k, cache_v):
   """One decode step for all rows.
@@ -193,16 +253,31 @@ def _select(logits, key, temperature):
   return jnp.where(temperature > 0, sampled, greedy)
 
 
-def _generate_core(params, steps, active, length, tokens, attn_mask, row_valid, max_new, temperature, key, stop,
+def _generate_core(params, steps, active, length, prompt, row_valid, max_new, temperature, key, stop,
                    *, cfg: ModelConfig, new_cap: int, counter: list):
-  """Prefill + decode loop. `stop` holds the stop rule as arrays (see `Executor._stop_arrays`)."""
+  """Prefill + decode loop.
+
+  `prompt` holds `tokens`, `attn_mask` [B, S] (left-padded) and, when the rows share a prefix, `prefix` [P],
+  `group_active` [G, T] and `row_group` [B] (see `prefill_shared`). `stop` holds the stop rule as arrays (see
+  `Executor._stop_arrays`).
+  """
   counter[0] += 1  # Runs at trace time only: counts compiles.
-  b, s = tokens.shape
-  cache_len = s + new_cap
-  h, cache_k, cache_v = prefill(params, cfg, steps, active, length, tokens, attn_mask, cache_len)
+  tokens, attn_mask = prompt["tokens"], prompt["attn_mask"]
+  b = tokens.shape[0]
+  if "prefix" in prompt:
+    p = prompt["prefix"].shape[0]
+    s = p + tokens.shape[1]
+    h, cache_k, cache_v = prefill_shared(params, cfg, steps, active, length, prompt["prefix"],
+                                         prompt["group_active"], prompt["row_group"], tokens, attn_mask,
+                                         s + new_cap)
+    prompt_valid = jnp.concatenate([jnp.ones((b, p), bool), attn_mask.astype(bool)], axis=1)
+  else:
+    s = tokens.shape[1]
+    h, cache_k, cache_v = prefill(params, cfg, steps, active, length, tokens, attn_mask, s + new_cap)
+    prompt_valid = attn_mask.astype(bool)
   logits = transformer.logits(params, cfg, h[:, -1:])[:, 0]  # [B, V]
-  key_valid = jnp.concatenate([attn_mask.astype(bool), jnp.zeros((b, new_cap), bool)], axis=1)
-  next_pos = jnp.sum(attn_mask, axis=1).astype(jnp.int32)  # [B]
+  key_valid = jnp.concatenate([prompt_valid, jnp.zeros((b, new_cap), bool)], axis=1)
+  next_pos = jnp.sum(prompt_valid, axis=1).astype(jnp.int32)  # [B]
 
   def emit(i, logits, key, scan, done, out, n_gen):
     """Picks the next token of every row, records it for live rows, and updates the stop state."""
@@ -263,16 +338,22 @@ class Executor:
 
   Args:
     model: a loaded `Model`.
-    prompt_quantum: prompt lengths are padded (on the left) to a multiple of this.
+    prompt_quantum: prompt lengths are padded (on the left) to a multiple of this (coarser for long prompts).
     new_token_quantum: the generation buffer is a multiple of this.
     schedule_quantum: schedules are padded to a multiple of this (capped at the model's 2L program limit
       when that is larger than the schedule).
     max_batch: batches are padded to a power of two up to this; larger batches are split.
+    share_prefix: compute a prefix that all prompts of a batch share (the chat template's system turn) once per
+      distinct program instead of once per row (`prefill_shared`); the results are the same.
+    min_shared_prefix: shorter shared prefixes are not worth a separate pass.
   """
 
-  def __init__(self, model: Model, *, prompt_quantum: int = 16, new_token_quantum: int = 16,
-               schedule_quantum: int = 16, max_batch: int = 64):
+  def __init__(self, model: Model, *, prompt_quantum: int = 8, new_token_quantum: int = 16,
+               schedule_quantum: int = 16, max_batch: int = 64, share_prefix: bool = True,
+               min_shared_prefix: int = 16):
     self.model = model
+    self.share_prefix = share_prefix
+    self.min_shared_prefix = min_shared_prefix
     self.cfg = model.config
     self.prompt_quantum = prompt_quantum
     self.new_token_quantum = new_token_quantum
@@ -296,9 +377,13 @@ class Executor:
   # -- inputs --
 
   def _tokenize(self, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    tok = self.model.tokenizer
+    bos = tok.bos_id if tok.add_bos else None
     out = []
     for i, p in enumerate(prompts):
-      ids = self.model.tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
+      ids = tok.encode(p) if isinstance(p, str) else [int(t) for t in p]
+      if isinstance(p, str) and bos is not None and ids[:1] != [bos]:
+        ids = [bos] + ids  # Raw prompts get the BOS the model was trained with (a chat template has its own).
       if not ids:
         raise ValueError(f"Prompt {i} is empty after tokenization.")
       out.append(ids)
@@ -326,9 +411,44 @@ class Executor:
     padded = bucket_length(sched.length, self.schedule_quantum, max(sched.length, 2 * self.depth))
     return make_schedule(programs, padded_length=padded)
 
+  def _shared_prefix_length(self, ids: list[list[int]]) -> int:
+    """Tokens every prompt starts with (rounded down to prompt_quantum, each row keeping >= 1 more), or 0."""
+    if len(ids) < 2 or self.cfg.layer_types:  # Sliding windows count cache columns: keep columns contiguous.
+      return 0
+    first, n = ids[0], min(len(x) for x in ids) - 1
+    p = 0
+    while p < n and all(x[p] == first[p] for x in ids):
+      p += 1
+    p -= p % self.prompt_quantum
+    return p if p >= self.min_shared_prefix else 0
+
+  def prompt_bucket(self, n: int) -> int:
+    """Padded prompt length: a multiple of prompt_quantum, coarser for long prompts (at most ~25% padding),
+    so that prompts of many lengths share few compiled shapes."""
+    quantum = max(self.prompt_quantum, 1 << max(0, n.bit_length() - 3))
+    return -(-n // quantum) * quantum
+
+  def _prompt_arrays(self, ids: list[list[int]], sched: Schedule, progs: Sequence[Program], batch_pad: int):
+    """The prompt inputs of `_generate_core`: plain left-padded tokens, or a shared prefix plus the rest."""
+    p = self._shared_prefix_length(ids) if self.share_prefix else 0
+    tokens, mask, active, row_valid = self._batch_arrays([x[p:] for x in ids], sched, batch_pad)
+    prompt = {"tokens": jnp.asarray(tokens), "attn_mask": jnp.asarray(mask)}
+    if p:
+      groups: dict[Program, int] = {}
+      row_group = np.zeros(batch_pad, np.int32)
+      for r, program in enumerate(progs):
+        row_group[r] = groups.setdefault(program, len(groups))
+      first_row = {g: progs.index(program) for program, g in groups.items()}
+      group_active = np.zeros((_next_pow2(len(groups)), active.shape[1]), bool)
+      for g, r in first_row.items():
+        group_active[g] = active[r]
+      prompt.update(prefix=jnp.asarray(np.asarray(ids[0][:p], np.int32)), group_active=jnp.asarray(group_active),
+                    row_group=jnp.asarray(row_group))
+    return prompt, active, row_valid
+
   def _batch_arrays(self, ids: list[list[int]], sched: Schedule, batch_pad: int):
     n = len(ids)
-    s = bucket_length(max(len(x) for x in ids), self.prompt_quantum)
+    s = self.prompt_bucket(max(len(x) for x in ids))
     pad_id = self.model.tokenizer.pad_id
     tokens = np.full((batch_pad, s), pad_id, np.int32)
     mask = np.zeros((batch_pad, s), np.int32)
@@ -389,12 +509,12 @@ class Executor:
   def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seed):
     sched = self.schedule(progs)
     batch_pad = min(_next_pow2(len(ids)), max(self.max_batch, len(ids)))
-    tokens, mask, active, row_valid = self._batch_arrays(ids, sched, batch_pad)
+    prompt, active, row_valid = self._prompt_arrays(ids, sched, progs, batch_pad)
     new_cap = bucket_length(max_new_tokens, self.new_token_quantum)
     out, n_gen, stopped = self._generate(
-        self.model.params, jnp.asarray(sched.ids), jnp.asarray(active), jnp.int32(sched.length),
-        jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(row_valid), jnp.int32(max_new_tokens),
-        jnp.float32(temperature), jax.random.key(seed), self._stop_arrays(stop), new_cap=new_cap)
+        self.model.params, jnp.asarray(sched.ids), jnp.asarray(active), jnp.int32(sched.length), prompt,
+        jnp.asarray(row_valid), jnp.int32(max_new_tokens), jnp.float32(temperature), jax.random.key(seed),
+        self._stop_arrays(stop), new_cap=new_cap)
     out, n_gen, stopped = np.asarray(out), np.asarray(n_gen), np.asarray(stopped)
     n = len(ids)
     tokens_out = [out[r, :n_gen[r]].tolist() for r in range(n)]
