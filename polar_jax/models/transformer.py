@@ -197,12 +197,10 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
 
 
-def forward(params: Params, cfg: ModelConfig, tokens: jax.Array, attention_mask: jax.Array | None = None,
-            ) -> jax.Array:
-  """The ordinary full-depth forward pass (layers 0..L-1 in order, no cache): tokens [B, S] -> logits [B, S, V].
-
-  This is the reference every program execution is tested against.
-  """
+def hidden_states(params: Params, cfg: ModelConfig, tokens: jax.Array, attention_mask: jax.Array | None = None,
+                  ) -> jax.Array:
+  """Final-normed hidden states [B, S, D] of the full-depth pass (what HF's `last_hidden_state` holds); used
+  to run an LLM-based question encoder such as Qwen3-Embedding."""
   if attention_mask is None:
     attention_mask = jnp.ones(tokens.shape, jnp.int32)
   b, s = tokens.shape
@@ -216,7 +214,16 @@ def forward(params: Params, cfg: ModelConfig, tokens: jax.Array, attention_mask:
     return x, None
 
   x, _ = jax.lax.scan(body, x, params["layers"])
-  return logits(params, cfg, final_norm(params, cfg, x))
+  return final_norm(params, cfg, x)
+
+
+def forward(params: Params, cfg: ModelConfig, tokens: jax.Array, attention_mask: jax.Array | None = None,
+            ) -> jax.Array:
+  """The ordinary full-depth forward pass (layers 0..L-1 in order, no cache): tokens [B, S] -> logits [B, S, V].
+
+  This is the reference every program execution is tested against.
+  """
+  return logits(params, cfg, hidden_states(params, cfg, tokens, attention_mask))
 
 
 def layer_data(cfg: ModelConfig) -> dict[str, np.ndarray]:

@@ -2,7 +2,8 @@
 
 Public API (the trainer is `polar_jax.train.train_predictor`):
 - encoders: `QuestionEncoder` (protocol), `MiniLMEncoder`, `TokenEmbeddingEncoder`, `HiddenStateEncoder`
-  (the Qwen3-Embedding hook), `CachedEncoder`, `precompute_features`, `QuestionFeatures`;
+  (the Qwen3-Embedding hook), `CachedEncoder`, `precompute_features`, `QuestionFeatures`, `hf_hidden_state_encoder` (a local
+  HF snapshot such as Qwen3-Embedding-0.6B);
 - the network: `PredictorConfig`, `PolarPredictor`, `init_params`, `count_params`;
 - supervision and targets: `load_supervision`, `SupervisionRecord`, `SupervisionError`, `release_splits`,
   `TargetOptions`, `build_examples`, `program_targets`, `polar_loss`;
@@ -22,6 +23,7 @@ from polar_jax.predictor.encoder import MiniLMEncoder
 from polar_jax.predictor.encoder import QuestionEncoder
 from polar_jax.predictor.encoder import QuestionFeatures
 from polar_jax.predictor.encoder import TokenEmbeddingEncoder
+from polar_jax.predictor.encoder import hf_hidden_state_encoder
 from polar_jax.predictor.encoder import precompute_features
 from polar_jax.predictor.loss import polar_loss
 from polar_jax.predictor.model import PolarPredictor

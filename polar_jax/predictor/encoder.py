@@ -11,7 +11,7 @@ The predictor reads a question only through a `QuestionEncoder`: `encode(texts)`
   `polar_jax.models` and pass a function returning its last hidden states (right padding is correct for a
   causal model: real tokens keep positions 0..n-1), e.g.
   `HiddenStateEncoder(lambda ids, m: transformer.hidden_states(params, cfg, ids, m), tok, cfg.hidden_size,
-  name="qwen3-embedding-0.6b")`. Not built here: it needs the models package's Qwen3 forward.
+  name="qwen3-embedding-0.6b")`; `hf_hidden_state_encoder(path)` does exactly this for a snapshot directory.
 
 Sequence lengths are padded to power-of-two buckets and batches to a fixed size, so a jitted encoder
 compiles once per bucket. The encoder is frozen: training encodes every question once
@@ -239,3 +239,18 @@ class CachedEncoder:
       features[row, :len(f)] = f
       out_mask[row, :len(f)] = True
     return features, out_mask
+
+
+def hf_hidden_state_encoder(path: str, *, dtype: str = "float32", max_length: int = 512,
+                            batch_size: int = 32) -> HiddenStateEncoder:
+  """The paper's encoder: a local HF snapshot of an LLM-based embedding model (e.g. Qwen3-Embedding-0.6B, a
+  Qwen3 decoder), loaded with `polar_jax.models`; its token-level final hidden states are the features."""
+  from polar_jax.models import load_model, transformer  # Deferred: only this encoder needs an LLM.
+  model = load_model(path, dtype=dtype)
+  params, cfg = model.params, model.config
+
+  def hidden(ids, mask):
+    return transformer.hidden_states(params, cfg, ids, mask).astype(jnp.float32)
+
+  return HiddenStateEncoder(hidden, model.tokenizer, cfg.hidden_size, name=model.name, max_length=max_length,
+                            batch_size=batch_size, pad_id=model.tokenizer.pad_id)
