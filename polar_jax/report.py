@@ -103,9 +103,9 @@ def _plt():
   return plt
 
 
-_FAMILY_STYLE = (("polar", "#d62728", "*"), ("full_depth_greedy", "black", "o"), ("full_depth_sampling", "#7f7f7f", "v"),
-                 ("shortgpt", "#1f77b4", "s"), ("random", "#2ca02c", "D"), ("router", "#9467bd", "P"),
-                 ("search_oracle", "#ff7f0e", "X"))
+_FAMILY_STYLE = (("polar", "#d62728", "*"), ("full_depth_greedy", "black", "o"),
+                 ("full_depth_sampling", "#7f7f7f", "v"), ("shortgpt", "#1f77b4", "s"), ("random", "#2ca02c", "D"),
+                 ("router", "#9467bd", "P"), ("search_oracle", "#ff7f0e", "X"))
 
 
 def _style(method: str) -> tuple[str, str]:
