@@ -66,7 +66,7 @@ def torch_llama(model):
     for name in ("gate", "up", "down"):
       state[pre + f"mlp.{name}_proj.weight"] = layers[name][i].T
   missing, unexpected = hf.load_state_dict(
-      {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
+      {k: torch.from_numpy(np.array(v, np.float32)) for k, v in state.items()}, strict=False)
   if missing or unexpected:
     raise RuntimeError(f"Reference weights do not fit: missing {missing}, unexpected {unexpected}.")
   return hf
