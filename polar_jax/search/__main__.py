@@ -18,6 +18,8 @@ import sys
 from polar_jax.search import interchange, records, summary
 from polar_jax.search.tree import SearchConfig
 
+log = logging.getLogger("polar_jax.search")
+
 
 def _run(args) -> None:
   from polar_jax.data import get_preset, load_split, preset_for_model
@@ -35,7 +37,7 @@ def _run(args) -> None:
                         seed=args.seed, widening=args.widening)
   shard = records.parse_shard(args.shard) if args.shard else None
   run = run_search(examples, scorer, config, args.out, shard=shard, repair=args.repair, max_active=args.max_active,
-                   on_record=lambda r: logging.info("%s: %d valid of %d evaluated, initial score %s", r["id"],
+                   on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r["id"],
                                                     len(r["valid"]), r["evaluations"], r["initial_score"]))
   print(json.dumps({"output": run.output_path, "written": run.written, "skipped": run.skipped,
                     "evaluations": run.evaluations, "seconds": round(run.seconds, 1)}))
@@ -92,7 +94,8 @@ def main(argv=None) -> None:
   summ.add_argument("out_dir")
 
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+  logging.getLogger("polar_jax").setLevel(logging.INFO)  # Our progress, not every library's chatter.
   try:
     if args.command == "run":
       _run(args)
