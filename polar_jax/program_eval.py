@@ -235,6 +235,12 @@ class _Prompts:
     return self._ids[index]
 
 
+def prompt_ids(model, examples: Sequence[data.Example], task: TaskConfig) -> list[list[int]]:
+  """The token ids `run_programs` feeds the model for each example (template, few-shot turns, BOS rule)."""
+  prompts = _Prompts(model, examples, task)
+  return [prompts.ids(i) for i in range(len(examples))]
+
+
 # --- one batch --------------------------------------------------------------------------------------------------
 
 
@@ -254,25 +260,25 @@ def _generate_batch(executor: Executor, prompts: _Prompts, batch: list[tuple[int
   return out
 
 
-def option_logliks(executor: Executor, prompt_ids: Sequence[Sequence[int]], option_ids: Sequence[Sequence[int]],
+def option_logliks(executor: Executor, prompt_tokens: Sequence[Sequence[int]], option_tokens: Sequence[Sequence[int]],
                    programs: Sequence[Program]) -> np.ndarray:
   """Total log-probability of each row's option tokens after its prompt, under its program: float64 [R].
 
   Prompt and option are tokenized apart and concatenated, so every option is conditioned on the same prompt
   tokens. An empty option scores -inf.
   """
-  scores = np.full(len(prompt_ids), -np.inf)
-  rows = [j for j in range(len(prompt_ids)) if len(option_ids[j]) > 0]
+  scores = np.full(len(prompt_tokens), -np.inf)
+  rows = [j for j in range(len(prompt_tokens)) if len(option_tokens[j]) > 0]
   for start in range(0, len(rows), _LOGLIK_ROWS):
     chunk = rows[start:start + _LOGLIK_ROWS]
-    seqs = [list(prompt_ids[j]) + list(option_ids[j]) for j in chunk]
+    seqs = [list(prompt_tokens[j]) + list(option_tokens[j]) for j in chunk]
     logits = executor.prefill_logits(seqs, [programs[j] for j in chunk])  # [len_j, V] each
     for j, row_logits in zip(chunk, logits):
-      p, m = len(prompt_ids[j]), len(option_ids[j])
+      p, m = len(prompt_tokens[j]), len(option_tokens[j])
       x = row_logits[p - 1:p + m - 1].astype(np.float64)  # [m, V]: positions predicting the option tokens.
       x = x - x.max(axis=-1, keepdims=True)
       logp = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-      scores[j] = float(logp[np.arange(m), np.asarray(option_ids[j])].sum())
+      scores[j] = float(logp[np.arange(m), np.asarray(option_tokens[j])].sum())
   return scores
 
 
