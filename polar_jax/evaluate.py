@@ -114,13 +114,15 @@ def load_test_sets(specs: Sequence[str | tuple[str, str]], *, limit: int | None 
 
 
 def polar_run(model, examples: Sequence[Any], task, predictor, *, k: int, test_set: str, max_batch: int = 32,
-              progress: bool = False, executor=None) -> MethodRun:
+              progress: bool = False, executor=None, warmup: bool = True) -> MethodRun:
   """Decodes the predictor's top-k programs per question (timed: encoder + predictor + beam search) and runs
-  them all (rank-1 programs timed on their own)."""
+  them all (rank-1 programs timed on their own). `warmup` first predicts one question untimed (compiles)."""
   depth = model.config.num_layers
   if predictor.config.depth != depth:
     raise ValueError(f"The predictor was trained for a {predictor.config.depth}-layer model, but the model has "
                      f"{depth} layers; train one on this model's search records.")
+  if warmup:
+    predictor.predict([examples[0].question])
   start = time.perf_counter()
   decoded = predictor.predict([ex.question for ex in examples])
   overhead = time.perf_counter() - start
@@ -255,11 +257,14 @@ def run_evaluation(config: ml_collections.ConfigDict, *, model, task, test_sets:
 
   influence = None
   if "shortgpt" in methods:
+    say(f"evaluate: ShortGPT Block Influence on {min(len(calibration), int(config.calibration_size))} "
+        "calibration questions")
     influence = _block_influence(model, task, calibration, int(config.calibration_size), out, skipped)
   if "polar" in methods and predictor is None:
     skipped.append({"method": "polar", "reason": "no predictor was given"})
   router_model = None
   if "router" in methods:
+    say(f"evaluate: the per-layer router on {len(search_records)} search records")
     router_model = _router(config, model, task, search_records, out, skipped)
 
   for name, examples in test_sets.items():
@@ -274,7 +279,8 @@ def run_evaluation(config: ml_collections.ConfigDict, *, model, task, test_sets:
     polar = None
     if "polar" in methods and predictor is not None:
       polar = get(name, examples, "polar",
-                  lambda: polar_run(model, examples, task, predictor, k=k, test_set=name, **common))
+                  lambda: polar_run(model, examples, task, predictor, k=k, test_set=name,
+                                    warmup=bool(config.warmup), **common))
       if config.trust_search_cache:
         runs.append(trust_search_cache(polar, examples, search_records))
     if influence is not None:
@@ -302,7 +308,8 @@ def run_evaluation(config: ml_collections.ConfigDict, *, model, task, test_sets:
     if router_model is not None:
       from polar_jax.baselines import router  # pylint: disable=import-outside-toplevel
       get(name, examples, "router",
-          lambda: router.run_router(model, examples, task, router_model, test_set=name, **common))
+          lambda: router.run_router(model, examples, task, router_model, test_set=name,
+                                    warmup=bool(config.warmup), **common))
 
   if "search_ablations" in methods:
     if search_records:

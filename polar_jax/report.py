@@ -82,10 +82,19 @@ def markdown(results: Mapping[str, Any]) -> str:
   search_rows = [r for r in results["rows"] if r["kind"] == "oracle" and r["level"] == "all"]
   if search_rows:
     out += ["## Search ablations (oracles over the searched questions' valid programs)", ""]
-    out += _table(["method", "n", "has a valid program", "layers/token (shortest valid)", "search s/question"],
+    out += _table(["method", "n", "has a valid program", "layers/token (shortest valid)",
+                   "search: programs run/question", "search: layer executions/question"],
                   [[r["label"], str(r["n"]), _pct(r["oracle"]), _num(r["layers_per_token"]),
-                    _secs(r["seconds_per_question"])] for r in search_rows])
+                    _num(r["info"].get("evaluations_mean")), _num(r["info"].get("search_layers_mean"), 0)]
+                   for r in search_rows])
     out.append("")
+  for r in results["rows"]:
+    if r["level"] == "all" and "valid_cache_hits" in r.get("info", {}):
+      i = r["info"]
+      out.append(f"{r['label']} on {r['test_set']}: {i['searched_questions']} of {r['n']} questions have search "
+                 f"records; {i['valid_cache_hits']} candidates scored correct and {i['invalid_cache_hits']} wrong "
+                 "from the cache, the rest by our runs.")
+      out.append("")
   notes = [r for r in results["rows"] if r["level"] == "all" and r.get("compiles")]
   if notes:
     out.append("Executor compiles inside the timed runs (their compile time is in the seconds): "

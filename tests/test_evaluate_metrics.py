@@ -121,7 +121,8 @@ def _record(i, valid, level=1):
   return {"id": f"ds/train/{i}", "question": f"question {i}", "gold": "1", "level": level, "depth": 4,
           "initial_score": float([0, 1, 2, 3] in valid), "initial_answer": "0",
           "valid": [{"program": p, "visits": 1, "answer": "1"} for p in valid],
-          "invalid": [{"program": [0, 1, 2], "visits": 1, "answer": "0"}], "seconds": 2.0, "simulations": 8}
+          "invalid": [{"program": [0, 1, 2], "visits": 1, "answer": "0"}], "seconds": 2.0, "simulations": 8,
+          "evaluations": 2 + i, "layers": 10 * i}
 
 
 RECORDS = [_record(0, [[0, 2, 3], [0, 1, 1, 2, 3]]), _record(1, [[0, 1, 2, 1, 2, 3]]), _record(2, []),
@@ -140,7 +141,9 @@ def test_search_oracles():
   assert rows["search_oracle_skip_only"]["layers_per_token"] == pytest.approx((3 + 4 + 4 + 4) / 4)
   assert rows["search_oracle_repeat_only"]["layers_per_token"] == pytest.approx((5 + 6 + 4 + 4) / 4)
   assert rows["search_oracle_joint"]["pass@1"] is None
-  assert joint.overhead_seconds == 8.0
+  # The search's cost: programs run and layer executions per question; no wall time (records overlap).
+  assert (joint.info["evaluations_mean"], joint.info["search_layers_mean"]) == (3.5, 15.0)
+  assert rows["search_oracle_joint"]["seconds_per_question"] is None
 
 
 # --- random programs -----------------------------------------------------------------------------------------
@@ -215,3 +218,12 @@ def test_report_files_exist_and_parse(tmp_path):
 
 def dataclass_level(o, level):
   return QuestionOutcome(f"ds/test/{o.id[1:]}", level, o.candidates)
+
+
+def test_load_test_sets_for_out_of_distribution():
+  sets = evaluate.load_test_sets(["arith_level2", ("arith_level5", "validation")], limit=3)
+  assert list(sets) == ["arith_level2/test", "arith_level5/validation"]
+  assert [len(v) for v in sets.values()] == [3, 3]
+  assert sets["arith_level5/validation"][0].id.startswith("arith_level5/validation/")
+  with pytest.raises(ValueError, match="evaluation method"):
+    evaluate.parse_methods("polar,shortcut")

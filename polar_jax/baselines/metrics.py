@@ -12,7 +12,8 @@ Per test set and per level (DESIGN.md, "Metrics, honestly named"):
   length) and per generated token (the program length), and of all top-k candidates together, next to the
   full depth.
 - seconds: wall seconds per question of choosing programs plus running the rank-1 candidates (the deployed
-  cost), and plus all candidates (the cost of pass@k / vote@k).
+  cost), and plus all candidates (the cost of pass@k / vote@k); None for oracles (their cost is the search's,
+  counted in programs run and layer executions in `info`).
 
 For an "oracle" method (the search ablations), only `oracle` (the question has a correct candidate at all)
 is defined; pass@1 and vote@k are None.
@@ -104,10 +105,11 @@ def method_rows(run: MethodRun, depth: int, ks: Sequence[int] = DEFAULT_KS) -> l
   n = len(run.outcomes)
   base = {"method": run.method, "label": run.label, "kind": run.kind, "test_set": run.test_set,
           "full_depth": depth}
+  timed = n > 0 and run.kind != "oracle"  # An oracle runs nothing here: its cost is the search's (in `info`).
   seconds = {
-      "seconds_per_question": (run.overhead_seconds + run.top1_seconds) / n if n else None,
-      "seconds_per_question_all": (run.overhead_seconds + run.top1_seconds + run.rest_seconds) / n if n else None,
-      "overhead_seconds_per_question": run.overhead_seconds / n if n else None,
+      "seconds_per_question": (run.overhead_seconds + run.top1_seconds) / n if timed else None,
+      "seconds_per_question_all": (run.overhead_seconds + run.top1_seconds + run.rest_seconds) / n if timed else None,
+      "overhead_seconds_per_question": run.overhead_seconds / n if timed else None,
       "compiles": run.compiles,
   }
   rows = [{**base, "level": "all", **compute_metrics(run.outcomes, kind=run.kind, ks=ks), **seconds,

@@ -265,11 +265,15 @@ def train_or_load_router(config: ml_collections.ConfigDict, model, task, records
 
 
 def run_router(model, examples: Sequence[Any], task, router: RouterModel, *, test_set: str, max_batch: int = 32,
-               progress: bool = False, executor=None) -> MethodRun:
-  """Routes every question's prompt (timed as overhead), then generates under the routed programs."""
+               progress: bool = False, executor=None, warmup: bool = True) -> MethodRun:
+  """Routes every question's prompt (timed as overhead), then generates under the routed programs. `warmup`
+  first routes one prompt untimed (compiles)."""
   depth = model.config.num_layers
+  ids = prompt_ids(model, examples, task)
+  if warmup:
+    route(model, router, ids[:1])
   start = time.perf_counter()
-  decisions = route(model, router, prompt_ids(model, examples, task))
+  decisions = route(model, router, ids)
   overhead = time.perf_counter() - start
   programs, fallbacks = [], 0
   for counts in decisions:
