@@ -38,8 +38,9 @@ import numpy as np
 
 from polar_jax import report
 from polar_jax.baselines import full_depth, metrics, random_programs, search_oracle, shortgpt
-from polar_jax.baselines.outcomes import MethodRun, prompt_ids, run_pairs, run_ranked
+from polar_jax.baselines.outcomes import MethodRun, run_pairs, run_ranked
 from polar_jax.data.example import normalize_question
+from polar_jax.program_eval import prompt_ids
 from polar_jax.programs import Program
 from polar_jax.programs.executor import executor_for
 

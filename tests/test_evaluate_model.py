@@ -103,7 +103,7 @@ def test_router_learns_a_rule_from_search_records(model):
   task = TaskConfig.from_preset("free", max_new_tokens=2)
   trained = router.train_router(cfg, model, task, records)
   assert trained.info["train_decision_accuracy"] == 1.0
-  from polar_jax.baselines.outcomes import prompt_ids
+  from polar_jax.program_eval import prompt_ids
   from polar_jax.data import Example
   exs = [Example(id=r["id"], question=r["question"], answer="1") for r in records]
   decisions = router.route(model, trained, prompt_ids(model, exs, task))

@@ -1,7 +1,7 @@
 """Baselines and the shared evaluation data model (see `polar_jax.evaluate` for the protocol).
 
 - outcomes: `Candidate`, `QuestionOutcome`, `MethodRun` (what every method produces; saved as JSON),
-  `run_ranked` (rank-1 programs timed alone, then the rest), `prompt_ids`;
+  `run_ranked` (rank-1 programs timed alone, then the rest);
 - metrics: `compute_metrics`, `method_rows`, `pass_at_k`, `vote_at_k`, `voted`, `answer_key`, `layer_usage`;
 - full_depth: `full_depth_greedy`, `full_depth_sampling`;
 - shortgpt: `block_influence`, `removed_layers`, `shortgpt_program`, `matched_removal`, `run_shortgpt`;
@@ -22,7 +22,6 @@ from polar_jax.baselines.metrics import voted
 from polar_jax.baselines.outcomes import Candidate
 from polar_jax.baselines.outcomes import MethodRun
 from polar_jax.baselines.outcomes import QuestionOutcome
-from polar_jax.baselines.outcomes import prompt_ids
 from polar_jax.baselines.outcomes import run_ranked
 from polar_jax.baselines.random_programs import random_program
 from polar_jax.baselines.random_programs import random_programs_like

@@ -22,6 +22,7 @@ import pathlib
 import time
 from typing import Any, Mapping, Sequence
 
+from polar_jax import program_eval
 from polar_jax.programs import Program
 
 
@@ -156,18 +157,10 @@ def _executor_compiles(executor) -> int:
   return int(getattr(executor, "compiles", 0)) if executor is not None else 0
 
 
-def prompt_ids(model, examples: Sequence[Any], task) -> list[list[int]]:
-  """The token ids `run_programs` feeds the model for each example (same template, few-shot turns, BOS rule)."""
-  from polar_jax import program_eval  # pylint: disable=import-outside-toplevel
-  prompts = program_eval._Prompts(model, examples, task)  # pylint: disable=protected-access
-  return [prompts.ids(i) for i in range(len(examples))]
-
-
 def run_pairs(model, examples: Sequence[Any], pairs: Sequence[tuple[int, Program]], task, *,
               temperature: float = 0.0, seed: int = 0, max_batch: int = 32, progress: bool = False,
               executor=None) -> tuple[list, float]:
   """`program_eval.run_programs` on (example index, Program) pairs -> (records in pair order, wall seconds)."""
-  from polar_jax import program_eval  # pylint: disable=import-outside-toplevel  # Keeps this module light.
   if not pairs:
     return [], 0.0
   start = time.perf_counter()
