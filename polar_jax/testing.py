@@ -58,7 +58,7 @@ def tiny_config(model_type: str = "llama", **overrides) -> ModelConfig:
 def tiny_model(model_type: str = "llama", seed: int = 0, scale: float = 0.25, **overrides) -> Model:
   """A random model whose greedy outputs vary with the program (scale is large enough to matter)."""
   cfg = tiny_config(model_type, **overrides)
-  params = transformer.init_params(cfg, jax.random.key(seed), scale=scale)
+  params = transformer.init_params(cfg, seed, scale=scale)  # An int seed: drawn with numpy, nothing compiles.
   if cfg.is_gemma:
     # Gemma scales embeddings by sqrt(hidden) and its post-norms fix each layer's output scale, so at a uniform
     # weight scale the (tied) embedding dominates and every program echoes the last token; a smaller

@@ -7,31 +7,13 @@ import pytest
 
 from polar_jax.models import transformer
 from polar_jax.programs import Executor, Program, ProgramError, StopRule
-from polar_jax.testing import tiny_model
+from polar_jax.testing import reference_greedy, reference_logits, tiny_model
 
 
-def naive_logits(model, ids, program):
-  """Logits [S, V] of running `program`'s layers one by one in Python: no scan, no cache, no schedule."""
-  params, cfg = model.params, model.config
-  tokens = jnp.asarray([ids])
-  x = transformer.embed(params, cfg, tokens)
-  rope = transformer.rope_tables(cfg, jnp.arange(len(ids))[None])
-  key_mask = transformer.causal_key_mask(jnp.ones_like(tokens))
-  empty = jnp.zeros((1, len(ids), cfg.num_kv_heads, cfg.head_dim), x.dtype)
-  for layer_id in program:
-    lp = jax.tree.map(lambda w: w[layer_id], params["layers"])
-    x, _, _ = transformer.layer(lp, cfg, x, rope, empty, empty, 0, key_mask)
-  return np.asarray(transformer.logits(params, cfg, transformer.final_norm(params, cfg, x))[0])
-
-
-def naive_greedy(model, ids, program, n):
-  ids = list(ids)
-  out = []
-  for _ in range(n):
-    nxt = int(np.argmax(naive_logits(model, ids, program)[-1]))
-    out.append(nxt)
-    ids.append(nxt)
-  return out
+# The references run the program's layers one by one in Python (no scan, no cache, no schedule): unrolled and
+# compiled once per program (`polar_jax.testing`).
+naive_logits = reference_logits
+naive_greedy = reference_greedy
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen3"])

@@ -267,13 +267,24 @@ def param_shapes(cfg: ModelConfig) -> Params:
   return params
 
 
-def init_params(cfg: ModelConfig, key: jax.Array, scale: float = 0.02) -> Params:
+def init_params(cfg: ModelConfig, key: jax.Array | int, scale: float = 0.02) -> Params:
   """Random weights with the real layout (norms scale by 1, per-layer data from the config): for benchmarks,
-  tests and shape checks."""
+  tests and shape checks.
+
+  `key` is a JAX PRNG key (traceable: works under `jax.jit` / `jax.eval_shape`), or an int seed, which draws the
+  weights with numpy on the host: no compile at all, the fast path for tiny test models.
+  """
   shapes = param_shapes(cfg)
   data = layer_data(cfg)
   leaves, treedef = jax.tree.flatten_with_path(shapes)
-  keys = jax.random.split(key, len(leaves))
+  host = isinstance(key, (int, np.integer))
+  if host:
+    rng = np.random.default_rng(int(key))
+    normal = lambda _, shape: rng.standard_normal(shape, np.float32)  # noqa: E731
+    keys = [None] * len(leaves)
+  else:
+    normal = lambda k, shape: jax.random.normal(k, shape, jnp.float32)  # noqa: E731
+    keys = jax.random.split(key, len(leaves))
   out = []
   for (path, sds), k in zip(leaves, keys):
     name = jax.tree_util.keystr(path)
@@ -282,7 +293,7 @@ def init_params(cfg: ModelConfig, key: jax.Array, scale: float = 0.02) -> Params
     elif "norm" in name:  # Gemma's norms scale by (1 + w).
       out.append(jnp.full(sds.shape, 0.0 if cfg.is_gemma else 1.0, sds.dtype))
     else:
-      out.append((scale * jax.random.normal(k, sds.shape, jnp.float32)).astype(sds.dtype))
+      out.append(jnp.asarray(scale * normal(k, sds.shape)).astype(sds.dtype))
   return jax.tree.unflatten(treedef, out)
 
 
