@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -24,10 +24,12 @@ def main(argv):
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("Both --config and --workdir are required, e.g. "
                          "--config=configs/default.py --workdir=/tmp/polar_default")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Library INFO logs (orbax's) drown the progress; --v=0 shows them.
   from polar_jax import pipeline
   try:
     pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value)
-  except (pipeline.WorkdirMismatchError, FileNotFoundError, ValueError) as e:
+  except pipeline.USER_ERRORS as e:
     print(f"polar_jax: error: {e}", file=sys.stderr)
     return 2
   return 0

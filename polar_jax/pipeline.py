@@ -37,6 +37,26 @@ class WorkdirMismatchError(ValueError):
   """The workdir holds the outputs of a different config."""
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+  """Errors caused by the input (files, configs, data), reported by `main` as one clear line, no traceback."""
+  from polar_jax.data import DataFormatError
+  from polar_jax.models import CheckpointFormatError, UnsupportedModelError
+  from polar_jax.predictor import CheckpointMismatchError, SupervisionError
+  from polar_jax.programs import ProgramError
+  from polar_jax.search import CorruptRecordsError
+  return (WorkdirMismatchError, FileNotFoundError, UnsupportedModelError, CheckpointFormatError, DataFormatError,
+          SupervisionError, CheckpointMismatchError, ProgramError, CorruptRecordsError, NoSupervisionError,
+          ConfigError)
+
+
+class NoSupervisionError(RuntimeError):
+  """The search found no valid program to train on."""
+
+
+class ConfigError(ValueError):
+  """A config value is invalid."""
+
+
 # --- configs -------------------------------------------------------------------------------------------------
 
 
@@ -45,7 +65,7 @@ def parse_variants(arg: str | None, known: Sequence[str]) -> set[str]:
   names = {v.strip() for v in (arg or "").split(",") if v.strip()}
   unknown = sorted(names - set(known))
   if unknown:
-    raise ValueError(f"Unknown config variant(s) {unknown}; known: {list(known)}.")
+    raise ConfigError(f"Unknown config variant(s) {unknown}; known: {list(known)}.")
   return names
 
 
@@ -102,12 +122,42 @@ def stage_list(config) -> list[str]:
   stages = [s.strip() for s in str(config.stages).split(",") if s.strip()]
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
-    raise ValueError(f"Unknown stage(s) {unknown} in config.stages; stages are {list(STAGES)}.")
+    raise ConfigError(f"Unknown stage(s) {unknown} in config.stages; stages are {list(STAGES)}.")
   return stages
 
 
 def _csv(text: str) -> list[str]:
   return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def validate_config(config) -> None:
+  """Checks names and values before anything slow happens; raises ConfigError naming the field."""
+  from polar_jax import data, evaluate
+  stage_list(config)
+  known = set(data.list_datasets())
+  for field in ("datasets", "ood"):
+    bad = [d for d in _csv(config.data[field]) if d not in known]
+    if bad:
+      raise ConfigError(f"config.data.{field}: unknown dataset(s) {bad}; known: {sorted(known)}.")
+  if "jsonl" in _csv(config.data.datasets) + _csv(config.data.ood) and not config.data.manual_dir:
+    raise ConfigError("config.data.datasets names 'jsonl' but config.data.manual_dir is empty: point it at a "
+                      "folder with your {train,validation,test}.jsonl.")
+  for field in ("num_search", "num_validation", "num_test", "num_calibration"):
+    if config.data[field] < 0:
+      raise ConfigError(f"config.data.{field} must be >= 0, got {config.data[field]}.")
+  if config.task.preset not in data.PRESETS:
+    raise ConfigError(f"config.task.preset {config.task.preset!r} is unknown; presets: {sorted(data.PRESETS)}.")
+  if config.encoder.name not in ("minilm", "token_embeddings", "hf"):
+    raise ConfigError(f"config.encoder.name {config.encoder.name!r} is unknown; use 'minilm', "
+                      "'token_embeddings' or 'hf' (with config.encoder.path).")
+  if config.encoder.name == "hf" and not config.encoder.path:
+    raise ConfigError("config.encoder.name='hf' needs config.encoder.path (a local HF snapshot, e.g. "
+                      "Qwen3-Embedding-0.6B).")
+  try:
+    search_config(config)
+    evaluate.parse_methods(config.evaluate.methods)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 # --- the workdir ---------------------------------------------------------------------------------------------
@@ -190,7 +240,7 @@ def load_splits(config) -> Splits:
     kw["manual_dir"] = config.data.manual_dir
   datasets = _csv(config.data.datasets)
   if not datasets:
-    raise ValueError("config.data.datasets is empty; name at least one dataset (see polar_jax.data.list_datasets()).")
+    raise ConfigError("config.data.datasets is empty; name at least one dataset (see polar_jax.data.list_datasets()).")
   search, validation, test, calibration = {}, {}, {}, {}
   for name in datasets:
     train = data.load_split(name, "train", limit=config.data.num_search + config.data.num_calibration, **kw)
@@ -284,7 +334,7 @@ def make_encoder(config, model):
     return predictor.TokenEmbeddingEncoder.from_model(model)
   if name == "hf":
     return predictor.hf_hidden_state_encoder(config.encoder.path)
-  raise ValueError(f"Unknown config.encoder.name {name!r}; use 'minilm', 'token_embeddings' or 'hf'.")
+  raise ConfigError(f"Unknown config.encoder.name {name!r}; use 'minilm', 'token_embeddings' or 'hf'.")
 
 
 def _supervision(records: list[dict], depth: int, ids: set[str], where: str):
@@ -314,7 +364,7 @@ def stage_train(config, workdir: pathlib.Path, model, splits: Splits, records: l
     train_sup = _supervision(records, model.depth, train_ids, where)
     val_sup = _supervision(records, model.depth, val_ids, where)
     if not train_sup:
-      raise RuntimeError(f"The search found no valid program for any of the {len(train_ids)} training questions "
+      raise NoSupervisionError(f"The search found no valid program for any of the {len(train_ids)} training questions "
                          f"({where}); there is nothing to train on. Search more questions or simulations.")
     trainer_config = ml_collections.ConfigDict(config.predictor.to_dict())
     trainer_config.progress = bool(config.progress)
@@ -339,7 +389,9 @@ def stage_evaluate(config, workdir: pathlib.Path, model, splits: Splits, records
     test_sets = dict(splits.test)
     test_sets.update({f"{name} (ood)": ex for name, ex in splits.ood.items()})
     calibration = [e for d in splits.calibration for e in splits.calibration[d]]
-    evaluate.run_evaluation(config.evaluate, model=model, task=task_config(config), test_sets=test_sets,
+    eval_config = ml_collections.ConfigDict(config.evaluate.to_dict())
+    eval_config.progress = bool(config.progress)
+    evaluate.run_evaluation(eval_config, model=model, task=task_config(config), test_sets=test_sets,
                             predictor=predictor, search_records=records, calibration=calibration, out_dir=out)
     _mark_done(workdir, "evaluate", {"results": str(results_path)})
   for name in ("results.json", "results.md"):
@@ -358,6 +410,7 @@ def _progress(config, total: int, desc: str):
 
 def run_pipeline(config, workdir: str | pathlib.Path) -> dict:
   """Runs the configured stages in `workdir`; returns the results (or {} when `evaluate` did not run)."""
+  validate_config(config)
   stages = stage_list(config)
   workdir = prepare_workdir(config, workdir)
   start = time.perf_counter()
@@ -384,3 +437,6 @@ def run_pipeline(config, workdir: str | pathlib.Path) -> dict:
       print((workdir / "results.md").read_text(), flush=True)
   _say(config, f"done in {time.perf_counter() - start:.0f}s; outputs in {workdir}")
   return results
+
+
+USER_ERRORS = _user_errors()
