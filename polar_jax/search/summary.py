@@ -110,7 +110,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                  "usage": (usage / n).round(6).tolist()},
       "evaluations_mean": _mean(evaluations),
       "simulations_mean": _mean(simulations),
-      "seconds_total": float(sum(seconds)) if seconds else None,
+      # Per question wall time while it was active; questions overlap in a batched run, so this is no sum.
+      "active_seconds_mean": _mean(seconds),
   }
 
 
