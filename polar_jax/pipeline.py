@@ -297,7 +297,7 @@ def stage_search(config, workdir: pathlib.Path, model, splits: Splits) -> list[d
   """Searches the train and validation questions; writes records, summary.json and the layer-usage plot."""
   from polar_jax import search as search_lib
   from polar_jax.search.records import parse_shard
-  from polar_jax.search.scoring import LLMScorer
+  from polar_jax.search.scoring import TaskScorer
 
   out = workdir / "search"
   out.mkdir(exist_ok=True)
@@ -305,8 +305,8 @@ def stage_search(config, workdir: pathlib.Path, model, splits: Splits) -> list[d
   examples = splits.searched()
   if _done(workdir, "search") is None:
     task = task_config(config)
-    scorer = LLMScorer.for_math(model, examples, task.prompt, max_new_tokens=task.max_new_tokens,
-                                max_batch=config.search.max_batch, per_question=config.search.per_question)
+    scorer = TaskScorer(model, examples, task, max_batch=config.search.max_batch,
+                        per_question=config.search.per_question)
     shard = parse_shard(config.search.shard) if config.search.shard else None
     bar = _progress(config, len(examples), "search")
     finished = len(search_lib.read_records(records_path)) if records_path.exists() else 0

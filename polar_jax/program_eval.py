@@ -307,8 +307,8 @@ def _loglik_batch(executor: Executor, prompts: _Prompts, batch: list[tuple[int, 
 
 
 def _iter_runs(model, examples, pairs: list[tuple[int, Program]], task: TaskConfig, *, temperature: float,
-               seed: int, max_batch: int, progress: bool | str,
-               executor: Executor | None) -> Iterator[list[tuple[int, RunRecord]]]:
+               seed: int, max_batch: int, progress: bool | str, executor: Executor | None,
+               per_question: bool = False) -> Iterator[list[tuple[int, RunRecord]]]:
   """Yields, batch by batch, (pair index, record) for every pair."""
   if executor is None:
     executor = executor_for(model)
@@ -323,7 +323,7 @@ def _iter_runs(model, examples, pairs: list[tuple[int, Program]], task: TaskConf
   batches = []
   for kind in (False, True):
     group = [j for j in order if loglik[j] == kind]
-    plan = plan_batches([(pairs[j][0], pairs[j][1].ids) for j in group], max_batch)
+    plan = plan_batches([(pairs[j][0], pairs[j][1].ids) for j in group], max_batch, per_question=per_question)
     batches += [[group[k] for k in b] for b in plan]
   bar = None
   if progress:
@@ -350,7 +350,7 @@ def _iter_runs(model, examples, pairs: list[tuple[int, Program]], task: TaskConf
 
 def run_programs(model, examples: Sequence[data.Example], programs: Any, task: TaskConfig, *,
                  temperature: float = 0.0, seed: int = 0, max_batch: int = 32, progress: bool | str = False,
-                 executor: Executor | None = None) -> list[RunRecord]:
+                 executor: Executor | None = None, per_question: bool = False) -> list[RunRecord]:
   """Runs (question, program) pairs and scores them; returns one record per pair, in input order.
 
   Args:
@@ -362,11 +362,13 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     max_batch: rows per device batch (pairs sharing a program are packed first, `plan_batches`).
     progress: show a tqdm bar (a string is its label).
     executor: reuse an executor (default: the model's shared one, so compiles are reused).
+    per_question: never batch two questions together (batch shapes, and so float rounding, then do not depend
+      on which other questions are pending: what a search needs to reproduce itself exactly after a restart).
   """
   pairs = normalize_pairs(examples, programs, model.config.num_layers)
   out: list[RunRecord | None] = [None] * len(pairs)
   for batch in _iter_runs(model, examples, pairs, task, temperature=temperature, seed=seed, max_batch=max_batch,
-                          progress=progress, executor=executor):
+                          progress=progress, executor=executor, per_question=per_question):
     for j, record in batch:
       out[j] = record
   return out  # type: ignore[return-value]

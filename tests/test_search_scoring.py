@@ -62,3 +62,21 @@ def test_search_with_the_llm_scorer(setup, tmp_path):
     assert all(e["answer"] != ex["answer"] for e in rec["invalid"])
     assert rec["layers"] == NEW_TOKENS * sum(len(e["program"]) for e in rec["valid"] + rec["invalid"])
   assert summarize(records)["base_correct"] == 3
+
+
+def test_task_scorer_matches_the_evaluation_path():
+  """TaskScorer's rewards are run_programs' verdicts (the evaluation's path), multiple-choice log-likelihood
+  included."""
+  from polar_jax.data import Example, get_preset
+  from polar_jax.program_eval import TaskConfig, run_programs
+  from polar_jax.search.scoring import TaskScorer
+  model = tiny_model(num_layers=4, seed=1)
+  examples = [Example(id=f"q{i}", question=f"w{10 + i} w{20 + i}", answer="A", choices=("w3 w4", "w5", "w6 w7"))
+              for i in range(3)]
+  task = TaskConfig(get_preset("paper"), max_new_tokens=3, choice_scoring="loglik")
+  pairs = [(i, Program(p, 4)) for i in range(3) for p in ([0, 1, 2, 3], [0, 0, 1, 2, 3], [3])]
+  scored = TaskScorer(model, examples, task, max_batch=4).score(pairs)
+  runs = run_programs(model, examples, pairs, task)
+  assert [s.reward for s in scored] == [float(r.correct) for r in runs]
+  assert [s.answer for s in scored] == [r.answer for r in runs]
+  assert {s.answer for s in scored} <= {"A", "B", "C"}

@@ -25,13 +25,14 @@ def _run(args) -> None:
   from polar_jax.data import get_preset, load_split, preset_for_model
   from polar_jax.models import load_model
   from polar_jax.search.mcts import run_search
-  from polar_jax.search.scoring import LLMScorer
+  from polar_jax.program_eval import TaskConfig
+  from polar_jax.search.scoring import TaskScorer
 
   model = load_model(args.model)
   examples = load_split(args.dataset, args.split, limit=args.limit, seed=args.data_seed)
   prompt_cfg = get_preset(args.prompt) if args.prompt else preset_for_model(args.model)
-  scorer = LLMScorer.for_math(model, examples, prompt_cfg, max_new_tokens=args.max_new_tokens,
-                              max_batch=args.max_batch, per_question=args.per_question)
+  task = TaskConfig(prompt_cfg, max_new_tokens=args.max_new_tokens, choice_scoring=args.choice_scoring)
+  scorer = TaskScorer(model, examples, task, max_batch=args.max_batch, per_question=args.per_question)
   config = SearchConfig(num_simulations=args.simulations, length_penalty=args.length_penalty,
                         exploration=args.exploration, space=args.space, leaves_per_round=args.leaves,
                         seed=args.seed, widening=args.widening)
@@ -57,6 +58,8 @@ def main(argv=None) -> None:
   run.add_argument("--limit", type=int, default=None)
   run.add_argument("--data-seed", type=int, default=0)
   run.add_argument("--prompt", default=None, help="prompt preset (default: the model's)")
+  run.add_argument("--choice-scoring", default="generate", choices=("generate", "loglik"),
+                   help="multiple-choice sets: generate an answer, or pick the most likely option")
   run.add_argument("--out", required=True)
   run.add_argument("--shard", default=None, help="i/n (default: this JAX process of all)")
   run.add_argument("--repair", action="store_true", help="move corrupt lines of --out aside and continue")

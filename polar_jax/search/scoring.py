@@ -6,8 +6,9 @@ slot per program step, stop rules on device) and turns every row's text into a r
 
 How prompts are built and answers checked is passed in (`prompt_fn`, `verify_fn`), so the scorer is tested on
 tiny random models; `LLMScorer.for_math` wires in the data package (the prompt and stop rules of the
-evaluation, `\\boxed{}` answers checked with math-verify). Multiple-choice sets are scored by generation too;
-scoring options by log-likelihood under the program is not implemented yet.
+evaluation, `\\boxed{}` answers checked with math-verify). `TaskScorer` goes one step further and runs pairs
+through `polar_jax.program_eval.run_programs`, the evaluation's own path (multiple-choice log-likelihood
+included); the pipeline uses it. (`LLMScorer.for_math` scores multiple-choice sets by generation.)
 
 Determinism: a row's greedy tokens are a function of its prompt and program, but float arithmetic can differ
 between batch shapes, so in rare near-ties the same pair can decode differently in another batch. With
@@ -129,3 +130,40 @@ class LLMScorer:
     self.stats.calls += 1
     self.stats.seconds += time.perf_counter() - start
     return out  # type: ignore[return-value]
+
+
+class TaskScorer:
+  """Scores pairs exactly as the evaluation runs them: `polar_jax.program_eval.run_programs` with a TaskConfig.
+
+  The same prompt rendering (few-shot turns, BOS rule), stop rule and answer check as every evaluation row, and
+  multiple-choice questions scored by the options' log-likelihood under the program when the task says
+  `choice_scoring="loglik"`. This is the scorer the pipeline uses.
+
+  Args:
+    model: a loaded model; examples: the `polar_jax.data.Example` list given to `run_search`.
+    task: a `polar_jax.program_eval.TaskConfig`.
+    max_batch, per_question, executor: as `run_programs`.
+  """
+
+  def __init__(self, model, examples: Sequence[Any], task: Any, *, max_batch: int = 32, per_question: bool = False,
+               executor: Executor | None = None):
+    self.model = model
+    self.examples = examples
+    self.task = task
+    self.max_batch = int(max_batch)
+    self.per_question = bool(per_question)
+    self.executor = executor if executor is not None else executor_for(model)
+    self.depth = int(model.config.num_layers)
+    self.stats = ScorerStats()
+
+  def score(self, pairs: Sequence[tuple[int, Program]]) -> list[ScoredProgram]:
+    from polar_jax.program_eval import run_programs  # Deferred: the search core does not need the data package.
+    start = time.perf_counter()
+    runs = run_programs(self.model, self.examples, list(pairs), self.task, max_batch=self.max_batch,
+                        executor=self.executor, per_question=self.per_question)
+    self.stats.calls += 1
+    self.stats.rows += len(runs)
+    self.stats.row_steps += sum(len(p) for _, p in pairs)
+    self.stats.tokens += sum(r.generated_tokens for r in runs)
+    self.stats.seconds += time.perf_counter() - start
+    return [ScoredProgram(reward=1.0 if r.correct else 0.0, answer=r.answer, layers=r.layers) for r in runs]
