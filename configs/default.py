@@ -40,17 +40,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
 
   c.data.datasets = "arith_level1,arith_level3"
-  c.data.num_search = 64  # per dataset, from the train split: the predictor's supervision
+  c.data.num_search = 48  # per dataset, from the train split: the predictor's supervision
   c.data.num_validation = 16  # per dataset, searched too: the predictor's validation loss / match rate
-  c.data.num_test = 100  # per dataset
+  c.data.num_test = 64  # per dataset
   c.data.num_calibration = 32  # ShortGPT's calibration questions (train split, not searched ones)
   c.data.ood = ""  # e.g. "arith_level2,arith_level5"
 
   c.task.preset = "free_prefix"
   c.task.max_new_tokens = 12
 
-  c.search.num_simulations = 32
+  c.search.num_simulations = 24
   c.search.leaves_per_round = 8
+  c.search.space = "predictor"  # every valid program is one the predictor can emit (and be trained on)
   c.search.max_batch = 32
 
   c.predictor.train.batch_size = 32

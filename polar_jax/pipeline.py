@@ -311,6 +311,7 @@ def stage_search(config, workdir: pathlib.Path, model, splits: Splits) -> list[d
     bar = _progress(config, len(examples), "search")
     finished = len(search_lib.read_records(records_path)) if records_path.exists() else 0
     bar.update(finished)
+    scorer = _ProgressScorer(scorer, bar)
     run = search_lib.run_search(examples, scorer, search_config(config), records_path, shard=shard,
                                 repair=config.search.repair, max_active=config.search.max_active,
                                 on_record=lambda rec: bar.update(1))
@@ -323,6 +324,19 @@ def stage_search(config, workdir: pathlib.Path, model, splits: Splits) -> list[d
                  f"summary in {out / 'summary.json'}")
     del summary
   return search_lib.read_records(records_path)
+
+
+class _ProgressScorer:
+  """Shows the program runs on the search's progress bar (questions finish in waves, runs are continuous)."""
+
+  def __init__(self, scorer, bar):
+    self.scorer, self.bar, self.depth, self.runs = scorer, bar, scorer.depth, 0
+
+  def score(self, pairs):
+    out = self.scorer.score(pairs)
+    self.runs += len(pairs)
+    self.bar.set_postfix_str(f"{self.runs} program runs", refresh=True)
+    return out
 
 
 def make_encoder(config, model):
