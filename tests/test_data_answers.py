@@ -149,8 +149,8 @@ def test_boxed_stop_checker(prefix, generated, done):
 
 def test_last_number_stop_checker_and_device_kwargs():
   with_prefix = stopping.make_stop_checker("last_number", "The answer is ")
-  texts = ["12", "12.", "12.\n", "\n12", "abc\n", "1,000 apples", "3.5.", "14. To add", "12,5"]
-  assert [with_prefix(t) for t in texts] == [False, False, True, False, False, True, True, True, False]
+  texts = ["12", "12.", "12.\n", "\n12", "abc\n", "1,000 apples", "3.5.", "3.5. ", "14. To add", "12,5"]
+  assert [with_prefix(t) for t in texts] == [False, False, True, False, False, True, False, True, True, False]
   free = stopping.make_stop_checker("last_number", "")
   assert not free("12\n\n34\n")
   assert stopping.device_stop_kwargs("boxed", PREFIX) == {"close_brace_depth": 1}
