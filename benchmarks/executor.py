@@ -14,31 +14,19 @@ Llama-3.2-3B-shaped model with random bf16 weights instead (for an accelerator).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import emit, machine, median_ms
 from polar_jax.models import transformer
 from polar_jax.models.registry import Model
 from polar_jax.programs import Executor, Program, executor as ex_lib
 
 QUESTION = ("A baker made 24 muffins in the morning and 18 more in the afternoon. She sold 29 of them. "
             "How many muffins does she have left? Answer with a number.")
-
-
-def median_ms(fn, repeats: int) -> float:
-  fn()  # Warm-up (compile).
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append((time.perf_counter() - t0) * 1e3)
-  return statistics.median(times)
 
 
 def static_decode(params, cfg, token, position, column, key_valid, cache_k, cache_v):
@@ -120,7 +108,6 @@ def run(model: Model, repeats: int, new_tokens: int, batch: int = 1, prompt_len:
 
   out = {
       "model": model.name, "dtype": cfg.dtype, "layers": depth, "prompt_tokens": len(ids), "batch": batch,
-      "backend": jax.default_backend(), "device": str(jax.devices()[0]), "machine": platform.machine(),
       "repeats": repeats,
   }
   out["prefill_ms_full"] = time_prefill([full] * batch, batch)
@@ -183,11 +170,8 @@ def main():
     model = load_model(args.model)
   results = [run(model, args.repeats, args.new_tokens, b, args.prompt_len) for b in args.batch]
   result = results[0] if len(results) == 1 else {"runs": results}
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
+  result["machine"] = machine()
+  emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,11 @@ decode, ~7.7 ms per SmolLM2 layer on a 104-token prompt, so ~2.1 layers).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
+from common import emit, machine, median_ms
 from polar_jax.models import load_model, transformer
 from polar_jax.predictor import DecodeOptions, MiniLMEncoder, PolarPredictor, PredictorConfig, decode_programs
 from polar_jax.predictor import init_params, load_predictor
@@ -38,15 +35,6 @@ QUESTION = ("A baker made 24 muffins in the morning and 18 more in the afternoon
 PROMPT = ("Solve the following math problem and output ONLY the final answer directly, formatted strictly as "
           "\\boxed{{ANSWER}}.\n### Problem Start\n{question}\n### Problem End\nAnswer:")
 
-
-def median_ms(fn, repeats: int) -> float:
-  fn()  # warm-up (compile)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append((time.perf_counter() - t0) * 1e3)
-  return statistics.median(times)
 
 
 def main(argv=None) -> dict:
@@ -88,18 +76,14 @@ def main(argv=None) -> dict:
   per_layer_ms = max(prefill_ms - embed_head_ms, 1e-9) / depth
 
   result = {
-      "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}", "host": platform.machine(),
-      "model": args.model, "num_layers": depth, "prefill_tokens": int(tokens.shape[1]),
+      "machine": machine(), "model": args.model, "num_layers": depth, "prefill_tokens": int(tokens.shape[1]),
       "encoder": encoder.name, "question_tokens": int(mask.sum()), "predictor_params_trained": bool(args.checkpoint),
       "encoder_ms": round(encoder_ms, 3), "predictor_ms": round(predictor_ms, 3), "decode_ms": round(decode_ms, 3),
       "total_ms": round(total_ms, 3), "prefill_ms": round(prefill_ms, 3), "embed_head_ms": round(embed_head_ms, 3),
       "per_layer_ms": round(per_layer_ms, 4), "overhead_layers": round(total_ms / per_layer_ms, 3),
       "paper_overhead_layers": 0.23, "repeats": args.repeats,
   }
-  print(json.dumps(result, indent=2))
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump(result, f, indent=2)
+  emit(result, args.out)
   return result
 
 

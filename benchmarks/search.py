@@ -23,13 +23,12 @@ compiles, schedule utilization, repeat share, per-stratum reference times, base 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 
 import numpy as np
 
+from common import emit, machine
 from polar_jax.data import get_preset, load_split, make_stop_checker
 from polar_jax.models import load_model
 from polar_jax.search import SearchConfig, search
@@ -205,14 +204,9 @@ def main():
       "oracle_accuracy": float(np.mean([bool(r["valid"]) for r in records])),
       "model": args.model, "dataset": args.dataset, "split": args.split, "prompt": args.prompt,
       "max_new_tokens": args.max_new_tokens, "max_batch": args.max_batch, "per_question": args.per_question,
-      "platform": platform.platform(), "devices": [str(d) for d in __import__("jax").devices()],
-      "cpu_count": os.cpu_count(),
+      "machine": machine(),
   }
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
+  emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """The program executor against naive references: forward pass, per-layer loop, uncached generation."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from polar_jax.models import transformer
-from polar_jax.models.config import FULL, SLIDING, ModelConfig
+from polar_jax.models.config import SLIDING, ModelConfig
 
 GLOBAL_ROPE, LOCAL_ROPE = 0, 1
 NO_WINDOW = np.iinfo(np.int32).max

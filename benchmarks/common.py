@@ -1,0 +1,42 @@
+"""Shared helpers of the benchmark scripts: timing, machine description, JSON output.
+
+The scripts run as `python benchmarks/<name>.py`, so this module is imported as `common`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+
+def median_ms(fn: Callable[[], Any], repeats: int) -> float:
+  """Median wall milliseconds of `fn()` over `repeats` calls, after one untimed warm-up call (the compile)."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append((time.perf_counter() - t0) * 1e3)
+  return statistics.median(times)
+
+
+def machine() -> dict[str, Any]:
+  """What the figures were measured on."""
+  import jax
+  return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+          "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
+          "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+          "load_average": list(os.getloadavg())}
+
+
+def emit(result: dict[str, Any], out: str | None) -> None:
+  """Prints the result as JSON and writes it to `out` when given."""
+  text = json.dumps(result, indent=2)
+  print(text)
+  if out:
+    with open(out, "w") as f:
+      f.write(text + "\n")
