@@ -31,23 +31,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
+
+from common import machine
 
 DATASETS = ("gsm8k", "math_level1", "svamp", "asdiv", "mawps", "mawps_addsub", "mawps_singleop", "mawps_singleeq",
             "mawps_multiarith", "mathqa", "mmlu_stem", "arith_level1", "arith_level2", "arith_level3", "arith_level4",
             "arith_level5")
 PRESETS = ("paper", "paper_prefix", "free", "free_prefix")
 SYNTHETIC_LABEL = "controlled synthetic benchmark"
-
-
-def machine() -> dict:
-  import jax
-  return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-          "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-          "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-          "load_average_at_start": list(os.getloadavg())}
 
 
 def default_budget(preset: str) -> int:
@@ -137,6 +130,7 @@ def main():
 
   result = {"command": "python " + " ".join(sys.argv), "model": args.model, "split": args.split,
             "n_requested": args.n, "machine": machine(), "rows": []}
+  result["machine"]["load_average_at_start"] = result["machine"].pop("load_average")
   start = time.time()
   model = load_model(args.model)
   result["model_load_seconds"] = time.time() - start
