@@ -52,11 +52,7 @@ def run_points(points: list[sweeps.SweepPoint], root: str, parallel: int, dry_ru
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _SWEEP.value:
-    raise app.UsageError(f"--sweep is required; one of {sorted(sweeps.SWEEPS)}.")
-  points = sweeps.get_sweep(_SWEEP.value, **sweeps.parse_params(_PARAMS.value))
+  points = sweeps.points_from_flags(argv, _SWEEP.value, _PARAMS.value)
   codes = run_points(points, _ROOT.value, _PARALLEL.value, _DRY_RUN.value)
   failed = sorted(n for n, c in codes.items() if c)
   if failed:

@@ -110,3 +110,16 @@ def get_sweep(name: str, **params: str) -> list[SweepPoint]:
       overrides.append((key, value))
     out.append(dataclasses.replace(p, overrides=tuple(overrides)))
   return out
+
+
+def points_from_flags(argv: list[str], name: str | None, params: list[str]) -> list[SweepPoint]:
+  """The launchers' shared flag handling: the named sweep's points, or an absl usage error saying what to fix."""
+  from absl import app  # Deferred: the sweep definitions themselves need nothing but the standard library.
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not name:
+    raise app.UsageError(f"--sweep is required; one of {sorted(SWEEPS)}.")
+  try:
+    return get_sweep(name, **parse_params(params))
+  except (KeyError, ValueError) as e:
+    raise app.UsageError(str(e.args[0]) if e.args else str(e)) from None

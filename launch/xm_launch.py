@@ -29,11 +29,7 @@ def job_specs(points: list[sweeps.SweepPoint], root: str) -> list[dict]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _SWEEP.value:
-    raise app.UsageError(f"--sweep is required; one of {sorted(sweeps.SWEEPS)}.")
-  points = sweeps.get_sweep(_SWEEP.value, **sweeps.parse_params(_PARAMS.value))
+  points = sweeps.points_from_flags(argv, _SWEEP.value, _PARAMS.value)
   specs = job_specs(points, _ROOT.value)
   if _DRY_RUN.value:
     for spec in specs:

@@ -153,6 +153,9 @@ def test_sweep_dry_run_and_local_runner(tmp_path):
   dry = subprocess.run([sys.executable, "-m", "launch.xm_launch", "--sweep=paper_models", "--param=model_root=/ckpt",
                         "--dry_run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert dry.returncode == 0 and "--config.model.path=/ckpt/Qwen3-8B" in dry.stdout
+  missing = subprocess.run([sys.executable, "-m", "launch.local", "--sweep=paper_models", "--dry_run"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+  assert missing.returncode != 0 and "--param model_root=" in missing.stderr and "Traceback" not in missing.stderr
   codes = local.run_points(sweeps.get_sweep("quick_smoke"), str(tmp_path), parallel=2, dry_run=False)
   assert codes == {"smoke_stages-convert_seed-0": 0, "smoke_stages-convert_seed-1": 0}
   for name in codes:
