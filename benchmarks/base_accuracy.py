@@ -55,7 +55,7 @@ def run_row(model, dataset: str, split: str, preset: str, scoring: str, n: int, 
 
   examples = load_split(dataset, split, limit=n)
   budget = max_new_tokens if max_new_tokens is not None else default_budget(preset)
-  task = TaskConfig.from_preset(preset, max_new_tokens=budget, choice_scoring=scoring)
+  task = TaskConfig.from_preset(preset, max_new_tokens=budget, choice_scoring=scoring, dataset=dataset)
   label = f"{dataset}/{preset}" + ("/loglik" if scoring == "loglik" else "")
   out_dir = os.path.join(records_dir, label.replace("/", "-")) if records_dir else None
   _, summary = evaluate_program(model, examples, task, out_dir=out_dir, max_batch=max_batch, progress=label,

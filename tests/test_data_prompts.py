@@ -7,7 +7,7 @@ import jinja2
 import pytest
 
 from polar_jax import resources
-from polar_jax.data import prompts
+from polar_jax.data import prompts, stopping
 from polar_jax.data.example import Example
 
 PAPER = ("Solve the following math problem and output ONLY the final answer directly, formatted strictly as "
@@ -112,6 +112,17 @@ def test_raw_prompt_with_prefix_and_few_shot():
   text = prompts.render_prompt(Q, cfg, None, few_shot_examples=SHOTS)
   shot = PAPER.replace("{question}", "What is 1 + 1?") + " The answer is \\boxed{2}"
   assert text == shot + "\n\n" + PAPER.replace("{question}", "What is 2 + 3?") + " The answer is \\boxed{"
+
+
+def test_raw_qa_presets_for_base_models():
+  assert prompts.render_prompt(Q, prompts.PRESETS["raw_qa"], None) == "Question: What is 2 + 3?\nAnswer: The answer is"
+  text = prompts.render_prompt(Q, prompts.PRESETS["raw_qa_3shot"], None, few_shot_examples=SHOTS + [Example("gsm8k/train/3", "What is 6 - 1?", "5")])
+  assert text.split("\n\n") == ["Question: What is 1 + 1?\nAnswer: The answer is 2",
+                                  "Question: What is 4 + 4?\nAnswer: The answer is 8",
+                                  "Question: What is 6 - 1?\nAnswer: The answer is 5",
+                                  "Question: What is 2 + 3?\nAnswer: The answer is"]
+  done = stopping.make_stop_checker("last_number", prompts.PRESETS["raw_qa"].assistant_prefix)
+  assert not done(" 4") and not done(" 42.") and done(" 42. ") and done(" 42\nQuestion")
 
 
 def test_few_shot_turns_skip_the_question_itself(smollm2):

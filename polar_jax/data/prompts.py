@@ -14,6 +14,10 @@ Presets (`PRESETS`, `preset_for_model`):
   paper_llama_raw the raw prompt, no chat template (as the release runs Llama)
   free            the bare question through the chat template, answer = last number in the reply
   free_prefix     the same with the assistant prefix `The answer is ` (the number comes first)
+  raw_qa          no chat template, for base (not instruction-tuned) models such as the packaged Gemma-3-270M,
+                  which echo a chat turn instead of answering it: `Question: ...` / `Answer: The answer is`,
+                  the number that follows is the answer
+  raw_qa_3shot    the same after three solved questions of the dataset's train split
 
 Multiple-choice questions get their options appended: `(A) ...` one per line, then "Answer with the letter of
 the correct option."
@@ -32,10 +36,12 @@ PAPER_TEMPLATE = ("Solve the following math problem and output ONLY the final an
 TEMPLATES: Mapping[str, str] = {
     "paper": PAPER_TEMPLATE,
     "question": "{question}",
+    "qa": "Question: {question}\nAnswer:",
 }
 QWEN_SYSTEM_PROMPT = "You are a helpful assistant."
 BOXED_PREFIX = "The answer is \\boxed{"
 NUMBER_PREFIX = "The answer is "
+RAW_NUMBER_PREFIX = "The answer is"  # Raw text: the model writes the space (" 42" is one token in most vocabularies).
 MC_INSTRUCTION = "Answer with the letter of the correct option."
 
 
@@ -95,6 +101,10 @@ PRESETS: Mapping[str, PromptConfig] = {cfg.name: cfg for cfg in [
     PromptConfig("paper_llama_raw", use_chat_template=False),
     PromptConfig("free", template="question", answer_format="last_number"),
     PromptConfig("free_prefix", template="question", assistant_prefix=NUMBER_PREFIX, answer_format="last_number"),
+    PromptConfig("raw_qa", template="qa", use_chat_template=False, assistant_prefix=RAW_NUMBER_PREFIX,
+                 answer_format="last_number"),
+    PromptConfig("raw_qa_3shot", template="qa", use_chat_template=False, assistant_prefix=RAW_NUMBER_PREFIX,
+                 answer_format="last_number", few_shot=3),
 ]}
 
 
@@ -142,7 +152,9 @@ def solved_reply(example: Example, cfg: PromptConfig) -> str:
     if prefix:
       return prefix + example.answer + "}" * max(prefix.count("{") - prefix.count("}"), 0)
     return f"\\boxed{{{example.answer}}}"
-  return f"{prefix}{example.answer}" if prefix else f"{NUMBER_PREFIX}{example.answer}."
+  if not prefix:
+    return f"{NUMBER_PREFIX}{example.answer}."
+  return prefix + ("" if prefix[-1].isspace() else " ") + example.answer  # `The answer is` -> `The answer is 5`
 
 
 def select_few_shot(example: Example, cfg: PromptConfig, few_shot_examples: Sequence[Example]) -> list[Example]:
