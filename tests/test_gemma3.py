@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from polar_jax import resources
-from polar_jax.models import ModelConfig, UnsupportedModelError, convert_hf_snapshot, load_model, transformer
+from polar_jax.models import ModelConfig, UnsupportedModelError, load_model, transformer
 from polar_jax.models.gguf_io import unpermute_rows
 from polar_jax.models.registry import EMBEDDED_MODELS
 from polar_jax.models.split_files import assemble, expected_sha256
 from polar_jax.programs import Executor, Program, StopRule
 from polar_jax.testing import reference_greedy, reference_logits, tiny_model
 from test_executor import PROMPTS
-from test_models import save_random_torch_model
+from test_models import assert_forward_matches, save_random_torch_model
 from test_smollm2 import PARAGRAPH
 
 TINY = dict(vocab_size=100, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
@@ -41,16 +41,11 @@ PARITY_CASES = {
 
 @pytest.mark.parametrize("case", sorted(PARITY_CASES))
 def test_logits_match_transformers(case, tmp_path):
-  torch = pytest.importorskip("torch")
+  pytest.importorskip("torch")
   model = save_random_torch_model(tmp_path, "Gemma3TextConfig", "Gemma3ForCausalLM", PARITY_CASES[case])
   cfg = ModelConfig.from_hf_dir(tmp_path)
   assert {"sliding_attention", "full_attention"} <= set(cfg.layer_types) and cfg.sliding_window < 40
-  params = jax.tree.map(jnp.asarray, convert_hf_snapshot(str(tmp_path), cfg))
-  ids = torch.randint(0, 100, (2, 40), generator=torch.Generator().manual_seed(1))
-  with torch.no_grad():
-    ref = model(ids).logits.numpy()
-  ours = np.asarray(jax.jit(transformer.forward, static_argnums=1)(params, cfg, jnp.asarray(ids.numpy())))
-  assert np.abs(ours - ref).max() <= 1e-4
+  assert_forward_matches(model, cfg, tmp_path)
 
 
 def test_unsupported_gemma_options():

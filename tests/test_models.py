@@ -46,15 +46,20 @@ def save_random_torch_model(tmp_path, config_cls, model_cls, kwargs, seed=0):
 
 @pytest.mark.parametrize("case", sorted(PARITY_CASES))
 def test_logits_match_transformers(case, tmp_path):
-  torch = pytest.importorskip("torch")
+  pytest.importorskip("torch")
   model = save_random_torch_model(tmp_path, *PARITY_CASES[case])
-  cfg = ModelConfig.from_hf_dir(tmp_path)
-  params = jax.tree.map(jnp.asarray, convert_hf_snapshot(str(tmp_path), cfg))
+  assert_forward_matches(model, ModelConfig.from_hf_dir(tmp_path), tmp_path)
+
+
+def assert_forward_matches(model, cfg, path, tol=1e-4):
+  """Our converted forward pass on `path`'s snapshot gives the torch `model`'s logits on random ids."""
+  import torch
+  params = jax.tree.map(jnp.asarray, convert_hf_snapshot(str(path), cfg))
   ids = torch.randint(0, 100, (2, 40), generator=torch.Generator().manual_seed(1))
   with torch.no_grad():
     ref = model(ids).logits.numpy()
   ours = np.asarray(jax.jit(transformer.forward, static_argnums=1)(params, cfg, jnp.asarray(ids.numpy())))
-  assert np.abs(ours - ref).max() <= 1e-4
+  assert np.abs(ours - ref).max() <= tol
 
 
 def test_left_padding_matches_unpadded(tmp_path):
