@@ -19,22 +19,26 @@ trains and evaluates on them. With the paper's boxed prompt the same model score
   python -m polar_jax.main --config=configs/default.py --workdir=/tmp/polar_default
   python -m polar_jax.main --config=configs/default.py:quick --workdir=/tmp/polar_quick
 
-Variants (comma-separated after the colon):
+Arguments (big_vision style, comma-separated after the colon: `configs/default.py:quick,n_test=500`):
   quick         a few questions and simulations: the whole pipeline in a few minutes (used by the e2e test).
   paper_prompt  MATH levels 1-5 with the paper's exact prompt and boxed answers (the paper's protocol end to
                 end; SmolLM2 is at the floor there, so expect near-zero accuracy), small sizes.
+  n_search=N, n_validation=N, n_test=N   questions per dataset (after the variants above)
+  sims=N        MCTS simulations per question
+  preset=NAME   the prompt preset (e.g. raw_qa_3shot)
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from polar_jax import pipeline
+from polar_jax import options
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = pipeline.parse_variants(arg, known=("quick", "paper_prompt"))
-  c = pipeline.base_config()
+  arg = options.parse_arg(arg, quick=False, paper_prompt=False, n_search=None, n_validation=None, n_test=None,
+                          sims=None, preset=None)
+  c = options.base_config()
   c.name = "smollm2-arith"
   c.model.name = "smollm2-135m-instruct"
   c.model.dtype = "float32"
@@ -59,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.predictor.train.warmup_steps = 10
   c.predictor.checkpoint.every_steps = 50
 
-  if "quick" in variants:
+  if arg.quick:
     c.name += "-quick"
     c.data.datasets = "arith_level1"
     c.data.num_search = 8
@@ -72,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.predictor.predictor.dropout = 0.0
     c.evaluate.temperatures = (0.7,)
     c.evaluate.shortgpt_sweep = (4,)
-  if "paper_prompt" in variants:
+  if arg.paper_prompt:
     c.name += "-paper-prompt"
     c.data.datasets = ",".join(f"math_level{i}" for i in range(1, 6))
     c.data.num_search = 16
@@ -81,4 +85,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.task.preset = "paper"
     c.task.max_new_tokens = 50
     c.search.num_simulations = 16
+  for field, value in (("num_search", arg.n_search), ("num_validation", arg.n_validation),
+                       ("num_test", arg.n_test)):
+    if value is not None:
+      c.data[field] = int(value)
+  if arg.sims is not None:
+    c.search.num_simulations = int(arg.sims)
+  if arg.preset is not None:
+    c.task.preset = str(arg.preset)
   return c

@@ -36,67 +36,24 @@ from typing import Any, Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from polar_jax import options as options_lib
 from polar_jax import report
 from polar_jax.baselines import full_depth, metrics, random_programs, search_oracle, shortgpt
 from polar_jax.baselines.outcomes import MethodRun, run_pairs, run_ranked
 from polar_jax.data.example import normalize_question
+from polar_jax.options import EvalOptions
 from polar_jax.program_eval import prompt_ids
 from polar_jax.programs import Program
 from polar_jax.programs.executor import executor_for
 
-METHODS = ("full_depth", "sampling", "polar", "shortgpt", "random_programs", "search_ablations", "router")
+METHODS = options_lib.EVAL_METHODS
+parse_methods = options_lib.parse_methods
 SEARCH_TEST_SET = "search records"
 
 
 def default_eval_config() -> ml_collections.ConfigDict:
-  """The evaluation section of a pipeline config.
-
-  Fields:
-    methods: comma-separated names from `METHODS` (a tuple works too); all of them by default.
-    k: candidates per question for PoLar and samples per temperature; pass@k / vote@k reported for 1..k.
-    temperatures: the sampling baselines' temperatures (the paper: 0.3, 0.7, 1.0).
-    sampling_seed: base seed of the samples (sample j of every question uses seed + 1009 j).
-    shortgpt_match: add the ShortGPT row whose n matches PoLar's mean executed layers per token.
-    shortgpt_sweep: more removal counts n (each a row; values >= depth are skipped).
-    calibration_size: at most this many calibration questions for ShortGPT's Block Influence.
-    random_seed: seed of the random-program baseline.
-    trust_search_cache: add the release's cache-trusting PoLar row (comparison only; see the module docstring).
-    search_split: the split named in the search-ablation labels ("" = read it from the record ids).
-    max_batch: rows per device batch.
-    warmup: before timing, run the full program once on a batch of each test set (compiles outside timings).
-    progress: progress bars / lines.
-    plots: write tradeoff.png and layer_usage.png.
-    title: a heading for results.md (e.g. "smoke run").
-    router: the DR.LLM-style router's options (`baselines.router.default_router_config()`).
-  """
-  from polar_jax.baselines import router  # pylint: disable=import-outside-toplevel
-  c = ml_collections.ConfigDict()
-  c.methods = "full_depth,sampling,polar,shortgpt,random_programs,search_ablations,router"
-  c.k = 5
-  c.temperatures = (0.3, 0.7, 1.0)
-  c.sampling_seed = 0
-  c.shortgpt_match = True
-  c.shortgpt_sweep = (2, 4, 8)
-  c.calibration_size = 64
-  c.random_seed = 0
-  c.trust_search_cache = False
-  c.search_split = ""
-  c.max_batch = 32
-  c.warmup = True
-  c.progress = False
-  c.plots = True
-  c.title = ""
-  c.router = router.default_router_config()
-  return c
-
-
-def parse_methods(methods: str | Sequence[str]) -> list[str]:
-  names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m) for m in methods]
-  names = [m for m in names if m]
-  unknown = [m for m in names if m not in METHODS]
-  if unknown:
-    raise ValueError(f"Unknown evaluation method(s) {unknown}; known: {list(METHODS)}.")
-  return names
+  """The evaluation's options (`polar_jax.options.EvalOptions`, fields documented there) as a ConfigDict."""
+  return options_lib.to_config_dict(EvalOptions())
 
 
 def load_test_sets(specs: Sequence[str | tuple[str, str]], *, limit: int | None = None, seed: int = 0,
@@ -205,13 +162,13 @@ def _polar_lengths(run: MethodRun) -> list[int | None]:
   return [len(o.candidates[0].program) if o.candidates else None for o in run.outcomes]
 
 
-def run_evaluation(config: ml_collections.ConfigDict, *, model, task, test_sets: Mapping[str, Sequence[Any]],
+def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, task, test_sets: Mapping[str, Sequence[Any]],
                    predictor=None, search_records: Sequence[Mapping[str, Any]] = (),
                    calibration: Sequence[Any] = (), out_dir) -> dict:
   """Runs the configured methods on every test set and writes the report (see the module docstring).
 
   Args:
-    config: `default_eval_config()` or a variant.
+    config: `polar_jax.options.EvalOptions`, or its ConfigDict form (`default_eval_config()` or a variant).
     model: the loaded `Model`.
     task: a `polar_jax.program_eval.TaskConfig` (prompt, answer format, max_new_tokens).
     test_sets: name -> examples (in-distribution and out-of-distribution sets alike).
@@ -223,6 +180,7 @@ def run_evaluation(config: ml_collections.ConfigDict, *, model, task, test_sets:
   Returns:
     The results dict written to `results.json`.
   """
+  config = options_lib.coerce(EvalOptions, config, "evaluate")
   methods = parse_methods(config.methods)
   k = int(config.k)
   if k < 1:
@@ -344,7 +302,7 @@ def _router(config, model, task, search_records, out: pathlib.Path, skipped: lis
   if not search_records:
     skipped.append({"method": "router", "reason": "no search records to train on"})
     return None
-  return router.train_or_load_router(config.router, model, task, search_records, out / "router")
+  return router.train_or_load_router(options_lib.to_config_dict(config.router), model, task, search_records, out / "router")
 
 
 def _task_info(task) -> dict[str, Any]:
@@ -375,7 +333,7 @@ def build_results(config, model, task, test_sets: Mapping[str, Sequence[Any]], r
       "model": {"name": getattr(model, "name", None), "depth": depth},
       "task": _task_info(task),
       "k": k,
-      "config": json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") else dict(config),
+      "config": options_lib.to_json(options_lib.coerce(EvalOptions, config, "evaluate")),
       "test_sets": sets,
       "rows": rows,
       "polar_layer_usage": usage,

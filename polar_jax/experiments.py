@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import ml_collections
 
-from polar_jax import pipeline
+from polar_jax import options
 
 
 def paper_config(model_name: str, preset: str, arg: str | None) -> ml_collections.ConfigDict:
-  variants = pipeline.parse_variants(arg, known=("tpu", "gpu", "runlocal"))
-  c = pipeline.base_config()
+  arg = options.parse_arg(arg, tpu=False, gpu=False, runlocal=False)
+  c = options.base_config()
   c.name = f"polar-{model_name}"
   c.model.name = model_name
   c.model.path = ""  # required: --config.model.path=/path/to/local/hf/snapshot
@@ -59,12 +59,12 @@ def paper_config(model_name: str, preset: str, arg: str | None) -> ml_collection
   c.predictor.targets.original_weight = 0.3
   c.predictor.decode.beam_size = 5
   c.predictor.decode.top_k = 5
-  if "tpu" in variants:
+  if arg.tpu:
     c.search.max_batch = 128
     c.predictor.mesh.rules = "fsdp"
-  if "gpu" in variants:
+  if arg.gpu:
     c.search.max_batch = 128
-  if "runlocal" in variants:
+  if arg.runlocal:
     c.data.num_search, c.data.num_validation, c.data.num_test = 8, 4, 8
     c.data.ood = ""
     c.search.num_simulations = 8

@@ -12,6 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from polar_jax.errors import user_errors
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py), optionally with ':variant', e.g. configs/default.py:quick.",
     lock_config=True)
@@ -26,10 +28,10 @@ def main(argv):
                          "--config=configs/default.py --workdir=/tmp/polar_default")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Library INFO logs (orbax's) drown the progress; --v=0 shows them.
-  from polar_jax import pipeline
+  from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
   try:
     pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value)
-  except pipeline.USER_ERRORS as e:
+  except user_errors() as e:
     print(f"polar_jax: error: {e}", file=sys.stderr)
     return 2
   return 0

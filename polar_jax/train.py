@@ -5,7 +5,7 @@
 
 What happens (big_vision style):
 - the supervision becomes examples (`predictor.targets`), every question is encoded once by the frozen
-  encoder, and a grain pipeline yields fixed-shape batches (`predictor.pipeline`);
+  encoder, and a grain pipeline yields fixed-shape batches (`predictor.input_pipeline`);
 - a ('data', 'model') `Mesh` spans all devices; the batch is split on 'data', the parameters and the
   optimizer state are placed by logical-axis rules (`polar_jax.sharding`; replicated by default);
 - the state's shapes come from `jax.eval_shape`, its shardings from the rules; the state is created by
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import time
 from typing import Any, Callable, Sequence
@@ -36,38 +35,24 @@ import ml_collections
 import numpy as np
 import optax
 
+from polar_jax import options as options_lib
 from polar_jax import sharding
+from polar_jax.options import OptimizerOptions, TrainOptions
 from polar_jax.predictor import checkpoint as ckpt
-from polar_jax.predictor import pipeline
-from polar_jax.predictor.decode import DecodeOptions, decode_programs
+from polar_jax.predictor import input_pipeline
+from polar_jax.predictor.decode import decode_programs
 from polar_jax.predictor.encoder import QuestionEncoder, QuestionFeatures, precompute_features
 from polar_jax.predictor.loss import polar_loss
 from polar_jax.predictor.model import PolarPredictor, PredictorConfig, init_params, param_logical_axes
 from polar_jax.predictor.predict import batched_logits
 from polar_jax.predictor.summaries import create_writer
 from polar_jax.predictor.supervision import Supervision, SupervisionRecord
-from polar_jax.predictor.targets import ExampleTable, TargetOptions, TargetReport, build_examples
+from polar_jax.predictor.targets import ExampleTable, TargetReport, build_examples
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The paper's recipe (the release README's sample command); shrink it for CPU runs."""
-  c = ml_collections.ConfigDict()
-  c.seed = 42
-  c.predictor = ml_collections.ConfigDict(dict(d_model=256, num_heads=4, num_blocks=2, dropout=0.1))
-  c.targets = ml_collections.ConfigDict(dict(max_programs=50, original_weight=0.3, normalize_per_question=True))
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=128, num_epochs=10, num_steps=-1,  # num_steps > 0 overrides num_epochs
-      learning_rate=5e-4, lr_schedule="cosine", warmup_steps=10, weight_decay=0.0, adam_eps=1e-8,
-      grad_clip_norm=0.0, length_beta=0.0))  # length_beta > 0: the release's polar_lenpref (it used 0.05)
-  c.eval = ml_collections.ConfigDict(dict(every_steps=0, batch_size=128))  # 0: once per epoch
-  c.decode = ml_collections.ConfigDict(dataclasses.asdict(DecodeOptions()))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=100, keep=2, async_save=True))
-  c.log_every_steps = 20
-  c.progress = True
-  c.mesh = ml_collections.ConfigDict(dict(model_parallelism=1, rules="replicated"))
-  c.data = ml_collections.ConfigDict(dict(num_threads=2, prefetch=4))
-  c.distributed = ml_collections.ConfigDict(dict(coordinator_address="", num_processes=1, process_id=-1))
-  return c
+  """The trainer's options (`polar_jax.options.TrainOptions`: the paper's recipe) as a ConfigDict to edit."""
+  return options_lib.to_config_dict(TrainOptions())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +84,7 @@ class TrainSetup:
   apply: Callable  # (params, features, mask) -> (boundary logits, op logits)
 
 
-def make_schedule(train: ml_collections.ConfigDict, total_steps: int) -> Callable:
+def make_lr_schedule(train: OptimizerOptions, total_steps: int) -> Callable:
   """The release's LambdaLR: linear warmup from 0, then cosine (or linear) decay to 0 at `total_steps`."""
   lr = train.learning_rate
   warmup = min(max(0, train.warmup_steps), max(0, total_steps - 1))
@@ -113,23 +98,22 @@ def make_schedule(train: ml_collections.ConfigDict, total_steps: int) -> Callabl
   raise ValueError(f"lr_schedule must be 'cosine', 'linear' or 'none', got {train.lr_schedule!r}.")
 
 
-def build_training(predictor_config: PredictorConfig, feature_dim: int, train: ml_collections.ConfigDict,
+def build_training(predictor_config: PredictorConfig, feature_dim: int, train: OptimizerOptions,
                    total_steps: int, mesh: jax.sharding.Mesh, rules: sharding.ShardingRules) -> TrainSetup:
   """Model, optimizer, shardings and jitted init / step / eval functions for one mesh.
 
   Cached per (shapes, train config, mesh, rules): a resumed run or a notebook re-run in the same process
   reuses the compiled functions instead of compiling them again.
   """
-  return _build_training(predictor_config, int(feature_dim), json.dumps(train.to_dict(), sort_keys=True),
+  return _build_training(predictor_config, int(feature_dim), options_lib.coerce(OptimizerOptions, train, "train"),
                          int(total_steps), mesh, rules)
 
 
 @functools.lru_cache(maxsize=8)
-def _build_training(predictor_config: PredictorConfig, feature_dim: int, train_json: str, total_steps: int,
+def _build_training(predictor_config: PredictorConfig, feature_dim: int, train: OptimizerOptions, total_steps: int,
                     mesh: jax.sharding.Mesh, rules: sharding.ShardingRules) -> TrainSetup:
-  train = ml_collections.ConfigDict(json.loads(train_json))
   model = PolarPredictor(predictor_config)
-  schedule = make_schedule(train, total_steps)
+  schedule = make_lr_schedule(train, total_steps)
   tx = optax.adamw(schedule, b1=0.9, b2=0.999, eps=train.adam_eps, weight_decay=train.weight_decay)
   if train.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(train.grad_clip_norm), tx)
@@ -202,11 +186,11 @@ def _validate(setup: TrainSetup, params, table: ExampleTable, features: Question
   bs = config.eval.batch_size
   pid, count = jax.process_index(), jax.process_count()
   losses = [float(setup.eval_loss(params, to_device(b, setup.batch_sharding))["loss"])
-            for b in pipeline.evaluation_batches(table, features, bs, process_index=pid, process_count=count)]
+            for b in input_pipeline.evaluation_batches(table, features, bs, process_index=pid, process_count=count)]
   apply = lambda p, f, m: setup.apply(p, *(jax.make_array_from_process_local_data(setup.batch_sharding, x)
                                           for x in _local_rows((f, m), pid, count)))
   b, o = batched_logits(apply, params, features.features, features.mask, bs)
-  decoded = decode_programs(b, o, DecodeOptions(**config.decode))
+  decoded = decode_programs(b, o, config.decode)
   scored = [(d.top1 is not None and d.top1.ids in set(r.valid)) for d, r in zip(decoded, records) if r.valid]
   return {"val_loss": float(np.mean(losses)) if losses else float("nan"),
           "val_top1_match": float(np.mean(scored)) if scored else float("nan")}
@@ -235,12 +219,13 @@ class TrainingData:
   val_features: QuestionFeatures | None = None
 
 
-def prepare_data(config: ml_collections.ConfigDict, supervision, validation, encoder: QuestionEncoder
+def prepare_data(config: TrainOptions, supervision, validation, encoder: QuestionEncoder
                  ) -> TrainingData:
   """Supervision -> examples (`targets.py`) and every distinct question encoded once."""
   train_records, val_records = _records(supervision), _records(validation) if validation is not None else ()
   depth = _depth(train_records + val_records)
-  target_options = TargetOptions(seed=config.seed, **config.targets)
+  config = options_lib.coerce(TrainOptions, config, "predictor")
+  target_options = config.targets.resolve(config.seed)
   train_table, train_report = build_examples(train_records, depth, target_options)
   val_table, val_report = build_examples(val_records, depth, target_options) if val_records else (None, None)
   if val_table is not None and not len(val_table):
@@ -258,14 +243,14 @@ def prepare_data(config: ml_collections.ConfigDict, supervision, validation, enc
   return TrainingData(depth, train_table, train_report, features, val_records, val_table, val_report, val_features)
 
 
-def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+def train_predictor(config: TrainOptions | ml_collections.ConfigDict, workdir: str | pathlib.Path,
                     supervision: Supervision | Sequence[SupervisionRecord], encoder: QuestionEncoder, *,
                     validation: Supervision | Sequence[SupervisionRecord] | None = None,
                     step_callback: Callable[[int], None] | None = None) -> TrainResult:
   """Trains (or resumes training) a predictor in `workdir`; see the module docstring.
 
   Args:
-    config: `default_config()` or a variant.
+    config: `polar_jax.options.TrainOptions`, or its ConfigDict form (`default_config()` or a variant).
     workdir: checkpoints (`checkpoints/`, `best/`) and TensorBoard events (`tensorboard/`) go here; an
       existing checkpoint is resumed.
     supervision: training records (a `Supervision` or a sequence of `SupervisionRecord`).
@@ -273,6 +258,7 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
     validation: optional validation records (e.g. from `supervision.release_splits`).
     step_callback: called with the step number after every step (after any checkpoint of that step).
   """
+  config = options_lib.coerce(TrainOptions, config, "predictor")
   dist = config.distributed
   if dist.coordinator_address or dist.num_processes > 1:
     sharding.maybe_initialize_distributed(dist.coordinator_address or None, dist.num_processes,
@@ -281,8 +267,8 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
   data = prepare_data(config, supervision, validation, encoder)
   depth, train_table, train_report, features = data.depth, data.train_table, data.train_report, data.features
   val_table, val_records, val_features = data.val_table, data.val_records, data.val_features
-  predictor_config = PredictorConfig(depth=depth, **config.predictor)
-  plan = pipeline.BatchPlan(len(train_table), config.train.batch_size, config.seed)
+  predictor_config = PredictorConfig(depth=depth, **dataclasses.asdict(config.predictor))
+  plan = input_pipeline.BatchPlan(len(train_table), config.train.batch_size, config.seed)
   total_steps = config.train.num_steps if config.train.num_steps > 0 else config.train.num_epochs * plan.steps_per_epoch
   eval_every = config.eval.every_steps or plan.steps_per_epoch
   mesh = sharding.create_mesh(config.mesh.model_parallelism)
@@ -313,7 +299,7 @@ def train_predictor(config: ml_collections.ConfigDict, workdir: str | pathlib.Pa
       state, start = setup.init(jax.random.PRNGKey(config.seed)), 0
       writer.write_hparams({"depth": depth, "examples": len(train_table), "total_steps": total_steps,
                             "batch_size": plan.batch_size, "learning_rate": config.train.learning_rate})
-    batches = pipeline.training_batches(
+    batches = input_pipeline.training_batches(
         train_table, features, plan, start_step=start, stop_step=total_steps,
         process_index=jax.process_index(), process_count=jax.process_count(),
         num_threads=config.data.num_threads, prefetch=config.data.prefetch)

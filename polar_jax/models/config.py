@@ -18,11 +18,13 @@ import json
 import os
 from typing import Any, Mapping
 
+from polar_jax.errors import UserError
+
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3", "qwen2_moe", "gemma3_text")
 SLIDING, FULL = "sliding_attention", "full_attention"
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(UserError, ValueError):
   """The checkpoint's architecture or one of its options is not implemented."""
 
 

@@ -16,13 +16,15 @@ from typing import Iterator
 import ml_dtypes
 import numpy as np
 
+from polar_jax.errors import UserError
+
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
 }
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError, ValueError):
   """A checkpoint file is malformed, or its tensors do not match what the config implies."""
 
 

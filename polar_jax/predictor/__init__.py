@@ -9,34 +9,56 @@ Public API (the trainer is `polar_jax.train.train_predictor`):
   `TargetOptions`, `build_examples`, `program_targets`, `polar_loss`;
 - decoding and inference: `DecodeOptions`, `decode_programs`, `Decoded`, `DecodedProgram`,
   `ProgramPredictor`, `load_predictor`, `CheckpointMismatchError`.
+
+The names load on first use (PEP 562), so importing a light submodule (`predictor.decode`,
+`predictor.targets`, `predictor.supervision`: numpy only) does not load flax or jax.
 """
 
-from polar_jax.predictor.checkpoint import CheckpointMismatchError
-from polar_jax.predictor.checkpoint import load_predictor
-from polar_jax.predictor.decode import Decoded
-from polar_jax.predictor.decode import DecodedProgram
-from polar_jax.predictor.decode import DecodeOptions
-from polar_jax.predictor.decode import decode_programs
-from polar_jax.predictor.encoder import CachedEncoder
-from polar_jax.predictor.encoder import HiddenStateEncoder
-from polar_jax.predictor.encoder import MiniLMEncoder
-from polar_jax.predictor.encoder import QuestionEncoder
-from polar_jax.predictor.encoder import QuestionFeatures
-from polar_jax.predictor.encoder import TokenEmbeddingEncoder
-from polar_jax.predictor.encoder import hf_hidden_state_encoder
-from polar_jax.predictor.encoder import precompute_features
-from polar_jax.predictor.loss import polar_loss
-from polar_jax.predictor.model import PolarPredictor
-from polar_jax.predictor.model import PredictorConfig
-from polar_jax.predictor.model import count_params
-from polar_jax.predictor.model import init_params
-from polar_jax.predictor.predict import ProgramPredictor
-from polar_jax.predictor.supervision import Supervision
-from polar_jax.predictor.supervision import SupervisionError
-from polar_jax.predictor.supervision import SupervisionRecord
-from polar_jax.predictor.supervision import load_supervision
-from polar_jax.predictor.supervision import release_splits
-from polar_jax.predictor.targets import OutsideSpaceWarning
-from polar_jax.predictor.targets import TargetOptions
-from polar_jax.predictor.targets import build_examples
-from polar_jax.predictor.targets import program_targets
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "CheckpointMismatchError": "polar_jax.predictor.checkpoint",
+    "load_predictor": "polar_jax.predictor.checkpoint",
+    "Decoded": "polar_jax.predictor.decode",
+    "DecodedProgram": "polar_jax.predictor.decode",
+    "DecodeOptions": "polar_jax.predictor.decode",
+    "decode_programs": "polar_jax.predictor.decode",
+    "CachedEncoder": "polar_jax.predictor.encoder",
+    "HiddenStateEncoder": "polar_jax.predictor.encoder",
+    "MiniLMEncoder": "polar_jax.predictor.encoder",
+    "QuestionEncoder": "polar_jax.predictor.encoder",
+    "QuestionFeatures": "polar_jax.predictor.encoder",
+    "TokenEmbeddingEncoder": "polar_jax.predictor.encoder",
+    "hf_hidden_state_encoder": "polar_jax.predictor.encoder",
+    "precompute_features": "polar_jax.predictor.encoder",
+    "polar_loss": "polar_jax.predictor.loss",
+    "PolarPredictor": "polar_jax.predictor.model",
+    "PredictorConfig": "polar_jax.predictor.model",
+    "count_params": "polar_jax.predictor.model",
+    "init_params": "polar_jax.predictor.model",
+    "ProgramPredictor": "polar_jax.predictor.predict",
+    "Supervision": "polar_jax.predictor.supervision",
+    "SupervisionError": "polar_jax.predictor.supervision",
+    "SupervisionRecord": "polar_jax.predictor.supervision",
+    "load_supervision": "polar_jax.predictor.supervision",
+    "release_splits": "polar_jax.predictor.supervision",
+    "OutsideSpaceWarning": "polar_jax.predictor.targets",
+    "TargetOptions": "polar_jax.predictor.targets",
+    "build_examples": "polar_jax.predictor.targets",
+    "program_targets": "polar_jax.predictor.targets",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module 'polar_jax.predictor' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

@@ -20,13 +20,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from polar_jax.errors import UserError
 from polar_jax.predictor.model import PredictorConfig
 
 FORMAT = "polar_jax.predictor/1"
 _CHECKED = ("depth", "feature_dim", "predictor")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
   """A checkpoint was written for a different model depth, encoder or predictor shape."""
 
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from polar_jax.errors import ConfigError
 from polar_jax.predictor import bert
 from polar_jax.resources import package_file
 
@@ -254,3 +255,18 @@ def hf_hidden_state_encoder(path: str, *, dtype: str = "float32", max_length: in
 
   return HiddenStateEncoder(hidden, model.tokenizer, cfg.hidden_size, name=model.name, max_length=max_length,
                             batch_size=batch_size, pad_id=model.tokenizer.pad_id)
+
+
+def make_encoder(options, model=None) -> QuestionEncoder:
+  """The question encoder named by `options` (`polar_jax.options.EncoderOptions`: name, path).
+
+  "minilm": the embedded all-MiniLM-L6-v2; "token_embeddings": the LLM's own embedding table (needs `model`);
+  "hf": the mean-pooled hidden state of a local HF snapshot at `options.path` (e.g. Qwen3-Embedding-0.6B).
+  """
+  if options.name == "minilm":
+    return MiniLMEncoder()
+  if options.name == "token_embeddings":
+    return TokenEmbeddingEncoder.from_model(model)
+  if options.name == "hf":
+    return hf_hidden_state_encoder(options.path)
+  raise ConfigError(f"Unknown config.encoder.name {options.name!r}; use 'minilm', 'token_embeddings' or 'hf'.")

@@ -31,8 +31,10 @@ import json
 import pathlib
 from typing import Any, Iterator, Mapping, Sequence
 
+from polar_jax.errors import UserError
 
-class SupervisionError(ValueError):
+
+class SupervisionError(UserError, ValueError):
   """A supervision file or record is malformed; the message names the file and the record."""
 
 

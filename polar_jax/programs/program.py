@@ -23,8 +23,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from polar_jax.errors import UserError
 
-class ProgramError(ValueError):
+
+class ProgramError(UserError, ValueError):
   """A program (or its text / JSON form) is not a valid sequence of layer ids for the model."""
 
 

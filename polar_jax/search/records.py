@@ -30,6 +30,8 @@ import pathlib
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
+from polar_jax.errors import UserError
+
 RECORD_KEYS = ("id", "question", "gold", "level", "subject", "depth", "initial_score", "initial_answer", "valid",
                "invalid", "simulations", "evaluations", "layers", "seconds", "seed", "config")
 ENTRY_KEYS = ("program", "visits", "answer")
@@ -37,7 +39,7 @@ TIMING_KEYS = ("seconds",)
 REJECTED_SUFFIX = ".rejected"
 
 
-class CorruptRecordsError(ValueError):
+class CorruptRecordsError(UserError, ValueError):
   """An existing output file has lines that are not valid records. `problems`: [(line number, reason)]."""
 
   def __init__(self, path: os.PathLike | str, problems: Sequence[tuple[int, str]]):

@@ -1,0 +1,441 @@
+"""Every stage's options as one frozen dataclass, with the defaults in one place (light: no jax).
+
+The pipeline's ml_collections config is *derived* from these dataclasses (`base_config()`), and read back
+into them strictly (`pipeline_options(config)`): an unknown or mistyped key is a `ConfigError` that names the
+key and the closest known one. Each stage takes its own options object:
+
+  search   -> `SearchOptions` (the tree's `SearchConfig` fields + the driver's batching / sharding knobs)
+  train    -> `TrainOptions` (network, targets, optimizer, validation, decoding, checkpoints, mesh, ...)
+  evaluate -> `EvalOptions` (methods, k, sampling, baselines, the router's `RouterOptions`)
+
+and the pipeline reads `ModelOptions`, `DataOptions`, `TaskOptions`, `EncoderOptions` itself.
+`train.default_config()` / `evaluate.default_eval_config()` are ConfigDict views of the same defaults for
+notebooks; `train_predictor` / `run_evaluation` accept either form and convert once at their entry.
+
+Config files take big_vision-style arguments (`configs/default.py:quick,n_test=500`): `parse_arg` reads them
+against typed defaults.
+
+This module imports only the standard library, ml_collections and light polar_jax modules; the layering test
+(`tests/test_layering.py`) keeps it so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from typing import Any, Mapping
+
+import ml_collections
+
+from polar_jax.errors import ConfigError
+from polar_jax.predictor.decode import DecodeOptions
+from polar_jax.predictor.targets import TargetOptions
+from polar_jax.search.tree import SearchConfig
+
+STAGES = ("convert", "search", "train", "evaluate")
+EVAL_METHODS = ("full_depth", "sampling", "polar", "shortgpt", "random_programs", "search_ablations", "router")
+ENCODERS = ("minilm", "token_embeddings", "hf")
+
+# --- the pipeline's own sections ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+  name: str = "smollm2-135m-instruct"  # a registered name (polar_jax.models.list_models())
+  path: str = ""  # a local HF snapshot directory or .gguf file; overrides `name` when set
+  dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+  datasets: str = "arith_level1"  # comma-separated `polar_jax.data` names (in-distribution)
+  num_search: int = 64  # per dataset, from the train split; searched, then the predictor's training set
+  num_validation: int = 16  # per dataset, validation split; searched, the predictor's validation set
+  num_test: int = 100  # per dataset, test split; evaluated, never searched
+  num_calibration: int = 32  # per dataset, more train questions (disjoint from the searched ones): ShortGPT
+  ood: str = ""  # comma-separated datasets evaluated on their test split (out of distribution)
+  manual_dir: str = ""  # for the `jsonl` dataset: a folder with your own {train,validation,test}.jsonl
+  data_dir: str = ""  # TFDS cache; default $POLAR_JAX_CACHE/tfds
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+  preset: str = "free_prefix"  # a `polar_jax.data` prompt preset (prompt, answer format, assistant prefix)
+  max_new_tokens: int = 16
+  choice_scoring: str = "generate"  # or "loglik" for multiple-choice datasets
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOptions:
+  name: str = "minilm"  # "minilm" (embedded), "token_embeddings" (the LLM's own), "hf" (a local HF snapshot,
+  path: str = ""  #        e.g. Qwen3-Embedding-0.6B as in the paper, given by `path`)
+
+
+# --- search ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions(SearchConfig):
+  """The search stage: the tree's `SearchConfig` (its defaults are the papers') plus how it is driven.
+
+  Attributes (beyond SearchConfig's):
+    max_batch: rows per device batch of the scorer.
+    max_active: questions searched at once (their leaves share batches).
+    per_question: never batch two questions together (bit-identical resume; slower).
+    repair: move a half-written records line aside instead of refusing to resume.
+    shard: "i/n" to search only this process's share of the questions ("" = all, or by process index).
+  """
+  max_batch: int = 32
+  max_active: int = 32
+  per_question: bool = False
+  repair: bool = False
+  shard: str = ""
+
+  def tree(self) -> SearchConfig:
+    """The per-question search parameters alone (what a search record's `config` holds)."""
+    names = [f.name for f in dataclasses.fields(SearchConfig)]
+    return SearchConfig(**{n: getattr(self, n) for n in names})
+
+
+# --- train ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkOptions:
+  """The predictor network's shape (its depth comes from the model)."""
+  d_model: int = 256
+  num_heads: int = 4
+  num_blocks: int = 2
+  dropout: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSettings:
+  """The release's data options (`predictor.targets.TargetOptions`, whose seed is the trainer's)."""
+  max_programs: int = TargetOptions.max_programs
+  original_weight: float = TargetOptions.original_weight
+  normalize_per_question: bool = TargetOptions.normalize_per_question
+
+  def resolve(self, seed: int) -> TargetOptions:
+    return TargetOptions(seed=seed, **dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerOptions:
+  batch_size: int = 128
+  num_epochs: int = 10
+  num_steps: int = -1  # > 0 overrides num_epochs
+  learning_rate: float = 5e-4
+  lr_schedule: str = "cosine"  # "cosine", "linear" or "none"
+  warmup_steps: int = 10
+  weight_decay: float = 0.0
+  adam_eps: float = 1e-8
+  grad_clip_norm: float = 0.0
+  length_beta: float = 0.0  # > 0: the release's polar_lenpref (it used 0.05)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationOptions:
+  every_steps: int = 0  # 0: once per epoch
+  batch_size: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointOptions:
+  every_steps: int = 100
+  keep: int = 2
+  async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshOptions:
+  model_parallelism: int = 1
+  rules: str = "replicated"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderOptions:
+  num_threads: int = 2
+  prefetch: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedOptions:
+  coordinator_address: str = ""
+  num_processes: int = 1
+  process_id: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+  """The trainer: the paper's recipe (the release README's sample command); shrink it for CPU runs."""
+  seed: int = 42
+  predictor: NetworkOptions = NetworkOptions()
+  targets: TargetSettings = TargetSettings()
+  train: OptimizerOptions = OptimizerOptions()
+  eval: ValidationOptions = ValidationOptions()
+  decode: DecodeOptions = DecodeOptions()
+  checkpoint: CheckpointOptions = CheckpointOptions()
+  log_every_steps: int = 20
+  progress: bool = True
+  mesh: MeshOptions = MeshOptions()
+  data: LoaderOptions = LoaderOptions()
+  distributed: DistributedOptions = DistributedOptions()
+
+
+# --- evaluate -------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterOptions:
+  """The DR.LLM-style router: MLP width, pooling windows, valid programs per question, AdamW steps / lr /
+  weight decay on full batches, prompts per routing / feature pass, init seed."""
+  hidden: int = 64
+  windows: int = 8
+  max_programs: int = 8
+  steps: int = 300
+  learning_rate: float = 3e-3
+  weight_decay: float = 1e-4
+  batch_size: int = 16
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+  """The evaluation.
+
+  Attributes:
+    methods: comma-separated names from `EVAL_METHODS`; all of them by default.
+    k: candidates per question for PoLar and samples per temperature; pass@k / vote@k reported for 1..k.
+    temperatures: the sampling baselines' temperatures (the paper: 0.3, 0.7, 1.0).
+    sampling_seed: base seed of the samples (sample j of every question uses seed + 1009 j).
+    shortgpt_match: add the ShortGPT row whose n matches PoLar's mean executed layers per token.
+    shortgpt_sweep: more removal counts n (each a row; values >= depth are skipped).
+    calibration_size: at most this many calibration questions for ShortGPT's Block Influence.
+    random_seed: seed of the random-program baseline.
+    trust_search_cache: add the release's cache-trusting PoLar row (comparison only).
+    search_split: the split named in the search-ablation labels ("" = read it from the record ids).
+    max_batch: rows per device batch.
+    warmup: before timing, run the full program once on a batch of each test set (compiles outside timings).
+    progress: progress bars / lines.
+    plots: write tradeoff.png and layer_usage.png.
+    title: a heading for results.md (e.g. "smoke run").
+    router: the DR.LLM-style router's options.
+  """
+  methods: str = ",".join(EVAL_METHODS)
+  k: int = 5
+  temperatures: tuple[float, ...] = (0.3, 0.7, 1.0)
+  sampling_seed: int = 0
+  shortgpt_match: bool = True
+  shortgpt_sweep: tuple[int, ...] = (2, 4, 8)
+  calibration_size: int = 64
+  random_seed: int = 0
+  trust_search_cache: bool = False
+  search_split: str = ""
+  max_batch: int = 32
+  warmup: bool = True
+  progress: bool = False
+  plots: bool = True
+  title: str = ""
+  router: RouterOptions = RouterOptions()
+
+
+# --- the whole pipeline ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+  name: str = "polar"
+  seed: int = 0
+  stages: str = ",".join(STAGES)
+  overwrite: bool = False
+  progress: bool = True
+  model: ModelOptions = ModelOptions()
+  data: DataOptions = DataOptions()
+  task: TaskOptions = TaskOptions()
+  search: SearchOptions = SearchOptions()
+  encoder: EncoderOptions = EncoderOptions()
+  predictor: TrainOptions = TrainOptions()
+  evaluate: EvalOptions = EvalOptions()
+
+
+# Fields that may change between runs of one workdir without invalidating its outputs.
+VOLATILE_FIELDS = ("stages", "overwrite", "progress")
+
+
+def parse_methods(methods: str | typing.Sequence[str]) -> list[str]:
+  """`"full_depth,polar"` -> ["full_depth", "polar"]; an unknown name is a ValueError listing the known ones."""
+  names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [str(m) for m in methods]
+  names = [m for m in names if m]
+  unknown = [m for m in names if m not in EVAL_METHODS]
+  if unknown:
+    raise ValueError(f"Unknown evaluation method(s) {unknown}; known: {list(EVAL_METHODS)}.")
+  return names
+
+
+# --- ConfigDict <-> dataclasses -------------------------------------------------------------------------------
+
+
+def _hints(cls) -> dict[str, Any]:
+  return typing.get_type_hints(cls)
+
+
+def _optional_base(tp) -> type | None:
+  """`int | None` -> int (the type of a field whose default is None), else None."""
+  args = [a for a in typing.get_args(tp) if a is not type(None)]
+  if type(None) in typing.get_args(tp) and len(args) == 1 and isinstance(args[0], type):
+    return args[0]
+  return None
+
+
+def to_config_dict(options: Any) -> ml_collections.ConfigDict:
+  """A dataclass of options -> a ConfigDict with the same fields (nested dataclasses become sub-dicts)."""
+  c = ml_collections.ConfigDict()
+  hints = _hints(type(options))
+  for f in dataclasses.fields(options):
+    value = getattr(options, f.name)
+    if dataclasses.is_dataclass(value):
+      c[f.name] = to_config_dict(value)
+    elif value is None:
+      c[f.name] = ml_collections.FieldReference(None, field_type=_optional_base(hints[f.name]) or object)
+    else:
+      c[f.name] = value
+  return c
+
+
+def _did_you_mean(key: str, known) -> str:
+  close = difflib.get_close_matches(key, list(known), n=1)
+  return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, tp, where: str) -> Any:
+  """Checks / converts one leaf value to its annotated type."""
+  base = _optional_base(tp)
+  if base is not None:
+    return None if value is None else _coerce(value, base, where)
+  origin = typing.get_origin(tp)
+  if origin is tuple:
+    if not isinstance(value, (list, tuple)):
+      value = (value,)
+    (item,) = typing.get_args(tp)[:1]
+    return tuple(_coerce(v, item, where) for v in value)
+  if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+    raise ConfigError(f"{where} must be {tp.__name__}, got {value!r} ({type(value).__name__}).")
+  return value
+
+
+def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "config"):
+  """A dataclass from a (nested) mapping, strictly: unknown keys and wrong types are a ConfigError naming the key.
+
+  Missing keys keep their defaults. A dataclass's own checks (its `__post_init__`) run and their ValueError
+  becomes a ConfigError naming the section.
+  """
+  if values is None:
+    return cls()
+  if isinstance(values, ml_collections.ConfigDict):
+    values = values.to_dict()
+  if not isinstance(values, Mapping):
+    raise ConfigError(f"{where} must be a section (a dict of fields), got {values!r}.")
+  hints = _hints(cls)
+  names = [f.name for f in dataclasses.fields(cls)]
+  kwargs = {}
+  for key, value in values.items():
+    if key not in names:
+      raise ConfigError(f"{where}.{key} is not a known field{_did_you_mean(key, names)}; fields of {where}: "
+                        f"{', '.join(names)}.")
+    tp = hints[key]
+    if dataclasses.is_dataclass(tp):
+      kwargs[key] = from_mapping(tp, value, f"{where}.{key}")
+    else:
+      kwargs[key] = _coerce(value, tp, f"{where}.{key}")
+  try:
+    return cls(**kwargs)
+  except (TypeError, ValueError) as e:
+    if isinstance(e, ConfigError):
+      raise
+    raise ConfigError(f"{where}: {e}") from None
+
+
+def coerce(cls, options: Any, where: str = "config"):
+  """`options` as `cls`: an instance passes through; a ConfigDict / dict is read strictly."""
+  if isinstance(options, cls):
+    return options
+  return from_mapping(cls, options, where)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field the pipeline reads, with its default: `to_config_dict(PipelineOptions())`.
+
+  configs/*.py start from this and override; `pipeline_options` reads the result back strictly.
+  """
+  return to_config_dict(PipelineOptions())
+
+
+def pipeline_options(config: Any) -> PipelineOptions:
+  """The pipeline's config (a ConfigDict from a config file plus command-line overrides) as options."""
+  return coerce(PipelineOptions, config)
+
+
+def to_json(options: Any) -> dict[str, Any]:
+  """Options as plain JSON types (tuples become lists)."""
+  return json.loads(json.dumps(dataclasses.asdict(options)))
+
+
+def identity(options: PipelineOptions) -> dict[str, Any]:
+  """The options that decide a workdir's outputs, as JSON (without `VOLATILE_FIELDS`)."""
+  d = to_json(options)
+  for key in VOLATILE_FIELDS:
+    d.pop(key, None)
+  return d
+
+
+# --- config-file arguments ------------------------------------------------------------------------------------
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> types.SimpleNamespace:
+  """big_vision-style config arguments: `"quick,n_test=500"` against typed defaults.
+
+  A bare name sets a boolean default to True; `key=value` converts `value` to the default's type (bool from
+  true/false/1/0; a default of None accepts an int, else a string). Unknown names are a ConfigError listing
+  the known ones.
+
+    arg = parse_arg("quick,n_test=500", quick=False, n_test=0)   # -> namespace(quick=True, n_test=500)
+  """
+  out = dict(defaults)
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ConfigError(f"Unknown config argument {key!r}{_did_you_mean(key, defaults)}; known: "
+                        f"{', '.join(sorted(defaults))} (as `configs/x.py:name,key=value`).")
+    default = defaults[key]
+    if not sep:
+      if not isinstance(default, bool):
+        raise ConfigError(f"Config argument {key!r} needs a value ({key}=...).")
+      out[key] = True
+      continue
+    text = text.strip()
+    try:
+      if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+          raise ValueError(text)
+        out[key] = text.lower() in ("true", "1")
+      elif isinstance(default, int):
+        out[key] = int(text)
+      elif isinstance(default, float):
+        out[key] = float(text)
+      elif default is None:
+        out[key] = int(text) if text.lstrip("-").isdigit() else text
+      else:
+        out[key] = text
+    except ValueError:
+      raise ConfigError(f"Config argument {key}={text!r}: expected a {type(default).__name__}.") from None
+  return types.SimpleNamespace(**out)
