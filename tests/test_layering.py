@@ -1,0 +1,166 @@
+"""The package's layers: imports go down (or sideways inside one package), never up, and never in a cycle.
+
+Every `import` / `from ... import` inside `polar_jax/` counts, function-local ones included (a deferred
+import hides a dependency from the import system, not from the design). Lazy re-exports by name in a package
+`__init__` (PEP 562 `__getattr__` over a table of module names) are not imports until used and are checked
+by `tests/test_light_imports.py` instead. The layers, lowest first, are documented in docs/design.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "polar_jax"
+
+# Module-name prefixes (after "polar_jax.") -> layer; the longest matching prefix decides. A module may import
+# from its own layer only inside the same top-level package (search.mcts -> search.records), else lower ones.
+LAYERS = {
+    # 0: leaves, standard library only
+    "errors": 0, "resources": 0, "workdir": 0,
+    # 1: programs as data and the JSON contracts (light: numpy at most)
+    "programs.program": 1, "programs.segments": 1, "programs.schedule": 1, "programs.kinds": 1,
+    "programs.batching": 1, "records": 1,
+    # 2: the search tree and reward protocol (light)
+    "search.tree": 2, "search.rewards": 2, "search.protocols": 2,
+    # 3: models (jax), 4: data (datasets, prompts, answers)
+    "models": 3, "data": 4, "testing": 4, "sharding": 4,
+    # 5: running programs on a model, and on a task
+    "programs": 1, "programs.executor": 5, "program_eval": 6,
+    # 7: search driver, records I/O, scorers, interchange, summary
+    "search": 7,
+    # 8: the predictor; 9: the options schema (reads the light parts of predictor and search)
+    "predictor": 8, "options": 9,
+    # 10: training; 11: evaluation (methods, metrics, report); 12: apps
+    "train": 10, "evaluation": 11, "evaluate": 11, "baselines": 11, "report": 11, "pipeline": 12, "experiments": 13, "main": 14,
+}
+LIGHT_PACKAGES = ("programs", "search", "predictor")  # their __init__ re-export lazily
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(ROOT).with_suffix("").parts
+  if parts[-1] == "__init__":
+    parts = parts[:-1]
+  return ".".join(parts)
+
+
+def _resolve(name: str) -> str:
+  """The deepest module a dotted name refers to (`polar_jax.programs.Program` -> `polar_jax.programs`)."""
+  parts = name.split(".")
+  while parts:
+    base = ROOT.joinpath(*parts)
+    if base.with_suffix(".py").exists() or (base / "__init__.py").exists():
+      return ".".join(parts)
+    parts = parts[:-1]
+  raise AssertionError(f"cannot resolve {name}")
+
+
+def _edges() -> dict[str, set[str]]:
+  edges: dict[str, set[str]] = {}
+  for path in sorted(PACKAGE.rglob("*.py")):
+    module = _module_name(path)
+    targets = edges.setdefault(module, set())
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+      if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("polar_jax"):
+        for alias in node.names:
+          targets.add(_resolve(f"{node.module}.{alias.name}"))
+      elif isinstance(node, ast.Import):
+        targets.update(_resolve(a.name) for a in node.names if a.name.startswith("polar_jax"))
+    targets.discard(module)
+    targets.discard("polar_jax")
+  return edges
+
+
+def layer_of(module: str) -> int:
+  name = module.removeprefix("polar_jax.")
+  parts = name.split(".")
+  for i in range(len(parts), 0, -1):
+    if ".".join(parts[:i]) in LAYERS:
+      return LAYERS[".".join(parts[:i])]
+  raise AssertionError(f"{module} has no layer: add it to LAYERS in tests/test_layering.py and docs/design.md")
+
+
+def _package(module: str) -> str:
+  return module.removeprefix("polar_jax.").split(".")[0]
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+  bad = []
+  for a, targets in edges.items():
+    if a == "polar_jax":
+      continue
+    for b in targets:
+      la, lb = layer_of(a), layer_of(b)
+      if lb > la or (lb == la and _package(a) != _package(b)):
+        bad.append(f"{a} (layer {la}) imports {b} (layer {lb})")
+  return sorted(bad)
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+  """Strongly connected components of more than one module (Tarjan)."""
+  index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+  def visit(v, counter=[0]):  # pylint: disable=dangerous-default-value
+    index[v] = low[v] = counter[0]
+    counter[0] += 1
+    stack.append(v)
+    on_stack.add(v)
+    for w in edges.get(v, ()):
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on_stack:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      component = []
+      while True:
+        w = stack.pop()
+        on_stack.discard(w)
+        component.append(w)
+        if w == v:
+          break
+      if len(component) > 1:
+        out.append(sorted(component))
+
+  for v in sorted(edges):
+    if v not in index:
+      visit(v)
+  return out
+
+
+def test_every_module_has_a_layer():
+  for module in _edges():
+    if module != "polar_jax":
+      layer_of(module)
+
+
+def test_no_upward_import():
+  assert upward_imports(_edges()) == []
+
+
+def test_no_import_cycle():
+  assert cycles(_edges()) == []
+
+
+def test_the_checker_catches_an_upward_import_and_a_cycle():
+  edges = {"polar_jax.models.transformer": {"polar_jax.search.mcts"},
+           "polar_jax.search.mcts": {"polar_jax.models.transformer"}}
+  assert upward_imports(edges) == ["polar_jax.models.transformer (layer 3) imports polar_jax.search.mcts (layer 7)"]
+  assert cycles(edges) == [["polar_jax.models.transformer", "polar_jax.search.mcts"]]
+
+
+@pytest.mark.parametrize("package", LIGHT_PACKAGES)
+def test_light_package_inits_import_nothing_heavy_eagerly(package):
+  """A light package's `__init__` may import its light submodules eagerly, nothing of a higher layer."""
+  init = f"polar_jax.{package}"
+  heavy = [t for t in _edges()[init] if layer_of(t) > 2]
+  assert heavy == [], f"{init} imports {heavy} eagerly; re-export them lazily (PEP 562 __getattr__)"
+
+
+if __name__ == "__main__":  # `python tests/test_layering.py`: print the graph's problems
+  graph = _edges()
+  print("\n".join(upward_imports(graph)) or "no upward import")
+  print("\n".join(" <-> ".join(c) for c in cycles(graph)) or "no cycle")
