@@ -2,7 +2,7 @@
 
 `run_programs` takes (question, program) pairs, builds each question's prompt once (`TaskConfig`: prompt preset,
 token budget, how multiple choice is scored), packs the pairs into batches that share schedules
-(`polar_jax.search.batching.plan_batches`: the same program across questions rides together), generates with
+(`polar_jax.programs.batching.plan_batches`: the same program across questions rides together), generates with
 the executor under the task's on-device stop rule, and scores every answer with the data package. Output: one
 `RunRecord` per pair, in input order.
 
@@ -35,7 +35,7 @@ from polar_jax.data.example import CHOICE_LETTERS
 from polar_jax.data.prompts import few_shot_source
 from polar_jax.programs import Program, ProgramError
 from polar_jax.programs.executor import Executor, StopRule, executor_for
-from polar_jax.search.batching import plan_batches
+from polar_jax.programs.batching import plan_batches
 
 CHOICE_SCORINGS = ("generate", "loglik")
 LOGLIK_FORMAT = "choice_loglik"

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from polar_jax.programs import Program
 from polar_jax.programs.executor import Executor, StopRule, executor_for
-from polar_jax.search.batching import plan_batches
+from polar_jax.programs.batching import plan_batches
 from polar_jax.search.rewards import ScoredProgram
 
 
