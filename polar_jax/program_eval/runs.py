@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from polar_jax import data
 from polar_jax.program_eval.batches import generate_batch, loglik_batch
@@ -64,7 +64,8 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
 
 def run_programs(model, examples: Sequence[data.Example], programs: Any, task: TaskConfig, *,
                  temperature: float = 0.0, seed: int = 0, max_batch: int = 32, progress: bool | str = False,
-                 executor: Executor | None = None, per_question: bool = False) -> list[RunRecord]:
+                 executor: Executor | None = None, per_question: bool = False,
+                 on_batch: Callable[[list[RunRecord]], None] | None = None) -> list[RunRecord]:
   """Runs (question, program) pairs and scores them; returns one record per pair, in input order.
 
   Args:
@@ -78,6 +79,7 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     executor: reuse an executor (default: the model's shared one, so compiles are reused).
     per_question: never batch two questions together (batch shapes, and so float rounding, then do not depend
       on which other questions are pending: what a search needs to reproduce itself exactly after a restart).
+    on_batch: called with each device batch's records as it finishes (e.g. to count batches).
   """
   pairs = normalize_pairs(examples, programs, model.config.num_layers)
   out: list[RunRecord | None] = [None] * len(pairs)
@@ -85,4 +87,6 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
                          progress=progress, executor=executor, per_question=per_question):
     for j, record in batch:
       out[j] = record
+    if on_batch is not None:
+      on_batch([record for _, record in batch])
   return out  # type: ignore[return-value]
