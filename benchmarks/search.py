@@ -2,8 +2,9 @@
 
   python benchmarks/search.py --out search.json
 
-Ours: `polar_jax.search.search` over --questions questions x --simulations simulations with the LLM scorer
-(KV-cached generation under per-row programs, schedule-sharing batches). The reference is how the PoLar
+Ours: `polar_jax.search.search` over --questions questions x --simulations simulations with the search's scorer
+(`TaskScorer`: the evaluation's `run_programs`, KV-cached generation under per-row programs, schedule-sharing
+batches). The reference is how the PoLar
 release runs a program: transformers' PyTorch `LlamaForCausalLM` holding the same (dequantized) weights,
 its layer list replaced by the program's layers and `config.num_hidden_layers` set to the program's length
 (transformers' forward slices the layer list by it), one `generate` call per (question, program), the same
@@ -29,10 +30,11 @@ import time
 import numpy as np
 
 from common import emit, machine
-from polar_jax.data import get_preset, load_split, make_stop_checker
+from polar_jax.data import load_split, make_stop_checker, score_generation
 from polar_jax.models import load_model
+from polar_jax.program_eval import TaskConfig, prompt_ids
 from polar_jax.search import SearchConfig, search
-from polar_jax.search.scoring import LLMScorer
+from polar_jax.search.scoring import TaskScorer
 
 
 def torch_llama(model):
@@ -143,9 +145,9 @@ def main():
   torch.set_num_threads(os.cpu_count() or 1)
   model = load_model(args.model)
   examples = load_split(args.dataset, args.split, limit=args.questions, seed=args.seed)
-  prompt_cfg = get_preset(args.prompt)
-  scorer = LLMScorer.for_math(model, examples, prompt_cfg, max_new_tokens=args.max_new_tokens,
-                              max_batch=args.max_batch, per_question=args.per_question)
+  task = TaskConfig.from_preset(args.prompt, max_new_tokens=args.max_new_tokens, dataset=args.dataset)
+  prompt_cfg = task.prompt
+  scorer = TaskScorer(model, examples, task, max_batch=args.max_batch, per_question=args.per_question)
   config = SearchConfig(num_simulations=args.simulations, space=args.space, leaves_per_round=args.leaves,
                         seed=args.seed)
   start = time.perf_counter()
@@ -164,15 +166,16 @@ def main():
     sample += [(stratum, pairs[i]) for i in rng.choice(members, size=take, replace=False)] if take else []
 
   reference = ReferenceRunner(model, prompt_cfg, args.max_new_tokens)
-  reference.generate(model.tokenizer.encode(scorer.prompt(0)), tuple(range(model.depth)))  # Warm-up.
+  ids = prompt_ids(model, examples, task)  # The token ids our search fed the model.
+  reference.generate(ids[0], tuple(range(model.depth)))  # Warm-up.
   times = {False: [], True: []}
   agree = 0
   for stratum, (q, program, ours) in sample:
-    prompt_ids = model.tokenizer.encode(scorer.prompt(q))
     t0 = time.perf_counter()
-    text = reference.generate(prompt_ids, program)
+    text = reference.generate(ids[q], program)
     times[stratum].append(time.perf_counter() - t0)
-    answer, _ = scorer.verify_fn(text, examples[q])
+    answer, _ = score_generation(text, examples[q], prompt_cfg.answer_format,
+                                 assistant_prefix=prompt_cfg.assistant_prefix)
     agree += answer == ours
   share = float(np.mean(repeats)) if repeats else 0.0
   mean = {k: float(np.mean(v)) if v else 0.0 for k, v in times.items()}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from polar_jax import data
-from polar_jax.program_eval import RunRecord, TaskConfig, evaluate_program, read_records, run_programs
+from polar_jax.program_eval import RunRecord, TaskConfig, evaluate_program, read_run_records, run_programs
 from polar_jax.programs import Program, ProgramError
 from polar_jax.programs.executor import executor_for
 from polar_jax.testing import tiny_model
@@ -56,7 +56,7 @@ def test_smollm2_end_to_end_records_and_summary(smollm2, tmp_path):
   assert summary["mean_layers_per_token"] == pytest.approx(30)
   assert summary["n"] == 16 and summary["dataset"] == "arith_level1" and summary["prompt"] == "free_prefix"
   assert summary["program"] == "0-29" and summary["model"] == "smollm2-135m-instruct"
-  written = read_records(tmp_path / "records.jsonl")  # In finishing order: batches follow prompt length.
+  written = read_run_records(tmp_path / "records.jsonl")  # In finishing order: batches follow prompt length.
   assert sorted(written, key=lambda r: r.id) == sorted(records, key=lambda r: r.id)
   assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
 

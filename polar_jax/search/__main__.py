@@ -1,11 +1,17 @@
 """Command line for search outputs: run a search, merge shards, repair, export / import, summarize.
 
-  python -m polar_jax.search run --dataset arith_level1 --split train --limit 64 --out runs/s.jsonl [--shard 0/4]
+  python -m polar_jax.search run --config=configs/default.py --out=runs/s.jsonl [--set=train|validation]
+      [--config.search.num_simulations=64] [--config.search.shard=0/4] [--summary=runs/summary/]
   python -m polar_jax.search merge runs/s.jsonl runs/s.shard-0000{0,1,2,3}-of-00004.jsonl
   python -m polar_jax.search repair runs/s.jsonl          # moves bad lines to runs/s.jsonl.rejected
   python -m polar_jax.search export runs/s.jsonl merged_mcts_samples.json
   python -m polar_jax.search import merged_mcts_samples.json runs/imported.jsonl --depth 28
   python -m polar_jax.search summary runs/s.jsonl runs/summary/
+
+`run` reads the pipeline's config file (absl flags, overrides as in `python -m polar_jax.main`) and searches
+what the pipeline's search stage searches: the config's model, task, search settings and questions (the
+searched train and validation questions, or one of the two with `--set`), with the same scorer, so its records
+are the pipeline's. The other commands take plain arguments.
 """
 
 from __future__ import annotations
@@ -14,67 +20,89 @@ import argparse
 import json
 import logging
 import sys
+from typing import Sequence
 
 from polar_jax.search import interchange, records, summary
-from polar_jax.search.tree import SearchConfig
 
 log = logging.getLogger("polar_jax.search")
+_SETS = ("searched", "train", "validation")
+_RUN_USAGE = "python -m polar_jax.search run"
 
 
-def _run(args) -> None:
-  from polar_jax.data import get_preset, load_split, preset_for_model
-  from polar_jax.models import load_model
+def _define_run_flags() -> None:
+  """The `run` command's absl flags, defined on first use (so that importing this module defines none)."""
+  from absl import flags
+  from ml_collections import config_flags
+  if "out" in flags.FLAGS:
+    return
+  if "config" not in flags.FLAGS:
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file (configs/*.py), optionally with ':variant', e.g. configs/default.py:quick.",
+        lock_config=True)
+  flags.DEFINE_string("out", None, "The records file (JSONL; resumed when it exists; shard files next to it).")
+  flags.DEFINE_enum("set", "searched", _SETS, "Which of the config's searched questions: all (the pipeline's "
+                    "search stage), only the train ones or only the validation ones.")
+  flags.DEFINE_string("summary", None, "A directory for summary.json and the layer-usage plot.")
+
+
+def _questions(splits, which: str) -> list:
+  if which == "train":
+    return [e for d in splits.search for e in splits.search[d]]
+  if which == "validation":
+    return [e for d in splits.validation for e in splits.validation[d]]
+  return splits.searched()
+
+
+def _run(argv: Sequence[str]) -> None:
+  from absl import app, flags
+  from absl import logging as absl_logging
+  from polar_jax import pipeline
   from polar_jax.search.mcts import run_search
-  from polar_jax.program_eval import TaskConfig
   from polar_jax.search.scoring import TaskScorer
 
-  model = load_model(args.model)
-  examples = load_split(args.dataset, args.split, limit=args.limit, seed=args.data_seed)
-  prompt_cfg = get_preset(args.prompt) if args.prompt else preset_for_model(args.model)
-  task = TaskConfig(prompt_cfg, max_new_tokens=args.max_new_tokens, choice_scoring=args.choice_scoring)
-  scorer = TaskScorer(model, examples, task, max_batch=args.max_batch, per_question=args.per_question)
-  config = SearchConfig(num_simulations=args.simulations, length_penalty=args.length_penalty,
-                        exploration=args.exploration, space=args.space, leaves_per_round=args.leaves,
-                        seed=args.seed, widening=args.widening)
-  shard = records.parse_shard(args.shard) if args.shard else None
-  run = run_search(examples, scorer, config, args.out, shard=shard, repair=args.repair, max_active=args.max_active,
-                   on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r["id"],
-                                                    len(r["valid"]), r["evaluations"], r["initial_score"]))
-  print(json.dumps({"output": run.output_path, "written": run.written, "skipped": run.skipped,
-                    "evaluations": run.evaluations, "seconds": round(run.seconds, 1)}))
-  if args.summary and (shard is None or shard[1] == 1):
-    print(json.dumps(summary.write_summary(records.read_records(run.output_path), args.summary,
-                                           title=f"{args.model} / {args.dataset} {args.split}"), indent=2))
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  config = FLAGS.config
+  if config is None or not FLAGS.out:
+    raise app.UsageError(f"Both --config and --out are required, e.g. {_RUN_USAGE} --config=configs/default.py "
+                         "--out=runs/s.jsonl")
+  if not FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Library INFO logs drown the progress; --v=0 shows them.
+  logging.getLogger("polar_jax").setLevel(logging.INFO)  # Our progress, not every library's chatter.
+  try:
+    examples = _questions(pipeline.load_splits(config), FLAGS.set)
+    model = pipeline.load_model_for(config)
+    scorer = TaskScorer(model, examples, pipeline.task_config(config), max_batch=config.search.max_batch,
+                        per_question=config.search.per_question)
+    shard = records.parse_shard(config.search.shard) if config.search.shard else None
+    run = run_search(examples, scorer, pipeline.search_config(config), FLAGS.out, shard=shard,
+                     repair=config.search.repair, max_active=config.search.max_active,
+                     on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r["id"],
+                                                  len(r["valid"]), r["evaluations"], r["initial_score"]))
+    print(json.dumps({"output": run.output_path, "written": run.written, "skipped": run.skipped,
+                      "evaluations": run.evaluations, "seconds": round(run.seconds, 1)}))
+    if FLAGS.summary and (shard is None or shard[1] == 1):
+      print(json.dumps(summary.write_summary(records.read_records(run.output_path), FLAGS.summary,
+                                             title=f"{model.name} / {config.name} ({FLAGS.set})"), indent=2))
+  except (records.CorruptRecordsError, ValueError) as e:
+    sys.exit(f"error: {e}")
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m polar_jax.search", description=__doc__.splitlines()[0])
+def _run_command(args: Sequence[str]) -> None:
+  """`run` with its absl flags (exits, as absl apps do)."""
+  from absl import app
+  _define_run_flags()
+  app.run(_run, argv=[_RUN_USAGE, *args])
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m polar_jax.search", description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n".join(__doc__.splitlines()[2:9]))
   sub = parser.add_subparsers(dest="command", required=True)
-
-  run = sub.add_parser("run", help="search programs for a dataset split (resumable)")
-  run.add_argument("--model", default="smollm2-135m-instruct")
-  run.add_argument("--dataset", required=True)
-  run.add_argument("--split", default="train")
-  run.add_argument("--limit", type=int, default=None)
-  run.add_argument("--data-seed", type=int, default=0)
-  run.add_argument("--prompt", default=None, help="prompt preset (default: the model's)")
-  run.add_argument("--choice-scoring", default="generate", choices=("generate", "loglik"),
-                   help="multiple-choice sets: generate an answer, or pick the most likely option")
-  run.add_argument("--out", required=True)
-  run.add_argument("--shard", default=None, help="i/n (default: this JAX process of all)")
-  run.add_argument("--repair", action="store_true", help="move corrupt lines of --out aside and continue")
-  run.add_argument("--simulations", type=int, default=200)
-  run.add_argument("--length-penalty", type=float, default=5.0)
-  run.add_argument("--exploration", type=float, default=1.8)
-  run.add_argument("--space", default="cola", choices=["cola", "predictor"])
-  run.add_argument("--leaves", type=int, default=8)
-  run.add_argument("--widening", type=float, default=0.0)
-  run.add_argument("--seed", type=int, default=0)
-  run.add_argument("--max-active", type=int, default=32)
-  run.add_argument("--max-batch", type=int, default=32)
-  run.add_argument("--max-new-tokens", type=int, default=50)
-  run.add_argument("--per-question", action="store_true")
-  run.add_argument("--summary", default=None, help="directory for summary.json and the plot")
+  sub.add_parser("run", add_help=False,
+                 help="search the config's questions (resumable; absl flags: `run --help`)")
 
   merge = sub.add_parser("merge", help="join shard files, refusing duplicate ids")
   merge.add_argument("out")
@@ -95,14 +123,20 @@ def main(argv=None) -> None:
   summ = sub.add_parser("summary", help="summary.json and layer_usage.png")
   summ.add_argument("records")
   summ.add_argument("out_dir")
+  return parser
 
-  args = parser.parse_args(argv)
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """`argv`: the arguments after the program name (default `sys.argv[1:]`)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] == "run":
+    _run_command(argv[1:])
+    return
+  args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
   logging.getLogger("polar_jax").setLevel(logging.INFO)  # Our progress, not every library's chatter.
   try:
-    if args.command == "run":
-      _run(args)
-    elif args.command == "merge":
+    if args.command == "merge":
       print(f"{len(records.merge_shards(args.shards, args.out))} records -> {args.out}")
     elif args.command == "repair":
       print(f"{len(records.read_records(args.path, repair=True))} good records kept in {args.path}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from polar_jax.programs import merge_programs
-from polar_jax.search.batching import loop_signature, plan_batches
+from polar_jax.programs.batching import loop_signature, plan_batches
 from polar_jax.search.tree import children
 
 DEPTH = 12

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from polar_jax.programs import merge_programs
+from polar_jax.programs.schedule import merge_programs
 
 
 def loop_signature(program: Sequence[int]) -> tuple[tuple[int, int], ...]:

@@ -1,0 +1,92 @@
+"""The run loop: (question, program) pairs planned into shared batches, run batch by batch, timed.
+
+Pairs are ordered by prompt length (less left padding), split into generated and log-likelihood rows, and
+packed by `polar_jax.programs.batching.plan_batches` (the same program across questions rides together).
+A record's `seconds` is its share of its batch's wall time (generation or prefills, and scoring).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+from polar_jax import data
+from polar_jax.program_eval.batches import generate_batch, loglik_batch
+from polar_jax.program_eval.pairs import normalize_pairs
+from polar_jax.program_eval.record import RunRecord, is_int
+from polar_jax.program_eval.task import Prompts, TaskConfig
+from polar_jax.programs import Program
+from polar_jax.programs.batching import plan_batches
+from polar_jax.programs.executor import Executor, executor_for
+
+
+def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Program]], task: TaskConfig, *,
+              temperature: float, seed: int, max_batch: int, progress: bool | str, executor: Executor | None,
+              per_question: bool = False) -> Iterator[list[tuple[int, RunRecord]]]:
+  """Yields, batch by batch, (pair index, record) for every pair (arguments as in `run_programs`)."""
+  if executor is None:
+    executor = executor_for(model)
+  elif executor.model is not model:
+    raise ValueError("The executor given runs another model; pass executor=None or one built for this model.")
+  if not is_int(max_batch) or max_batch < 1:
+    raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}.")
+  prompts = Prompts(model, examples, task)
+  loglik = [task.choice_scoring == "loglik" and examples[i].is_multiple_choice for i, _ in pairs]
+  # Similar prompt lengths batch together (less left padding); plan_batches keeps this order within a program.
+  order = sorted(range(len(pairs)), key=lambda j: (loglik[j], len(prompts.ids(pairs[j][0])), j))
+  batches = []
+  for kind in (False, True):
+    group = [j for j in order if loglik[j] == kind]
+    plan = plan_batches([(pairs[j][0], pairs[j][1].ids) for j in group], max_batch, per_question=per_question)
+    batches += [[group[k] for k in b] for b in plan]
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+    bar = tqdm(total=len(pairs), desc=progress if isinstance(progress, str) else "run_programs", unit="run")
+  try:
+    for number, batch in enumerate(batches):
+      start = time.perf_counter()
+      rows = [pairs[j] for j in batch]
+      if loglik[batch[0]]:
+        scored = loglik_batch(executor, prompts, rows)
+      else:
+        scored = generate_batch(executor, prompts, rows, task, temperature,
+                                (int(seed) * 1_000_003 + number) % (2 ** 31 - 1))
+      share = (time.perf_counter() - start) / len(batch)
+      yield [(j, dataclasses.replace(record, seconds=share)) for j, record in zip(batch, scored)]
+      if bar is not None:
+        bar.update(len(batch))
+  finally:
+    if bar is not None:
+      bar.close()
+
+
+def run_programs(model, examples: Sequence[data.Example], programs: Any, task: TaskConfig, *,
+                 temperature: float = 0.0, seed: int = 0, max_batch: int = 32, progress: bool | str = False,
+                 executor: Executor | None = None, per_question: bool = False,
+                 on_batch: Callable[[list[RunRecord]], None] | None = None) -> list[RunRecord]:
+  """Runs (question, program) pairs and scores them; returns one record per pair, in input order.
+
+  Args:
+    model: a loaded `polar_jax.models.Model`.
+    examples: the questions.
+    programs: one Program (or id list) per example, a single one for all, or (example index, Program) pairs.
+    task: prompt, token budget and multiple-choice scoring.
+    temperature: 0 for greedy decoding; > 0 samples (`seed` and the batch number seed each batch).
+    max_batch: rows per device batch (pairs sharing a program are packed first, `plan_batches`).
+    progress: show a tqdm bar (a string is its label).
+    executor: reuse an executor (default: the model's shared one, so compiles are reused).
+    per_question: never batch two questions together (batch shapes, and so float rounding, then do not depend
+      on which other questions are pending: what a search needs to reproduce itself exactly after a restart).
+    on_batch: called with each device batch's records as it finishes (e.g. to count batches).
+  """
+  pairs = normalize_pairs(examples, programs, model.config.num_layers)
+  out: list[RunRecord | None] = [None] * len(pairs)
+  for batch in iter_runs(model, examples, pairs, task, temperature=temperature, seed=seed, max_batch=max_batch,
+                         progress=progress, executor=executor, per_question=per_question):
+    for j, record in batch:
+      out[j] = record
+    if on_batch is not None:
+      on_batch([record for _, record in batch])
+  return out  # type: ignore[return-value]
