@@ -137,13 +137,14 @@ def load_splits(config: Any) -> Splits:
   if not datasets:
     raise ConfigError("config.data.datasets is empty; name at least one dataset (see polar_jax.data.list_datasets()).")
   search, validation, test, calibration = {}, {}, {}, {}
+  load = lambda name, split, n: data.load_split(name, split, limit=n, **kw) if n > 0 else []
   for name in datasets:
-    train = data.load_split(name, "train", limit=d.num_search + d.num_calibration, **kw)
+    train = load(name, "train", d.num_search + d.num_calibration)
     search[name] = train[:d.num_search]
     calibration[name] = train[d.num_search:]
-    validation[name] = data.load_split(name, "validation", limit=d.num_validation, **kw)
-    test[name] = data.load_split(name, "test", limit=d.num_test, **kw)
-  ood = {name: data.load_split(name, "test", limit=d.num_test, **kw) for name in _csv(d.ood)}
+    validation[name] = load(name, "validation", d.num_validation)
+    test[name] = load(name, "test", d.num_test)
+  ood = {name: load(name, "test", d.num_test) for name in _csv(d.ood)}
   return Splits(search, validation, test, calibration, ood)
 
 

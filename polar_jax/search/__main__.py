@@ -22,6 +22,7 @@ import logging
 import sys
 from typing import Sequence
 
+from polar_jax.errors import user_errors
 from polar_jax.search import interchange, records, summary
 
 log = logging.getLogger("polar_jax.search")
@@ -73,11 +74,12 @@ def _run(argv: Sequence[str]) -> None:
   try:
     examples = _questions(pipeline.load_splits(config), FLAGS.set)
     model = pipeline.load_model_for(config)
-    scorer = TaskScorer(model, examples, pipeline.task_config(config), max_batch=config.search.max_batch,
-                        per_question=config.search.per_question)
-    shard = records.parse_shard(config.search.shard) if config.search.shard else None
-    run = run_search(examples, scorer, pipeline.search_config(config), FLAGS.out, shard=shard,
-                     repair=config.search.repair, max_active=config.search.max_active,
+    opts = pipeline.search_config(config)
+    scorer = TaskScorer(model, examples, pipeline.task_config(config), max_batch=opts.max_batch,
+                        per_question=opts.per_question)
+    shard = records.parse_shard(opts.shard) if opts.shard else None
+    run = run_search(examples, scorer, opts.tree(), FLAGS.out, shard=shard, repair=opts.repair,
+                     max_active=opts.max_active,
                      on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r["id"],
                                                   len(r["valid"]), r["evaluations"], r["initial_score"]))
     print(json.dumps({"output": run.output_path, "written": run.written, "skipped": run.skipped,
@@ -85,8 +87,9 @@ def _run(argv: Sequence[str]) -> None:
     if FLAGS.summary and (shard is None or shard[1] == 1):
       print(json.dumps(summary.write_summary(records.read_records(run.output_path), FLAGS.summary,
                                              title=f"{model.name} / {config.name} ({FLAGS.set})"), indent=2))
-  except (records.CorruptRecordsError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  except user_errors() as e:
+    print(f"polar_jax.search: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _run_command(args: Sequence[str]) -> None:
@@ -152,8 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
       print(f"{len(out)} records -> {args.out}")
     elif args.command == "summary":
       print(json.dumps(summary.write_summary(records.read_records(args.records), args.out_dir), indent=2))
-  except (records.CorruptRecordsError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  except user_errors() as e:
+    print(f"polar_jax.search: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
