@@ -351,32 +351,18 @@ def make_encoder(config, model):
   raise ConfigError(f"Unknown config.encoder.name {name!r}; use 'minilm', 'token_embeddings' or 'hf'.")
 
 
-def _supervision(records: list[dict], depth: int, ids: set[str], where: str):
-  """Search records of the given question ids as predictor supervision (questions without a valid program
-  are skipped: the predictor has nothing to learn from them)."""
-  from polar_jax.predictor.supervision import SupervisionRecord
-  out = []
-  for rec in records:
-    if rec["id"] not in ids or not rec["valid"]:
-      continue
-    out.append(SupervisionRecord(
-        id=rec["id"], question=rec["question"], gold=str(rec["gold"]), initial_score=float(rec["initial_score"]),
-        depth=depth, valid=tuple(tuple(v["program"]) for v in rec["valid"]),
-        invalid=tuple(tuple(v["program"]) for v in rec.get("invalid", ())), source=f"{where}, id {rec['id']}"))
-  return out
-
-
 def stage_train(config, workdir: pathlib.Path, model, splits: Splits, records: list[dict]):
   """Trains the predictor on the searched train questions (validated on the searched validation ones)."""
   from polar_jax import train
+  from polar_jax.predictor.supervision import supervision_from_search
   out = workdir / "predictor"
   encoder = make_encoder(config, model)
   if _done(workdir, "train") is None:
     where = str(workdir / "search" / "records.jsonl")
     train_ids = {e.id for d in splits.search for e in splits.search[d]}
     val_ids = {e.id for d in splits.validation for e in splits.validation[d]}
-    train_sup = _supervision(records, model.depth, train_ids, where)
-    val_sup = _supervision(records, model.depth, val_ids, where)
+    train_sup = supervision_from_search(records, model.depth, train_ids, where)
+    val_sup = supervision_from_search(records, model.depth, val_ids, where)
     if not train_sup:
       raise NoSupervisionError(f"The search found no valid program for any of the {len(train_ids)} training questions "
                          f"({where}); there is nothing to train on. Search more questions or simulations.")

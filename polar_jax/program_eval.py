@@ -35,6 +35,7 @@ from polar_jax.data.example import CHOICE_LETTERS
 from polar_jax.data.prompts import few_shot_source
 from polar_jax.programs import Program, ProgramError
 from polar_jax.programs.executor import Executor, StopRule, executor_for
+from polar_jax.records import RunRecord
 from polar_jax.search.batching import plan_batches
 
 CHOICE_SCORINGS = ("generate", "loglik")
@@ -44,59 +45,6 @@ SUMMARY_FILE = "summary.json"
 # Option rows per prefill call in log-likelihood scoring: the executor returns full [S, V] logits per row
 # (~30 MB for a 160-token SmolLM2 prompt), so rows go through in small groups and are reduced at once.
 _LOGLIK_ROWS = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class RunRecord:
-  """One (question, program) run.
-
-  Attributes:
-    id: the question's `Example.id`.
-    program: the layer ids that ran.
-    text: the generated continuation (after the prompt and assistant prefix); for log-likelihood scoring, the
-      chosen option's text.
-    answer: the extracted answer (an option letter for log-likelihood scoring), or None.
-    correct: whether `answer` matches the gold answer.
-    layers: layer executions spent (program length x passes: prefill + decode steps, or one prefill per option).
-    generated_tokens: tokens generated (the stop token included); 0 for log-likelihood scoring.
-    seconds: this row's share of its batch's wall time.
-    answer_format: "boxed", "last_number" or "choice_loglik".
-  """
-  id: str
-  program: tuple[int, ...]
-  text: str
-  answer: str | None
-  correct: bool
-  layers: int
-  generated_tokens: int
-  seconds: float
-  answer_format: str
-
-  def to_json(self) -> dict[str, Any]:
-    out = dataclasses.asdict(self)
-    out["program"] = list(self.program)
-    return out
-
-  @classmethod
-  def from_json(cls, obj: Any) -> RunRecord:
-    """Reads `to_json`'s dict back; raises ValueError naming what is missing or mistyped."""
-    if not isinstance(obj, Mapping):
-      raise ValueError(f"a run record must be a JSON object, got {type(obj).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    missing = [n for n in names if n not in obj]
-    unknown = sorted(set(obj) - set(names))
-    if missing or unknown:
-      raise ValueError(f"run record has missing keys {missing} / unknown keys {unknown}")
-    checks = {"id": isinstance(obj["id"], str), "text": isinstance(obj["text"], str),
-              "answer": obj["answer"] is None or isinstance(obj["answer"], str),
-              "correct": isinstance(obj["correct"], bool), "answer_format": isinstance(obj["answer_format"], str),
-              "program": isinstance(obj["program"], list) and all(_is_int(x) for x in obj["program"]),
-              "layers": _is_int(obj["layers"]), "generated_tokens": _is_int(obj["generated_tokens"]),
-              "seconds": isinstance(obj["seconds"], (int, float)) and not isinstance(obj["seconds"], bool)}
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-      raise ValueError(f"run record fields {bad} have the wrong type")
-    return cls(**{**obj, "program": tuple(obj["program"]), "seconds": float(obj["seconds"])})
 
 
 def _is_int(x: Any) -> bool:

@@ -5,8 +5,8 @@ Public API (the trainer is `polar_jax.train.train_predictor`):
   (the Qwen3-Embedding hook), `CachedEncoder`, `precompute_features`, `QuestionFeatures`, `hf_hidden_state_encoder` (a local
   HF snapshot such as Qwen3-Embedding-0.6B);
 - the network: `PredictorConfig`, `PolarPredictor`, `init_params`, `count_params`;
-- supervision and targets: `load_supervision`, `SupervisionRecord`, `SupervisionError`, `release_splits`,
-  `TargetOptions`, `build_examples`, `program_targets`, `polar_loss`;
+- supervision and targets: `load_supervision`, `supervision_from_search`, `SupervisionRecord`, `SupervisionError`,
+  `release_splits`, `TargetOptions`, `build_examples`, `program_targets`, `polar_loss`;
 - decoding and inference: `DecodeOptions`, `decode_programs`, `Decoded`, `DecodedProgram`,
   `ProgramPredictor`, `load_predictor`, `CheckpointMismatchError`.
 """
@@ -36,6 +36,7 @@ from polar_jax.predictor.supervision import SupervisionError
 from polar_jax.predictor.supervision import SupervisionRecord
 from polar_jax.predictor.supervision import load_supervision
 from polar_jax.predictor.supervision import release_splits
+from polar_jax.predictor.supervision import supervision_from_search
 from polar_jax.predictor.targets import OutsideSpaceWarning
 from polar_jax.predictor.targets import TargetOptions
 from polar_jax.predictor.targets import build_examples

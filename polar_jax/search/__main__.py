@@ -38,8 +38,8 @@ def _run(args) -> None:
                         seed=args.seed, widening=args.widening)
   shard = records.parse_shard(args.shard) if args.shard else None
   run = run_search(examples, scorer, config, args.out, shard=shard, repair=args.repair, max_active=args.max_active,
-                   on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r["id"],
-                                                    len(r["valid"]), r["evaluations"], r["initial_score"]))
+                   on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r.id,
+                                                    len(r.valid), r.evaluations, r.initial_score))
   print(json.dumps({"output": run.output_path, "written": run.written, "skipped": run.skipped,
                     "evaluations": run.evaluations, "seconds": round(run.seconds, 1)}))
   if args.summary and (shard is None or shard[1] == 1):
