@@ -33,6 +33,7 @@ from common import emit, machine
 from polar_jax.data import load_split, make_stop_checker, score_generation
 from polar_jax.models import load_model
 from polar_jax.program_eval import TaskConfig, prompt_ids
+from polar_jax.records import VALID_THRESHOLD
 from polar_jax.search import SearchConfig, search
 from polar_jax.search.scoring import TaskScorer
 
@@ -155,7 +156,7 @@ def main():
   seconds = time.perf_counter() - start
 
   index_of = {ex.id: i for i, ex in enumerate(examples)}
-  pairs = [(index_of[r["id"]], tuple(e["program"]), e["answer"]) for r in records for e in r["valid"] + r["invalid"]]
+  pairs = [(index_of[r.id], e.program, e.answer) for r in records for e in r.valid + r.invalid]
   evaluations = len(pairs)
   repeats = [len(set(p)) < len(p) for _, p, _ in pairs]
   rng = np.random.default_rng(args.seed)
@@ -182,7 +183,7 @@ def main():
   per_eval = (1 - share) * mean[False] + share * mean[True]
   ref_rate = 1.0 / per_eval if per_eval > 0 else float("nan")
   rate = evaluations / seconds
-  valid = [r for r in records if r["initial_score"] is not None]
+  valid = [r for r in records if r.initial_score is not None]
   result = {
       "evaluations": evaluations,
       "distinct_programs": len({p for _, p, _ in pairs}),
@@ -203,8 +204,8 @@ def main():
       "reference_seconds_skip_only": mean[False],
       "reference_seconds_repeating": mean[True],
       "reference_agreement": agree / max(len(sample), 1),
-      "base_accuracy": float(np.mean([r["initial_score"] > 0.5 for r in valid])) if valid else None,
-      "oracle_accuracy": float(np.mean([bool(r["valid"]) for r in records])),
+      "base_accuracy": float(np.mean([r.initial_score > VALID_THRESHOLD for r in valid])) if valid else None,
+      "oracle_accuracy": float(np.mean([bool(r.valid) for r in records])),
       "model": args.model, "dataset": args.dataset, "split": args.split, "prompt": args.prompt,
       "max_new_tokens": args.max_new_tokens, "max_batch": args.max_batch, "per_question": args.per_question,
       "machine": machine(),

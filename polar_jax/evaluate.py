@@ -45,6 +45,7 @@ from polar_jax.options import EvalOptions
 from polar_jax.program_eval import prompt_ids
 from polar_jax.programs import Program
 from polar_jax.programs.executor import executor_for
+from polar_jax.records import SearchRecord
 
 METHODS = options_lib.EVAL_METHODS
 parse_methods = options_lib.parse_methods
@@ -93,14 +94,14 @@ def polar_run(model, examples: Sequence[Any], task, predictor, *, k: int, test_s
                           "decode": dataclasses.asdict(predictor.decode_options)})
 
 
-def _record_lookup(search_records: Sequence[Mapping[str, Any]]) -> Callable[[Any], Mapping[str, Any] | None]:
-  by_id = {str(r["id"]): r for r in search_records}
-  by_text = {normalize_question(str(r["question"])): r for r in search_records}
+def _record_lookup(search_records: Sequence[SearchRecord]) -> Callable[[Any], SearchRecord | None]:
+  by_id = {r.id: r for r in search_records}
+  by_text = {normalize_question(r.question): r for r in search_records}
   return lambda ex: by_id.get(str(ex.id)) or by_text.get(normalize_question(ex.question))
 
 
 def trust_search_cache(run: MethodRun, examples: Sequence[Any],
-                       search_records: Sequence[Mapping[str, Any]]) -> MethodRun:
+                       search_records: Sequence[SearchRecord]) -> MethodRun:
   """The release's cache-trusting score of a PoLar run: a candidate the search found valid (invalid) for the
   same question counts as correct (wrong) without our run's verdict. Comparison only."""
   find = _record_lookup(search_records)
@@ -112,8 +113,8 @@ def trust_search_cache(run: MethodRun, examples: Sequence[Any],
       outcomes.append(outcome)
       continue
     questions += 1
-    valid = {tuple(e["program"]) for e in rec["valid"]}
-    invalid = {tuple(e["program"]) for e in rec["invalid"]}
+    valid = set(rec.valid_programs)
+    invalid = set(rec.invalid_programs)
     cands = []
     for c in outcome.candidates:
       if c.program in valid:
@@ -163,7 +164,7 @@ def _polar_lengths(run: MethodRun) -> list[int | None]:
 
 
 def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, task, test_sets: Mapping[str, Sequence[Any]],
-                   predictor=None, search_records: Sequence[Mapping[str, Any]] = (),
+                   predictor=None, search_records: Sequence[SearchRecord] = (),
                    calibration: Sequence[Any] = (), out_dir) -> dict:
   """Runs the configured methods on every test set and writes the report (see the module docstring).
 
@@ -272,7 +273,7 @@ def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, ta
 
   if "search_ablations" in methods:
     if search_records:
-      for space in search_oracle.SPACES:
+      for space in search_oracle.ORACLE_SPACES:
         runs.append(search_oracle.oracle_run(search_records, space, test_set=SEARCH_TEST_SET,
                                              split_label=config.search_split or None))
     else:

@@ -231,30 +231,18 @@ class _ProgressScorer:
     return out
 
 
-def _supervision(records, depth: int, ids: set[str], where: str):  # TEMP until the records branch lands
-  from polar_jax.predictor.supervision import SupervisionRecord  # pylint: disable=import-outside-toplevel
-  out = []
-  for rec in records:
-    if rec["id"] not in ids or not rec["valid"]:
-      continue
-    out.append(SupervisionRecord(
-        id=rec["id"], question=rec["question"], gold=str(rec["gold"]), initial_score=float(rec["initial_score"]),
-        depth=depth, valid=tuple(tuple(v["program"]) for v in rec["valid"]),
-        invalid=tuple(tuple(v["program"]) for v in rec.get("invalid", ())), source=f"{where}, id {rec['id']}"))
-  return out
-
-
 def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list):
   """Trains the predictor on the searched train questions (validated on the searched validation ones)."""
   from polar_jax import train  # pylint: disable=import-outside-toplevel
   from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
+  from polar_jax.predictor.supervision import supervision_from_search  # pylint: disable=import-outside-toplevel
   out = workdir / "predictor"
   encoder = make_encoder(opts.encoder, model)
   if workdir_lib.done(workdir, "train") is None:
     where = str(workdir / "search" / "records.jsonl")
     train_ids, val_ids = splits.ids("search"), splits.ids("validation")
-    train_sup = _supervision(records, model.depth, train_ids, where)
-    val_sup = _supervision(records, model.depth, val_ids, where)
+    train_sup = supervision_from_search(records, model.depth, train_ids, where)
+    val_sup = supervision_from_search(records, model.depth, val_ids, where)
     if not train_sup:
       raise NoSupervisionError(f"The search found no valid program for any of the {len(train_ids)} training "
                                f"questions ({where}); there is nothing to train on. Search more questions or "

@@ -11,6 +11,7 @@ from polar_jax.baselines import metrics, random_programs, search_oracle
 from polar_jax.baselines.outcomes import Candidate, MethodRun, QuestionOutcome
 from polar_jax.data import Example
 from polar_jax.programs import parse
+from polar_jax.records import SearchRecord
 
 
 def cand(answer, correct, program=(0, 1, 2, 3), layers=None, tokens=None, score=None):
@@ -110,19 +111,27 @@ def test_method_run_round_trip(tmp_path):
 
 
 def test_space_membership():
-  assert search_oracle.is_skip_only([0, 2, 3]) and not search_oracle.is_skip_only([0, 1, 1, 2, 3])
-  assert search_oracle.is_repeat_only([0, 1, 2, 1, 2, 3], 4) and search_oracle.is_repeat_only([0, 0, 1, 2, 3], 4)
-  assert not search_oracle.is_repeat_only([0, 1, 3], 4)  # skips layer 2
-  assert not search_oracle.is_repeat_only([0, 1, 2, 3, 1, 3], 4)  # loops back over a block it did not run
-  assert search_oracle.is_skip_only(range(4)) and search_oracle.is_repeat_only(range(4), 4)
+  def spaces(program):
+    return {s for s in search_oracle.ORACLE_SPACES if search_oracle.in_space(program, 4, s)}
+
+  assert spaces([0, 2, 3]) == {"joint", "skip_only"}
+  assert spaces([0, 1, 1, 2, 3]) == spaces([0, 1, 2, 1, 2, 3]) == {"joint", "repeat_only"}
+  assert spaces([0, 0, 2, 3]) == {"joint"}  # skips and repeats
+  assert spaces([0, 1, 2, 3, 1, 3]) == {"joint"}  # loops back over a block it did not run
+  assert spaces([0, 1, 2, 1, 3]) == {"joint"}  # a partial repeat: outside the skip / repeat space
+  assert spaces([0, 2, 1, 3]) == {"joint"}  # a reorder
+  assert spaces(range(4)) == set(search_oracle.ORACLE_SPACES)
+  with pytest.raises(ValueError, match="Unknown search space"):
+    search_oracle.in_space([0], 4, "cola")
 
 
 def _record(i, valid, level=1):
-  return {"id": f"ds/train/{i}", "question": f"question {i}", "gold": "1", "level": level, "depth": 4,
-          "initial_score": float([0, 1, 2, 3] in valid), "initial_answer": "0",
-          "valid": [{"program": p, "visits": 1, "answer": "1"} for p in valid],
-          "invalid": [{"program": [0, 1, 2], "visits": 1, "answer": "0"}], "seconds": 2.0, "simulations": 8,
-          "evaluations": 2 + i, "layers": 10 * i}
+  return SearchRecord.from_json(
+      {"id": f"ds/train/{i}", "question": f"question {i}", "gold": "1", "level": level, "subject": None, "depth": 4,
+       "initial_score": float([0, 1, 2, 3] in valid), "initial_answer": "0",
+       "valid": [{"program": p, "visits": 1, "answer": "1"} for p in valid],
+       "invalid": [{"program": [0, 1, 2], "visits": 1, "answer": "0"}], "seconds": 2.0, "simulations": 8,
+       "evaluations": 2 + i, "layers": 10 * i, "seed": None, "config": None})
 
 
 RECORDS = [_record(0, [[0, 2, 3], [0, 1, 1, 2, 3]]), _record(1, [[0, 1, 2, 1, 2, 3]]), _record(2, []),
@@ -131,7 +140,7 @@ RECORDS = [_record(0, [[0, 2, 3], [0, 1, 1, 2, 3]]), _record(1, [[0, 1, 2, 1, 2,
 
 def test_search_oracles():
   joint, skip, repeat = (search_oracle.oracle_run(RECORDS, s, test_set="search records")
-                         for s in search_oracle.SPACES)
+                         for s in search_oracle.ORACLE_SPACES)
   assert "train split" in joint.label and "ORACLE" in joint.label
   rows = {r.method: metrics.method_rows(r, depth=4)[0] for r in (joint, skip, repeat)}
   assert rows["search_oracle_joint"]["oracle"] == 0.75  # q2 has nothing valid

@@ -13,6 +13,7 @@ import pytest
 from polar_jax import testing
 from polar_jax.baselines import router, shortgpt
 from polar_jax.models import transformer
+from polar_jax.records import SearchRecord
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,8 @@ def test_router_learns_a_rule_from_search_records(model):
     if marked:
       words[int(rng.integers(0, 5))] = "w50"
     valid = [[0, 1, 3]] if marked else [[0, 1, 1, 2, 3]]
-    records.append({"id": f"syn/train/{i}", "question": " ".join(words), "gold": "1", "depth": 4,
-                    "valid": [{"program": p} for p in valid + [[0, 1, 0, 1, 2, 3]]], "invalid": []})
+    records.append(SearchRecord(id=f"syn/train/{i}", question=" ".join(words), gold="1", depth=4,
+                                valid=valid + [[0, 1, 0, 1, 2, 3]]))
   rows, targets, weights, report = router.supervision(records, 4, max_programs=4)
   assert report["programs_not_per_layer"] == 16 and report["programs_used"] == 16
   cfg = ml_collections.ConfigDict(router.default_router_config().to_dict())
@@ -105,7 +106,7 @@ def test_router_learns_a_rule_from_search_records(model):
   assert trained.info["train_decision_accuracy"] == 1.0
   from polar_jax.program_eval import prompt_ids
   from polar_jax.data import Example
-  exs = [Example(id=r["id"], question=r["question"], answer="1") for r in records]
+  exs = [Example(id=r.id, question=r.question, answer="1") for r in records]
   decisions = router.route(model, trained, prompt_ids(model, exs, task))
   expected = np.stack([targets[i] for i in np.argsort(rows)])
   np.testing.assert_array_equal(decisions, expected)
@@ -123,13 +124,14 @@ def _examples(split, n, rng):
 
 
 def _search_records(examples, depth):
-  return [{"id": e.id, "question": e.question, "gold": e.answer, "level": e.level, "subject": None, "depth": depth,
-           "initial_score": 0.0, "initial_answer": None,
-           "valid": [{"program": [0, 1, 3], "visits": 1, "answer": e.answer},
-                     {"program": [0, 0, 1, 2, 3], "visits": 1, "answer": e.answer}],
-           "invalid": [{"program": list(range(depth)), "visits": 1, "answer": None}],
-           "simulations": 4, "evaluations": 3, "layers": 30, "seconds": 0.25, "seed": 0, "config": None}
-          for e in examples]
+  return [SearchRecord.from_json(
+      {"id": e.id, "question": e.question, "gold": e.answer, "level": e.level, "subject": None, "depth": depth,
+       "initial_score": 0.0, "initial_answer": None,
+       "valid": [{"program": [0, 1, 3], "visits": 1, "answer": e.answer},
+                 {"program": [0, 0, 1, 2, 3], "visits": 1, "answer": e.answer}],
+       "invalid": [{"program": list(range(depth)), "visits": 1, "answer": None}],
+       "simulations": 4, "evaluations": 3, "layers": 30, "seconds": 0.25, "seed": 0, "config": None})
+      for e in examples]
 
 
 @pytest.fixture(scope="module")

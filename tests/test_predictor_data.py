@@ -7,7 +7,9 @@ import pytest
 
 from polar_jax.predictor.encoder import QuestionFeatures
 from polar_jax.predictor.input_pipeline import BatchPlan, evaluation_batches, training_batches
-from polar_jax.predictor.supervision import SupervisionError, load_supervision, release_splits
+from polar_jax.predictor.supervision import (SupervisionError, SupervisionRecord, load_supervision, release_splits,
+                                             supervision_from_search)
+from polar_jax.records import SearchRecord
 from polar_jax.predictor.targets import build_examples
 
 SAMPLE = {"question": "Solve ...", "gt_ans": "\\boxed{42}", "initial_score": 0.0,
@@ -32,6 +34,17 @@ def test_search_jsonl_with_dict_or_plain_programs(tmp_path):
   assert sup.records[1].id == "q2" and sup.records[1].gold == "4" and sup.records[0].initial_score == 1.0
   with pytest.raises(SupervisionError, match="line 1: record depth 4 differs from depth 5"):
     load_supervision(path, depth=5)
+
+
+def test_supervision_from_search_records():
+  records = [SearchRecord(id="a", question="qa", gold=2, depth=4, initial_score=1.0, valid=[(0, 1, 2, 3), (0, 2)],
+                          invalid=[(0,)]),
+             SearchRecord(id="b", question="qb", gold="x", depth=4, initial_score=0.0, invalid=[(0, 1, 2, 3)]),
+             SearchRecord(id="c", question="qc", gold=None, depth=4, initial_score=0.0, valid=[(1, 1, 2, 3)])]
+  sup = supervision_from_search(records, 4, {"a", "b"}, "s.jsonl")
+  assert sup == [SupervisionRecord(id="a", question="qa", gold="2", initial_score=1.0, depth=4,
+                                   valid=((0, 1, 2, 3), (0, 2)), invalid=((0,),), source="s.jsonl, id a")]
+  assert [r.id for r in supervision_from_search(records, 4, {"a", "b", "c"}, "s.jsonl")] == ["a", "c"]
 
 
 @pytest.mark.parametrize("layout", ["samples", "list", "dict"])

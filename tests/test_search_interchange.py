@@ -1,10 +1,12 @@
 """PoLar `merged_mcts_samples.json` export / import, and the findings summary."""
 
+import dataclasses
 import json
 
 import pytest
 
 from polar_jax.programs import parse
+from polar_jax.records import SearchRecord
 from polar_jax.search import (FunctionScorer, SearchConfig, export_polar, from_polar, import_polar, search,
                               summarize, to_polar, write_summary)
 from polar_jax.search.records import dumps_record
@@ -37,18 +39,18 @@ def test_polar_export_then_import_is_lossless(records, tmp_path):
   back = import_polar(path)
   assert back == records
   assert [dumps_record(r) for r in back] == [dumps_record(r) for r in records]  # Key order too.
-  assert isinstance(back[1]["gold"], int)
+  assert isinstance(back[1].gold, int)
 
 
 def test_export_uses_the_release_fields(records):
   samples = to_polar(records)["samples"]
   full = list(range(DEPTH))
   for rec, sample in zip(records, samples):
-    assert sample["question"] == rec["question"] and sample["gt_ans"] == str(rec["gold"])
-    assert sample["initial_score"] == rec["initial_score"]
+    assert sample["question"] == rec.question and sample["gt_ans"] == str(rec.gold)
+    assert sample["initial_score"] == rec.initial_score
     valid = sample["final_valid_transitions"]
     assert all(isinstance(p, list) and all(type(x) is int for x in p) for p in valid)
-    assert (full in valid) == (rec["initial_score"] == 1.0)
+    assert (full in valid) == (rec.initial_score == 1.0)
     assert all(parse(p, DEPTH) is not None for p in valid)  # Predictor space: all trainable.
     assert not set(map(tuple, valid)) & set(map(tuple, sample["final_invalid_transitions"]))
   assert samples[0]["initial_score"] == 1.0 and samples[1]["initial_score"] == 0.0
@@ -63,11 +65,11 @@ def test_import_of_another_tools_layouts():
       {"question": "r?", "answer": "5", "final_valid_transitions": [], "final_invalid_transitions": [[0, 1, 2, 3]]},
   ]
   recs = from_polar(data, depth=4)
-  assert [r["id"] for r in recs] == ["sample-000000", "sample-000001"]
-  assert recs[0]["question"] == "q?" and recs[0]["gold"] == "4" and recs[0]["initial_score"] == 1.0
-  assert [e["program"] for e in recs[0]["valid"]] == [[0, 1, 2, 3], [0, 1, 1, 3]]  # Deduplicated.
-  assert [e["program"] for e in recs[0]["invalid"]] == [[0, 3]]  # A program listed as valid stays valid.
-  assert recs[1]["initial_score"] == 0.0  # Inferred from the full program being invalid.
+  assert [r.id for r in recs] == ["sample-000000", "sample-000001"]
+  assert recs[0].question == "q?" and recs[0].gold == "4" and recs[0].initial_score == 1.0
+  assert recs[0].valid_programs == ((0, 1, 2, 3), (0, 1, 1, 3))  # Deduplicated.
+  assert recs[0].invalid_programs == ((0, 3),)  # A program listed as valid stays valid.
+  assert recs[1].initial_score == 0.0  # Inferred from the full program being invalid.
   assert from_polar({"samples": data}, depth=4) == recs == from_polar({"x": data[0], "y": data[1]}, depth=4)
   with pytest.raises(ValueError, match="pass depth="):
     from_polar(data)
@@ -77,38 +79,37 @@ def test_import_of_another_tools_layouts():
 
 def test_summary_findings_on_hand_made_records(tmp_path):
   def rec(qid, score, valid, invalid=()):
-    return {"id": qid, "question": "", "gold": "", "level": None, "subject": None, "depth": 4,
-            "initial_score": score, "initial_answer": None,
-            "valid": [{"program": p, "visits": 1, "answer": None} for p in valid],
-            "invalid": [{"program": p, "visits": 1, "answer": None} for p in invalid],
-            "simulations": 10, "evaluations": len(valid) + len(invalid), "layers": 0, "seconds": 1.0, "seed": 0,
-            "config": {}}
+    return SearchRecord(id=qid, question="", gold="", depth=4, initial_score=score, valid=valid, invalid=invalid,
+                        simulations=10, layers=0, seconds=1.0, seed=0, config={})
 
   full = [0, 1, 2, 3]
   records = [
       rec("c1", 1.0, [full, [0, 1, 3]]),  # Base-correct with a shorter valid program.
       rec("c2", 1.0, [full, [0, 0, 1, 2, 3]]),  # Base-correct, only a longer one.
+      rec("c3", 1.0, [full, [0, 1, 2, 1, 3], [0, 2, 1, 3]]),  # Valid programs outside the skip/repeat space.
       rec("w1", 0.0, [[0, 2]], [full]),  # Corrected with a shorter program.
       rec("w2", 0.0, [[0, 1, 1, 2, 3]], [full]),  # Corrected, longer.
       rec("w3", 0.0, [], [full]),  # Not corrected.
   ]
   s = summarize(records)
-  assert (s["base_correct"], s["base_wrong"]) == (2, 3)
-  assert s["base_correct_with_shorter_valid"] == 0.5
+  assert (s["base_correct"], s["base_wrong"]) == (3, 3)
+  assert s["base_correct_with_shorter_valid"] == pytest.approx(1 / 3)
   assert s["base_wrong_corrected"] == pytest.approx(2 / 3)
   assert s["base_wrong_corrected_shorter"] == pytest.approx(1 / 3)
-  assert s["oracle_accuracy"] == 0.8
-  assert s["valid_lengths"]["histogram"] == {"2": 1, "3": 1, "4": 2, "5": 2}
-  assert s["valid_program_kinds"] == {"full": 2, "skip_only": 2, "repeat_only": 2, "skip_and_repeat": 0}
-  assert s["shortest_valid"]["C->C"]["mean_length"] == 3.5 and s["shortest_valid"]["W->C"]["mean_length"] == 3.5
-  # Layer 2 is skipped by [0,1,3] (half of c1's weight); layer 1 by [0,2] (all of w1's); four questions.
-  assert s["layers"]["skip"] == pytest.approx([0.0, 0.25, 0.125, 0.25])
-  assert s["layers"]["repeat"] == pytest.approx([0.125, 0.25, 0.0, 0.0])
+  assert s["oracle_accuracy"] == pytest.approx(5 / 6)
+  assert s["valid_lengths"]["histogram"] == {"2": 1, "3": 1, "4": 4, "5": 3}
+  # (0 1 2 1 3) repeats layer 1 and (0 2 1 3) runs every layer once, but neither is a skip / repeat program.
+  assert s["valid_program_kinds"] == {"full": 3, "skip_only": 2, "repeat_only": 2, "skip_and_repeat": 0, "other": 2}
+  assert s["shortest_valid"]["C->C"]["mean_length"] == pytest.approx(11 / 3)
+  assert s["shortest_valid"]["W->C"]["mean_length"] == 3.5
+  # Layer 2 is skipped by [0,1,3] (half of c1's weight); layer 1 by [0,2] (all of w1's); five questions.
+  assert s["layers"]["skip"] == pytest.approx([0.0, 0.2, 0.1, 0.2])
+  assert s["layers"]["repeat"] == pytest.approx([0.1, 0.2 + 1 / 15, 0.0, 0.0], abs=1e-6)  # c3: 1/3 of 1/5.
   out = write_summary(records, tmp_path)
   assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(out))
   assert (tmp_path / "layer_usage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(ValueError, match="several model depths"):
-    summarize(records + [dict(records[0], depth=5)])
+    summarize(records + [dataclasses.replace(records[0], depth=5)])
 
 
 def test_command_line_round_trip(records, tmp_path, capsys):
@@ -121,12 +122,14 @@ def test_command_line_round_trip(records, tmp_path, capsys):
   main(["export", str(tmp_path / "s.jsonl"), str(tmp_path / "m.json")])
   main(["import", str(tmp_path / "m.json"), str(tmp_path / "back.jsonl")])
   assert read_records(tmp_path / "back.jsonl") == records
-  with pytest.raises(SystemExit, match="already holds records"):
+  with pytest.raises(SystemExit) as exit_:
     main(["import", str(tmp_path / "m.json"), str(tmp_path / "back.jsonl")])
+  assert exit_.value.code == 2 and "already holds records" in capsys.readouterr().err
   with open(tmp_path / "s.jsonl", "a") as f:
     f.write("garbage\n")
-  with pytest.raises(SystemExit, match="line 4: not valid JSON"):
+  with pytest.raises(SystemExit) as exit_:
     main(["summary", str(tmp_path / "s.jsonl"), str(tmp_path / "summary")])
+  assert exit_.value.code == 2 and "line 4: not valid JSON" in capsys.readouterr().err
   main(["repair", str(tmp_path / "s.jsonl")])
   main(["summary", str(tmp_path / "s.jsonl"), str(tmp_path / "summary")])
   assert json.loads((tmp_path / "summary" / "summary.json").read_text())["questions"] == 3

@@ -6,6 +6,7 @@ import pytest
 
 from polar_jax.search import (CorruptRecordsError, FunctionScorer, SearchConfig, merge_shards, parse_shard,
                               read_records, run_search, shard_path, without_timing)
+from polar_jax.records import SearchRecord
 from polar_jax.search.records import RecordWriter
 
 DEPTH = 5
@@ -23,8 +24,12 @@ def _scorer():
   return FunctionScorer(_reward, DEPTH)
 
 
-def _lines(path):
+def _json_lines(path):
   return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _lines(path):
+  return [SearchRecord.from_json(obj) for obj in _json_lines(path)]
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +56,12 @@ def _kill_after(n):
 
 
 def test_reference_output_is_complete_and_ordered(reference):
-  assert [r["id"] for r in reference] == [e["id"] for e in EXAMPLES]
+  assert [r.id for r in reference] == [e["id"] for e in EXAMPLES]
   for rec, ex in zip(reference, EXAMPLES):
-    assert rec["gold"] == ex["answer"] and rec["level"] == ex["level"] and rec["depth"] == DEPTH
-    assert rec["simulations"] == 24 and rec["config"] == CONFIG.to_json() and rec["seed"] == 7
-    assert rec["initial_score"] == 0.0  # The full program runs every layer.
-    assert rec["valid"]
+    assert rec.gold == ex["answer"] and rec.level == ex["level"] and rec.depth == DEPTH
+    assert rec.simulations == 24 and rec.config == CONFIG.to_json() and rec.seed == 7
+    assert rec.initial_score == 0.0  # The full program runs every layer.
+    assert rec.valid and rec.seconds is None
 
 
 def test_killed_run_restarts_to_the_same_output(tmp_path, reference):
@@ -67,7 +72,7 @@ def test_killed_run_restarts_to_the_same_output(tmp_path, reference):
   run = run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1), max_active=2)
   assert (run.skipped, run.written) == (3, 4)
   final = _lines(path)
-  assert len({r["id"] for r in final}) == len(final) == len(EXAMPLES)
+  assert len({r.id for r in final}) == len(final) == len(EXAMPLES)
   assert [without_timing(r) for r in final] == reference
   again = run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1))
   assert (again.skipped, again.written) == (len(EXAMPLES), 0)
@@ -85,14 +90,14 @@ def test_a_line_cut_short_is_refused_then_repaired(tmp_path, reference):
   assert "--repair" in str(info.value)
   run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1), repair=True)
   assert [without_timing(r) for r in _lines(path)] == reference
-  rejected = _lines(tmp_path / "search.jsonl.rejected")
+  rejected = _json_lines(tmp_path / "search.jsonl.rejected")
   assert [(r["line"], r["text"]) for r in rejected] == [(3, '{"id": "q2", "question": "What')]
 
 
 def test_corrupt_middle_lines_are_reported_by_number_and_moved_aside(tmp_path, reference):
   path = tmp_path / "search.jsonl"
-  good = [json.dumps({**r, "seconds": 0.5}) for r in reference[:4]]
-  broken = json.dumps({k: v for k, v in reference[4].items() if k != "valid"} | {"seconds": 0.5})
+  good = [json.dumps({**r.to_json(), "seconds": 0.5}) for r in reference[:4]]
+  broken = json.dumps({k: v for k, v in reference[4].to_json().items() if k != "valid"} | {"seconds": 0.5})
   path.write_text("\n".join([good[0], "{not json", good[1], broken, good[2], good[1]]) + "\n")
   with pytest.raises(CorruptRecordsError) as info:
     read_records(path)
@@ -106,14 +111,14 @@ def test_corrupt_middle_lines_are_reported_by_number_and_moved_aside(tmp_path, r
     run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1))
   assert path.read_text() == before  # Refusal changes nothing.
   kept = read_records(path, repair=True)
-  assert [r["id"] for r in kept] == ["q0", "q1", "q2"]
-  rejected = _lines(tmp_path / "search.jsonl.rejected")
+  assert [r.id for r in kept] == ["q0", "q1", "q2"]
+  rejected = _json_lines(tmp_path / "search.jsonl.rejected")
   assert [r["line"] for r in rejected] == [2, 4, 6] and rejected[0]["text"] == "{not json"
   # The repaired file resumes: the missing questions are searched again, in input order after the kept ones.
   run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1))
-  assert sorted(r["id"] for r in _lines(path)) == sorted(e["id"] for e in EXAMPLES)
-  by_id = {r["id"]: r for r in reference}
-  assert all(without_timing(r) == by_id[r["id"]] for r in _lines(path))
+  assert sorted(r.id for r in _lines(path)) == sorted(e["id"] for e in EXAMPLES)
+  by_id = {r.id: r for r in reference}
+  assert all(without_timing(r) == by_id[r.id] for r in _lines(path))
 
 
 def test_restart_with_another_config_is_refused(tmp_path):
@@ -132,13 +137,13 @@ def test_shards_merge_to_the_unsharded_output(tmp_path, reference):
     run = run_search(EXAMPLES, _scorer(), CONFIG, base, shard=(i, 3))
     assert run.output_path == str(shard_path(base, i, 3))
     paths.append(shard_path(base, i, 3))
-  assert [r["id"] for r in _lines(paths[1])] == ["q1", "q4"]
+  assert [r.id for r in _lines(paths[1])] == ["q1", "q4"]
   merged = merge_shards(paths, tmp_path / "merged.jsonl")
   assert [without_timing(r) for r in merged] == reference
   assert [without_timing(r) for r in _lines(tmp_path / "merged.jsonl")] == reference
   with pytest.raises(ValueError, match=r"1 question id\(s\) appear in more than one shard: 'q1'"):
     dup = tmp_path / "dup.jsonl"
-    dup.write_text(json.dumps(_lines(paths[1])[0]) + "\n")
+    dup.write_text(json.dumps(_json_lines(paths[1])[0]) + "\n")
     merge_shards([paths[0], paths[1], dup], tmp_path / "bad.jsonl")
 
 
@@ -168,3 +173,33 @@ def test_writer_refuses_invalid_records(tmp_path):
 def test_duplicate_example_ids_are_refused(tmp_path):
   with pytest.raises(ValueError, match=r"repeated: \['q0'\]"):
     run_search(EXAMPLES + EXAMPLES[:1], _scorer(), CONFIG, tmp_path / "s.jsonl", shard=(0, 1))
+
+
+def test_records_written_by_the_search_round_trip_exactly(tmp_path):
+  path = tmp_path / "s.jsonl"
+  run_search(EXAMPLES[:3], _scorer(), CONFIG, path, shard=(0, 1))
+  lines = path.read_text().splitlines()
+  for line, rec in zip(lines, read_records(path), strict=True):
+    obj = json.loads(line)
+    assert rec.to_json() == obj and list(rec.to_json()) == list(obj)  # Key order too.
+    assert json.dumps(SearchRecord.from_json(obj).to_json(), ensure_ascii=False, separators=(",", ":")) == line
+    assert rec.valid_programs == tuple(tuple(e["program"]) for e in obj["valid"])
+
+
+def test_unknown_keys_and_nulls_are_kept(tmp_path):
+  obj = {"id": "x", "question": "q", "gold": 3, "level": None, "subject": None, "depth": 3, "initial_score": 1,
+         "initial_answer": None, "valid": [{"program": [0, 1, 2], "visits": None, "answer": None, "note": "hand"}],
+         "invalid": [], "simulations": None, "evaluations": 1, "layers": None, "seconds": None, "seed": None,
+         "config": None, "source": "another tool"}
+  rec = SearchRecord.from_json(obj)
+  assert rec.extra == {"source": "another tool"} and rec.valid[0].extra == {"note": "hand"}
+  assert json.dumps(rec.to_json()) == json.dumps(obj)
+  with RecordWriter(tmp_path / "x.jsonl") as writer:
+    writer.write(rec)
+    writer.write({**obj, "id": "y"})
+  assert read_records(tmp_path / "x.jsonl") == [rec, SearchRecord.from_json({**obj, "id": "y"})]
+  with pytest.raises(ValueError, match=r"valid\[0\].program must be a non-empty list of layer ids in 0..2"):
+    SearchRecord.from_json({**obj, "valid": [{"program": [3]}]})
+  with RecordWriter(tmp_path / "z.jsonl") as writer:
+    with pytest.raises(ValueError, match="Refusing to write"):
+      writer.write(SearchRecord(id="z", question="q", depth=2, valid=[(0, 5)]))

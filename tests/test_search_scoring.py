@@ -66,15 +66,15 @@ def test_search_with_the_task_scorer(setup, tmp_path):
   run = run_search(examples, scorer, SearchConfig(num_simulations=20, space="predictor", leaves_per_round=5),
                    tmp_path / "s.jsonl", shard=(0, 1))
   records = read_records(tmp_path / "s.jsonl")
-  assert [r["id"] for r in records] == ["q0", "q1", "q2"]
-  assert scorer.stats.rows == run.evaluations == sum(r["evaluations"] for r in records)
+  assert [r.id for r in records] == ["q0", "q1", "q2"]
+  assert scorer.stats.rows == run.evaluations == sum(r.evaluations for r in records)
   for rec, ex in zip(records, examples):
-    programs = [tuple(e["program"]) for e in rec["valid"] + rec["invalid"]]
-    assert len(programs) == len(set(programs)) == rec["evaluations"]
-    assert rec["initial_score"] == 1.0 and rec["initial_answer"] == ex.answer
-    assert list(range(DEPTH)) in [e["program"] for e in rec["valid"]]
-    assert all(e["answer"] == ex.answer for e in rec["valid"])
-    assert all(e["answer"] != ex.answer for e in rec["invalid"])
+    programs = [e.program for e in rec.valid + rec.invalid]
+    assert len(programs) == len(set(programs)) == rec.evaluations
+    assert rec.initial_score == 1.0 and rec.initial_answer == ex.answer
+    assert tuple(range(DEPTH)) in rec.valid_programs
+    assert all(e.answer == ex.answer for e in rec.valid)
+    assert all(e.answer != ex.answer for e in rec.invalid)
   assert summarize(records)["base_correct"] == 3
 
 

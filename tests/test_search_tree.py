@@ -140,14 +140,14 @@ def test_search_finds_the_synthetic_target_within_64_simulations(space, depth):
   scorer = FunctionScorer(_skip2_repeat0, depth=depth)
   records = search(EXAMPLES[:2], scorer, SearchConfig(num_simulations=64, space=space))
   for rec in records:
-    assert rec["initial_score"] == 0.0  # The full program keeps layer 2.
-    assert rec["simulations"] == 64
-    assert rec["valid"], rec["id"]
-    for entry in rec["valid"]:
-      assert 2 not in entry["program"] and entry["program"].count(0) >= 2
-      assert entry["visits"] >= 1
-    assert rec["evaluations"] == len(rec["valid"]) + len(rec["invalid"]) <= 64
-  assert scorer.pairs == sum(r["evaluations"] for r in records)  # The memo: each program scored once.
+    assert rec.initial_score == 0.0  # The full program keeps layer 2.
+    assert rec.simulations == 64
+    assert rec.valid, rec.id
+    for entry in rec.valid:
+      assert 2 not in entry.program and entry.program.count(0) >= 2
+      assert entry.visits >= 1
+    assert rec.evaluations == len(rec.valid) + len(rec.invalid) <= 64
+  assert scorer.pairs == sum(r.evaluations for r in records)  # The memo: each program scored once.
 
 
 def test_widening_goes_deeper_than_one_edit():
@@ -155,9 +155,9 @@ def test_widening_goes_deeper_than_one_edit():
   plain = search(EXAMPLES[:1], scorer, SearchConfig(num_simulations=64))[0]
   wide = search(EXAMPLES[:1], scorer, SearchConfig(num_simulations=64, widening=1.0))[0]
   one_edit = set(children(tuple(range(8)), 8)) | {tuple(range(8))}
-  assert all(tuple(e["program"]) in one_edit for e in plain["invalid"])
+  assert all(p in one_edit for p in plain.invalid_programs)
   # One skip removes at most 4 layers; the length penalty pulls the widened search to shorter programs.
-  assert min(len(e["program"]) for e in wide["invalid"]) < 8 - 4
+  assert min(len(p) for p in wide.invalid_programs) < 8 - 4
 
 
 def test_same_seed_same_output_regardless_of_order_and_batching():
@@ -167,8 +167,8 @@ def test_same_seed_same_output_regardless_of_order_and_batching():
   again = [without_timing(r) for r in search(EXAMPLES, scorer, config, max_active=4)]
   assert first == again
   reordered = EXAMPLES[::-1]
-  one_at_a_time = {r["id"]: without_timing(r) for r in search(reordered, scorer, config, max_active=1)}
-  assert [one_at_a_time[r["id"]] for r in first] == first
+  one_at_a_time = {r.id: without_timing(r) for r in search(reordered, scorer, config, max_active=1)}
+  assert [one_at_a_time[r.id] for r in first] == first
   other_seed = [without_timing(r) for r in search(EXAMPLES, scorer, SearchConfig(
       num_simulations=40, space="predictor", seed=4), max_active=4)]
   assert other_seed != first
@@ -179,8 +179,8 @@ def test_memo_hits_count_as_simulations():
   # simulations must revisit programs; every simulation still counts and nothing is scored twice.
   scorer = FunctionScorer(lambda i, ids: float(ids == (1,)), depth=2)
   rec = search(EXAMPLES[:1], scorer, SearchConfig(num_simulations=30, max_len=2))[0]
-  assert rec["simulations"] == 30
-  assert rec["evaluations"] == scorer.pairs < 30
-  assert [e["program"] for e in rec["valid"]] == [[1]]
-  total = sum(e["visits"] for e in rec["valid"] + rec["invalid"] if e["program"] != [0, 1])
+  assert rec.simulations == 30
+  assert rec.evaluations == scorer.pairs < 30
+  assert rec.valid_programs == ((1,),)
+  total = sum(e.visits for e in rec.valid + rec.invalid if e.program != (0, 1))
   assert total >= 29  # Every non-root simulation ended below the root.

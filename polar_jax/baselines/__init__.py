@@ -6,7 +6,7 @@
 - full_depth: `full_depth_greedy`, `full_depth_sampling`;
 - shortgpt: `block_influence`, `removed_layers`, `shortgpt_program`, `matched_removal`, `run_shortgpt`;
 - random_programs: `random_program`, `random_programs_like`, `run_random_programs`;
-- search_oracle: `oracle_run`, `is_skip_only`, `is_repeat_only` (search ablations, oracles);
+- search_oracle: `oracle_run`, `in_space`, `ORACLE_SPACES` (search ablations, oracles);
 - router: the DR.LLM-style per-layer router (`train_or_load_router`, `run_router`), imported on demand.
 """
 
@@ -26,8 +26,8 @@ from polar_jax.baselines.outcomes import run_ranked
 from polar_jax.baselines.random_programs import random_program
 from polar_jax.baselines.random_programs import random_programs_like
 from polar_jax.baselines.random_programs import run_random_programs
-from polar_jax.baselines.search_oracle import is_repeat_only
-from polar_jax.baselines.search_oracle import is_skip_only
+from polar_jax.baselines.search_oracle import ORACLE_SPACES
+from polar_jax.baselines.search_oracle import in_space
 from polar_jax.baselines.search_oracle import oracle_run
 from polar_jax.baselines.shortgpt import block_influence
 from polar_jax.baselines.shortgpt import matched_removal

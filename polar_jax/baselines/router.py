@@ -40,6 +40,7 @@ from polar_jax.models import transformer
 from polar_jax.program_eval import prompt_ids
 from polar_jax.models.config import ModelConfig
 from polar_jax.programs import Program, bucket_length
+from polar_jax.records import SearchRecord
 
 SKIP, EXECUTE, REPEAT = 0, 1, 2
 
@@ -157,15 +158,15 @@ def route(model, router: RouterModel, ids: Sequence[Sequence[int]]) -> np.ndarra
   return out
 
 
-def supervision(records: Sequence[Mapping[str, Any]], depth: int, max_programs: int
+def supervision(records: Sequence[SearchRecord], depth: int, max_programs: int
                 ) -> tuple[list[int], list[np.ndarray], list[float], dict[str, int]]:
   """(record index, counts [L], weight) per training program, and counts of what was left out."""
   rows, targets, weights = [], [], []
   report = {"questions": len(records), "questions_used": 0, "programs_used": 0, "programs_not_per_layer": 0}
   for r, rec in enumerate(records):
     usable = []
-    for entry in sorted(rec["valid"], key=lambda e: (len(e["program"]), e["program"])):
-      counts = per_layer_counts(entry["program"], depth)
+    for program in sorted(rec.valid_programs, key=lambda p: (len(p), p)):
+      counts = per_layer_counts(program, depth)
       if counts is None:
         report["programs_not_per_layer"] += 1
       else:
@@ -181,7 +182,7 @@ def supervision(records: Sequence[Mapping[str, Any]], depth: int, max_programs: 
   return rows, targets, weights, report
 
 
-def train_router(config: ml_collections.ConfigDict, model, task, records: Sequence[Mapping[str, Any]]
+def train_router(config: ml_collections.ConfigDict, model, task, records: Sequence[SearchRecord]
                  ) -> RouterModel:
   """Fits the per-layer routers on the search records (see the module docstring)."""
   from polar_jax.data import Example  # pylint: disable=import-outside-toplevel
@@ -192,8 +193,8 @@ def train_router(config: ml_collections.ConfigDict, model, task, records: Sequen
   if not rows:
     raise ValueError(f"None of the {len(records)} search records has a valid program expressible per layer "
                      "(each layer skipped, run once or twice in order); the router has nothing to learn from.")
-  examples = [Example(id=str(rec["id"]), question=str(rec["question"]),
-                      answer=str(rec.get("gold")) if str(rec.get("gold") or "").strip() else "?") for rec in records]
+  examples = [Example(id=rec.id, question=rec.question,
+                      answer=str(rec.gold) if str(rec.gold or "").strip() else "?") for rec in records]
   ids = prompt_ids(model, examples, task)
   feats = np.zeros((len(rows), depth, cfg.hidden_size), np.float32)
   zeros = _zero_router(cfg, int(config.hidden))
@@ -247,7 +248,7 @@ def save_router(router: RouterModel, out_dir: pathlib.Path) -> None:
                                                    "info": router.info}, indent=1))
 
 
-def train_or_load_router(config: ml_collections.ConfigDict, model, task, records: Sequence[Mapping[str, Any]],
+def train_or_load_router(config: ml_collections.ConfigDict, model, task, records: Sequence[SearchRecord],
                          out_dir) -> RouterModel:
   """Loads `out_dir/router.*` when it was trained with the same config, else trains and saves."""
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel

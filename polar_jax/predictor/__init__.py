@@ -5,8 +5,8 @@ Public API (the trainer is `polar_jax.train.train_predictor`):
   (the Qwen3-Embedding hook), `CachedEncoder`, `precompute_features`, `QuestionFeatures`, `hf_hidden_state_encoder` (a local
   HF snapshot such as Qwen3-Embedding-0.6B);
 - the network: `PredictorConfig`, `PolarPredictor`, `init_params`, `count_params`;
-- supervision and targets: `load_supervision`, `SupervisionRecord`, `SupervisionError`, `release_splits`,
-  `TargetOptions`, `build_examples`, `program_targets`, `polar_loss`;
+- supervision and targets: `load_supervision`, `supervision_from_search`, `SupervisionRecord`, `SupervisionError`,
+  `release_splits`, `TargetOptions`, `build_examples`, `program_targets`, `polar_loss`;
 - decoding and inference: `DecodeOptions`, `decode_programs`, `Decoded`, `DecodedProgram`,
   `ProgramPredictor`, `load_predictor`, `CheckpointMismatchError`.
 
@@ -44,6 +44,7 @@ _EXPORTS = {
     "SupervisionRecord": "polar_jax.predictor.supervision",
     "load_supervision": "polar_jax.predictor.supervision",
     "release_splits": "polar_jax.predictor.supervision",
+    "supervision_from_search": "polar_jax.predictor.supervision",
     "OutsideSpaceWarning": "polar_jax.predictor.targets",
     "TargetOptions": "polar_jax.predictor.targets",
     "build_examples": "polar_jax.predictor.targets",

@@ -1,6 +1,7 @@
 """Reading supervision: the valid (and invalid) programs found by search, per question.
 
-Two layouts are read:
+Search records already in memory (`polar_jax.records.SearchRecord`s, as the pipeline holds them) become
+supervision with `supervision_from_search`. Two file layouts are read:
 
 - our search output, JSON lines, one question per line: `{"id", "question", "gold", "initial_score",
   "valid": [{"program": [ids], "visits": n}, ...] (or plain id lists), "invalid": [[ids], ...],
@@ -29,7 +30,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
+
+from polar_jax.records import SearchRecord
 
 from polar_jax.errors import UserError
 
@@ -127,6 +130,16 @@ def _record(sample: Any, *, depth: int, where: str, layout: str, empty_valid: st
       valid=tuple(_program(p, depth, f"{where}, valid program {i}") for i, p in enumerate(valid)),
       invalid=tuple(_program(p, depth, f"{where}, invalid program {i}") for i, p in enumerate(invalid)),
       source=where)
+
+
+def supervision_from_search(records: Sequence[SearchRecord], depth: int, ids: Collection[str],
+                            where: str) -> list[SupervisionRecord]:
+  """The search records of the questions `ids` as supervision, in record order; `where` (the records' file)
+  goes into each record's `source`. Questions without a valid program are left out: they give no target."""
+  return [SupervisionRecord(id=rec.id, question=rec.question, gold=str(rec.gold),
+                            initial_score=float(rec.initial_score), depth=depth, valid=rec.valid_programs,
+                            invalid=rec.invalid_programs, source=f"{where}, id {rec.id}")
+          for rec in records if rec.id in ids and rec.valid]
 
 
 def _jsonl_samples(path: pathlib.Path) -> Iterator[tuple[str, Any]]:

@@ -31,7 +31,7 @@ from polar_jax.program_eval.one_program import evaluate_program
 from polar_jax.program_eval.one_program import read_run_records
 from polar_jax.program_eval.one_program import summarize_runs
 from polar_jax.program_eval.pairs import normalize_pairs
-from polar_jax.program_eval.record import RunRecord
+from polar_jax.records import RunRecord
 from polar_jax.program_eval.runs import iter_runs
 from polar_jax.program_eval.runs import run_programs
 from polar_jax.program_eval.task import CHOICE_SCORINGS

@@ -12,7 +12,7 @@ import numpy as np
 
 from polar_jax import data
 from polar_jax.data.example import CHOICE_LETTERS
-from polar_jax.program_eval.record import RunRecord
+from polar_jax.records import RunRecord
 from polar_jax.program_eval.task import Prompts, TaskConfig
 from polar_jax.programs import Program
 from polar_jax.programs.executor import Executor, StopRule

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from polar_jax import data
 from polar_jax.program_eval.pairs import as_program
-from polar_jax.program_eval.record import RunRecord
+from polar_jax.records import RunRecord
 from polar_jax.program_eval.runs import iter_runs
 from polar_jax.program_eval.task import TaskConfig
 from polar_jax.programs import Program

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from polar_jax import data
-from polar_jax.program_eval.record import is_int
+from polar_jax.records import is_int
 from polar_jax.programs import Program, ProgramError
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 from polar_jax import data
 from polar_jax.program_eval.batches import generate_batch, loglik_batch
 from polar_jax.program_eval.pairs import normalize_pairs
-from polar_jax.program_eval.record import RunRecord, is_int
+from polar_jax.records import RunRecord, is_int
 from polar_jax.program_eval.task import Prompts, TaskConfig
 from polar_jax.programs import Program
 from polar_jax.programs.batching import plan_batches

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from polar_jax import data
 from polar_jax.data.prompts import few_shot_source
-from polar_jax.program_eval.record import is_int
+from polar_jax.records import is_int
 
 CHOICE_SCORINGS = ("generate", "loglik")
 

@@ -2,33 +2,35 @@
 
 The core (tree, driver, records, interchange, summary) never touches a model; it calls a `Scorer`.
 `polar_jax.search.scoring` provides the LLM scorer (imported on demand, it needs the executor).
+
+The names below are loaded on first use (PEP 562), so importing one submodule, e.g. `polar_jax.search.tree`,
+loads only what that submodule needs.
 """
 
-from polar_jax.search.interchange import export_polar
-from polar_jax.search.interchange import from_polar
-from polar_jax.search.interchange import import_polar
-from polar_jax.search.interchange import to_polar
-from polar_jax.search.mcts import SearchRun
-from polar_jax.search.mcts import question_rng
-from polar_jax.search.mcts import run_search
-from polar_jax.search.mcts import search
-from polar_jax.search.mcts import search_stream
-from polar_jax.search.records import CorruptRecordsError
-from polar_jax.search.records import RecordWriter
-from polar_jax.search.records import merge_shards
-from polar_jax.search.records import parse_shard
-from polar_jax.search.records import read_records
-from polar_jax.search.records import shard_path
-from polar_jax.search.records import without_timing
-from polar_jax.search.rewards import FunctionScorer
-from polar_jax.search.rewards import ScoredProgram
-from polar_jax.search.rewards import Scorer
-from polar_jax.search.summary import summarize
-from polar_jax.search.summary import write_summary
-from polar_jax.search.tree import SearchConfig
-from polar_jax.search.tree import SearchTree
-from polar_jax.search.tree import apply_edit
-from polar_jax.search.tree import child_edits
-from polar_jax.search.tree import children
-from polar_jax.search.tree import spellable
-from polar_jax.search.tree import ucb
+import importlib
+
+_EXPORTS = {
+    "interchange": ("export_polar", "from_polar", "import_polar", "to_polar"),
+    "mcts": ("SearchRun", "question_rng", "run_search", "search", "search_stream"),
+    "records": ("CorruptRecordsError", "RecordWriter", "merge_shards", "parse_shard", "read_records", "shard_path",
+                "without_timing"),
+    "rewards": ("FunctionScorer", "ScoredProgram", "Scorer"),
+    "summary": ("summarize", "write_summary"),
+    "tree": ("SearchConfig", "SearchTree", "apply_edit", "child_edits", "children", "spellable", "ucb"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+  module = _MODULE_OF.get(name)
+  if module is None:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+  globals()[name] = value  # Later lookups skip this function.
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

@@ -80,8 +80,8 @@ def _run(argv: Sequence[str]) -> None:
     shard = records.parse_shard(opts.shard) if opts.shard else None
     run = run_search(examples, scorer, opts.tree(), FLAGS.out, shard=shard, repair=opts.repair,
                      max_active=opts.max_active,
-                     on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r["id"],
-                                                  len(r["valid"]), r["evaluations"], r["initial_score"]))
+                     on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r.id,
+                                                  len(r.valid), r.evaluations, r.initial_score))
     print(json.dumps({"output": run.output_path, "written": run.written, "skipped": run.skipped,
                       "evaluations": run.evaluations, "seconds": round(run.seconds, 1)}))
     if FLAGS.summary and (shard is None or shard[1] == 1):
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       print(f"{len(out)} records -> {args.out}")
     elif args.command == "summary":
       print(json.dumps(summary.write_summary(records.read_records(args.records), args.out_dir), indent=2))
-  except user_errors() as e:
+  except user_errors() + (ValueError,) as e:  # every failure here is about the files given
     print(f"polar_jax.search: error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -20,30 +20,31 @@ import pathlib
 from typing import Any, Mapping, Sequence
 
 from polar_jax.programs import Program, ProgramError
-from polar_jax.search.records import canonical_record, validate_record
+from polar_jax.records import SearchRecord, search_record_problem
 
 EXTRA_KEY = "polar_jax"
 _DIRECT = ("question", "gold", "initial_score", "valid", "invalid")
 
 
-def to_polar(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def to_polar(records: Sequence[SearchRecord]) -> dict[str, Any]:
   """The release's layout for `records` (one sample per record, in order)."""
   samples = []
   for number, rec in enumerate(records):
-    reason = validate_record(dict(rec))
+    obj = rec.to_json()
+    reason = search_record_problem(obj)
     if reason is not None:
-      raise ValueError(f"Record {number} (id {rec.get('id')!r}) is not a search record: {reason}.")
-    extra = {k: v for k, v in canonical_record(rec).items() if k not in _DIRECT}
-    extra["valid"] = [{k: v for k, v in e.items() if k != "program"} for e in rec["valid"]]
-    extra["invalid"] = [{k: v for k, v in e.items() if k != "program"} for e in rec["invalid"]]
-    gold = rec["gold"]
+      raise ValueError(f"Record {number} (id {rec.id!r}) is not a search record: {reason}.")
+    extra = {k: v for k, v in obj.items() if k not in _DIRECT}
+    extra["valid"] = [{k: v for k, v in e.items() if k != "program"} for e in obj["valid"]]
+    extra["invalid"] = [{k: v for k, v in e.items() if k != "program"} for e in obj["invalid"]]
+    gold = rec.gold
     extra["gold_type"] = type(gold).__name__ if gold is not None else None  # gt_ans is text in the release.
     samples.append({
-        "question": rec["question"],
+        "question": rec.question,
         "gt_ans": "" if gold is None else str(gold),
-        "initial_score": rec["initial_score"],
-        "final_valid_transitions": [list(e["program"]) for e in rec["valid"]],
-        "final_invalid_transitions": [list(e["program"]) for e in rec["invalid"]],
+        "initial_score": rec.initial_score,
+        "final_valid_transitions": [list(p) for p in rec.valid_programs],
+        "final_invalid_transitions": [list(p) for p in rec.invalid_programs],
         EXTRA_KEY: extra,
     })
   return {"samples": samples}
@@ -85,7 +86,7 @@ def _paths(sample: Mapping[str, Any], key: str, depth: int, where: str) -> list[
   return out
 
 
-def from_polar(data: Any, *, depth: int | None = None) -> list[dict[str, Any]]:
+def from_polar(data: Any, *, depth: int | None = None) -> list[SearchRecord]:
   """Search records from the release's layout (the parsed JSON).
 
   Args:
@@ -110,11 +111,10 @@ def from_polar(data: Any, *, depth: int | None = None) -> list[dict[str, Any]]:
       if depth is None:
         raise ValueError(f"{where} was not written by polar_jax; pass depth= (the model's layer count).")
       rec = _foreign_record(sample, number, depth, where)
-    rec = canonical_record(rec)
-    reason = validate_record(rec)
-    if reason is not None:
-      raise ValueError(f"{where} does not convert to a search record: {reason}.")
-    records.append(rec)
+    try:
+      records.append(SearchRecord.from_json(rec))
+    except ValueError as e:
+      raise ValueError(f"{where} does not convert to a search record: {e}.") from None
   return records
 
 
@@ -152,13 +152,13 @@ def _unique(paths: list[list[int]], seen: set[tuple[int, ...]]) -> list[list[int
   return out
 
 
-def export_polar(records: Sequence[Mapping[str, Any]], path: os.PathLike | str) -> None:
+def export_polar(records: Sequence[SearchRecord], path: os.PathLike | str) -> None:
   """Writes `records` as a `merged_mcts_samples.json` the release can train on."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(to_polar(records), ensure_ascii=False), encoding="utf-8")
 
 
-def import_polar(path: os.PathLike | str, *, depth: int | None = None) -> list[dict[str, Any]]:
+def import_polar(path: os.PathLike | str, *, depth: int | None = None) -> list[SearchRecord]:
   """Reads a `merged_mcts_samples.json` (ours or another tool's) as search records."""
   return from_polar(json.loads(pathlib.Path(path).read_text(encoding="utf-8")), depth=depth)

@@ -25,14 +25,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from polar_jax.programs import Program
+from polar_jax.records import VALID_THRESHOLD, ProgramEntry, SearchRecord
 from polar_jax.search import records as records_lib
 from polar_jax.search.rewards import ScoredProgram, Scorer
 from polar_jax.search.tree import SearchConfig, SearchTree
 
 log = logging.getLogger(__name__)
-
-VALID_THRESHOLD = 0.5  # A program is valid for a question when its reward exceeds this (rewards are 0 / 1).
-
 
 def question_rng(seed: int, question_id: str) -> np.random.Generator:
   """The question's own generator, from (seed, question id): independent of order, shard and restarts."""
@@ -89,33 +87,33 @@ class QuestionSearch:
     for path in self.pending.pop(program):
       self.tree.backup(path, scored.reward)
 
-  def record(self, seconds: float) -> dict[str, Any]:
+  def record(self, seconds: float) -> SearchRecord:
     visits = self.tree.program_visits()
     full = tuple(range(self.depth))
     valid, invalid = [], []
     for program in sorted(self.memo, key=lambda p: (len(p), p)):
       scored = self.memo[program]
-      entry = {"program": list(program), "visits": visits.get(program, 0), "answer": scored.answer}
+      entry = ProgramEntry(program, visits.get(program, 0), scored.answer)
       (valid if scored.reward > VALID_THRESHOLD else invalid).append(entry)
     ex = self.example
-    return {
-        "id": self.id,
-        "question": str(example_field(ex, "question", "")),
-        "gold": _json_scalar(example_field(ex, "answer")),
-        "level": _json_scalar(example_field(ex, "level")),
-        "subject": _json_scalar(example_field(ex, "subject")),
-        "depth": self.depth,
-        "initial_score": float(self.memo[full].reward),
-        "initial_answer": self.memo[full].answer,
-        "valid": valid,
-        "invalid": invalid,
-        "simulations": self.simulations,
-        "evaluations": len(self.memo),
-        "layers": int(sum(s.layers for s in self.memo.values())),
-        "seconds": round(float(seconds), 3),
-        "seed": int(self.config.seed),
-        "config": self.config.to_json(),
-    }
+    return SearchRecord(
+        id=self.id,
+        question=str(example_field(ex, "question", "")),
+        gold=_json_scalar(example_field(ex, "answer")),
+        level=_json_scalar(example_field(ex, "level")),
+        subject=_json_scalar(example_field(ex, "subject")),
+        depth=self.depth,
+        initial_score=float(self.memo[full].reward),
+        initial_answer=self.memo[full].answer,
+        valid=tuple(valid),
+        invalid=tuple(invalid),
+        simulations=self.simulations,
+        evaluations=len(self.memo),
+        layers=int(sum(s.layers for s in self.memo.values())),
+        seconds=round(float(seconds), 3),
+        seed=int(self.config.seed),
+        config=self.config.to_json(),
+    )
 
 
 def _json_scalar(value: Any) -> Any:
@@ -141,7 +139,7 @@ def _score_round(scorer: Scorer, pairs: list[tuple[QuestionSearch, tuple[int, ..
 
 
 def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Scorer, config: SearchConfig,
-                  *, max_active: int = 32) -> Iterator[dict[str, Any]]:
+                  *, max_active: int = 32) -> Iterator[SearchRecord]:
   """Searches `examples[i]` for i in `indices`, yielding one record per question, in `indices` order.
 
   Up to `max_active` questions advance together; scorer question indexes are indexes into `examples`.
@@ -152,7 +150,7 @@ def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Score
   max_len = config.resolved_max_len(depth)
   queue = list(indices)
   active: list[QuestionSearch] = []
-  finished: dict[int, dict[str, Any]] = {}
+  finished: dict[int, SearchRecord] = {}
   started = 0
   emitted = 0
   while emitted < len(queue):
@@ -172,7 +170,7 @@ def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Score
 
 
 def search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig = SearchConfig(), *,
-           max_active: int = 32) -> list[dict[str, Any]]:
+           max_active: int = 32) -> list[SearchRecord]:
   """In-memory search of every example (no file, no sharding); returns the records in input order."""
   return list(search_stream(examples, range(len(examples)), scorer, config, max_active=max_active))
 
@@ -196,7 +194,7 @@ def default_shard() -> tuple[int, int]:
 
 def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, output_path: os.PathLike | str, *,
                shard: tuple[int, int] | None = None, repair: bool = False, max_active: int = 32,
-               on_record: Callable[[dict[str, Any]], None] | None = None) -> SearchRun:
+               on_record: Callable[[SearchRecord], None] | None = None) -> SearchRun:
   """Searches this shard's questions and appends one record per question to the output (resumable).
 
   Args:
@@ -225,12 +223,12 @@ def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, ou
   depth = int(scorer.depth)
   expected = config.to_json()
   for number, rec in enumerate(existing, start=1):
-    if rec["config"] != expected or rec["depth"] != depth:
+    if rec.config != expected or rec.depth != depth:
       raise ValueError(
-          f"{path} record {number} (id {rec['id']!r}) was written by a search with depth {rec['depth']} and "
-          f"config {rec['config']}; this run has depth {depth} and config {expected}. Resume with the same "
+          f"{path} record {number} (id {rec.id!r}) was written by a search with depth {rec.depth} and "
+          f"config {rec.config}; this run has depth {depth} and config {expected}. Resume with the same "
           "settings or write to a new output path.")
-  done = {rec["id"] for rec in existing}
+  done = {rec.id for rec in existing}
   mine = range(index, len(examples), count)
   todo = [i for i in mine if ids[i] not in done]
   skipped = len(mine) - len(todo)
@@ -242,8 +240,8 @@ def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, ou
     for rec in search_stream(examples, todo, scorer, config, max_active=max_active):
       writer.write(rec)
       written += 1
-      evaluations += rec["evaluations"]
-      simulations += rec["simulations"]
+      evaluations += rec.evaluations
+      simulations += rec.simulations
       if on_record is not None:
         on_record(rec)
   return SearchRun(str(path), (index, count), written, skipped, evaluations, simulations,

@@ -6,24 +6,13 @@ by a kill, a hand edit, a duplicated question) stops the run with its line numbe
 would silently drop or duplicate data; `repair=True` (`--repair`) moves such lines, verbatim, to
 `<output>.rejected` and rewrites the output without them.
 
-Record layout (key order fixed by `RECORD_KEYS`; `canonical_record` restores it):
-
-  id, question, gold, level, subject   the example (level / subject may be null)
-  depth                                the model's layer count D
-  initial_score, initial_answer        reward and answer of the full program (simulation 1)
-  valid   [{program, visits, answer}]  programs with reward > 0, sorted by (length, ids)
-  invalid [{program, visits, answer}]  programs with reward 0, same order
-  simulations, evaluations             simulations run; distinct programs scored (= len(valid + invalid))
-  layers                               layer executions the scorer reported, summed over evaluations
-  seconds                              wall time from the question's start to its end (shared device time)
-  seed, config                         the search's seed and `SearchConfig.to_json()`
-
-Records imported from other tools may hold null in visits / answer / simulations / layers / seconds /
-seed / config / initial_score.
+Records are `polar_jax.records.SearchRecord`s (the layout is described there); `read_records` returns them and
+`RecordWriter.write` takes them (or their JSON dicts, checked the same way).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -31,10 +20,8 @@ import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from polar_jax.errors import UserError
+from polar_jax.records import SearchRecord, search_record_problem
 
-RECORD_KEYS = ("id", "question", "gold", "level", "subject", "depth", "initial_score", "initial_answer", "valid",
-               "invalid", "simulations", "evaluations", "layers", "seconds", "seed", "config")
-ENTRY_KEYS = ("program", "visits", "answer")
 TIMING_KEYS = ("seconds",)
 REJECTED_SUFFIX = ".rejected"
 
@@ -52,81 +39,12 @@ class CorruptRecordsError(UserError, ValueError):
         f"rerun with repair=True (--repair) to move the bad lines to {self.path}{REJECTED_SUFFIX} and continue.")
 
 
-def canonical_record(record: Mapping[str, Any]) -> dict[str, Any]:
-  """The record with keys in `RECORD_KEYS` order and entries in `ENTRY_KEYS` order (unknown keys last)."""
-  out = {k: record[k] for k in RECORD_KEYS if k in record}
-  for key in ("valid", "invalid"):
-    if isinstance(out.get(key), list):
-      out[key] = [{k: e[k] for k in ENTRY_KEYS if k in e} | {k: v for k, v in e.items() if k not in ENTRY_KEYS}
-                  if isinstance(e, Mapping) else e for e in out[key]]
-  out.update({k: v for k, v in record.items() if k not in out})
-  return out
+def without_timing(record: SearchRecord) -> SearchRecord:
+  """The record minus wall-clock fields (set to None): what two runs of the same search must agree on."""
+  return dataclasses.replace(record, **{k: None for k in TIMING_KEYS})
 
 
-def without_timing(record: Mapping[str, Any]) -> dict[str, Any]:
-  """The record minus wall-clock fields: what two runs of the same search must agree on."""
-  return {k: v for k, v in record.items() if k not in TIMING_KEYS}
-
-
-def _is_int(x: Any) -> bool:
-  return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_num(x: Any) -> bool:
-  return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def validate_record(obj: Any) -> str | None:
-  """Why `obj` is not a search record, or None when it is one."""
-  if not isinstance(obj, dict):
-    return f"expected a JSON object, got {type(obj).__name__}"
-  missing = [k for k in RECORD_KEYS if k not in obj]
-  if missing:
-    return f"missing keys {missing}"
-  if not isinstance(obj["id"], str) or not obj["id"]:
-    return f"'id' must be a non-empty string, got {obj['id']!r}"
-  if not isinstance(obj["question"], str):
-    return "'question' must be a string"
-  depth = obj["depth"]
-  if not _is_int(depth) or depth < 1:
-    return f"'depth' must be a positive integer, got {depth!r}"
-  if obj["initial_score"] is not None and not _is_num(obj["initial_score"]):
-    return f"'initial_score' must be a number or null, got {obj['initial_score']!r}"
-  for key in ("simulations", "layers", "seed"):
-    if obj[key] is not None and (not _is_int(obj[key]) or obj[key] < 0):
-      return f"{key!r} must be a non-negative integer or null, got {obj[key]!r}"
-  if not _is_int(obj["evaluations"]) or obj["evaluations"] < 0:
-    return f"'evaluations' must be a non-negative integer, got {obj['evaluations']!r}"
-  if obj["seconds"] is not None and not _is_num(obj["seconds"]):
-    return f"'seconds' must be a number or null, got {obj['seconds']!r}"
-  if obj["config"] is not None and not isinstance(obj["config"], dict):
-    return "'config' must be an object or null"
-  seen = set()
-  for key in ("valid", "invalid"):
-    entries = obj[key]
-    if not isinstance(entries, list):
-      return f"{key!r} must be a list"
-    for number, entry in enumerate(entries):
-      where = f"{key}[{number}]"
-      if not isinstance(entry, dict) or "program" not in entry:
-        return f"{where} must be an object with a 'program'"
-      program = entry["program"]
-      if (not isinstance(program, list) or not program
-          or not all(_is_int(x) and 0 <= x < depth for x in program)):
-        return f"{where}.program must be a non-empty list of layer ids in 0..{depth - 1}"
-      if tuple(program) in seen:
-        return f"{where}.program {program} appears twice"
-      seen.add(tuple(program))
-      visits = entry.get("visits")
-      if visits is not None and (not _is_int(visits) or visits < 0):
-        return f"{where}.visits must be a non-negative integer or null"
-      answer = entry.get("answer")
-      if answer is not None and not isinstance(answer, str):
-        return f"{where}.answer must be a string or null"
-  return None
-
-
-def read_records(path: os.PathLike | str, *, repair: bool = False) -> list[dict[str, Any]]:
+def read_records(path: os.PathLike | str, *, repair: bool = False) -> list[SearchRecord]:
   """Reads a search output file (missing file: no records), strictly; see the module docstring.
 
   Raises:
@@ -140,7 +58,7 @@ def read_records(path: os.PathLike | str, *, repair: bool = False) -> list[dict[
   data = path.read_bytes()
   lines = data.split(b"\n")
   complete = lines[:-1]  # Text after the last newline is an unfinished write (or b"" when none).
-  records: list[dict[str, Any]] = []
+  records: list[SearchRecord] = []
   good: list[bytes] = []
   problems: list[tuple[int, str, bytes]] = []
   ids: dict[str, int] = {}
@@ -152,14 +70,16 @@ def read_records(path: os.PathLike | str, *, repair: bool = False) -> list[dict[
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       problems.append((number, f"not valid JSON ({e})", raw))
       continue
-    reason = validate_record(obj)
-    if reason is None and obj["id"] in ids:
-      reason = f"question id {obj['id']!r} already recorded on line {ids[obj['id']]}"
-    if reason is not None:
-      problems.append((number, reason, raw))
+    try:
+      record = SearchRecord.from_json(obj)
+    except ValueError as e:
+      problems.append((number, str(e), raw))
       continue
-    ids[obj["id"]] = number
-    records.append(obj)
+    if record.id in ids:
+      problems.append((number, f"question id {record.id!r} already recorded on line {ids[record.id]}", raw))
+      continue
+    ids[record.id] = number
+    records.append(record)
     good.append(raw)
   if lines[-1].strip():
     problems.append((len(lines), "incomplete last line (no newline): the run was probably killed while writing it",
@@ -189,9 +109,9 @@ def _atomic_write_lines(path: pathlib.Path, lines: Iterable[bytes]) -> None:
   os.replace(tmp, path)
 
 
-def dumps_record(record: Mapping[str, Any]) -> str:
-  """One record as one JSON line (no newline), keys in canonical order."""
-  return json.dumps(canonical_record(record), ensure_ascii=False, separators=(",", ":"))
+def dumps_record(record: SearchRecord) -> str:
+  """One record as one JSON line (no newline), keys in the layout's order."""
+  return json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":"))
 
 
 class RecordWriter:
@@ -205,11 +125,12 @@ class RecordWriter:
     self.path.parent.mkdir(parents=True, exist_ok=True)
     self._file = open(self.path, "a", encoding="utf-8")
 
-  def write(self, record: Mapping[str, Any]) -> None:
-    reason = validate_record(canonical_record(record))
+  def write(self, record: SearchRecord | Mapping[str, Any]) -> None:
+    obj = record.to_json() if isinstance(record, SearchRecord) else record
+    reason = search_record_problem(obj)
     if reason is not None:
       raise ValueError(f"Refusing to write an invalid search record: {reason}.")
-    self._file.write(dumps_record(record) + "\n")
+    self._file.write(dumps_record(SearchRecord.from_json(obj)) + "\n")
     self._file.flush()
     os.fsync(self._file.fileno())
 
@@ -252,7 +173,7 @@ def parse_shard(text: str) -> tuple[int, int]:
   return check_shard((int(match[1]), int(match[2])))
 
 
-def merge_shards(paths: Sequence[os.PathLike | str], out_path: os.PathLike | str) -> list[dict[str, Any]]:
+def merge_shards(paths: Sequence[os.PathLike | str], out_path: os.PathLike | str) -> list[SearchRecord]:
   """Joins shard files into one, refusing duplicated question ids; returns the merged records.
 
   Shard i of n holds questions i, i+n, i+2n, ... of the input order, so the records are interleaved
@@ -265,9 +186,9 @@ def merge_shards(paths: Sequence[os.PathLike | str], out_path: os.PathLike | str
   duplicates = []
   for p, records in zip(paths, shards):
     for r in records:
-      if r["id"] in owner:
-        duplicates.append(f"{r['id']!r} in {owner[r['id']]} and {p}")
-      owner.setdefault(r["id"], str(p))
+      if r.id in owner:
+        duplicates.append(f"{r.id!r} in {owner[r.id]} and {p}")
+      owner.setdefault(r.id, str(p))
   if duplicates:
     shown = "; ".join(duplicates[:10])
     raise ValueError(f"{len(duplicates)} question id(s) appear in more than one shard: {shown}. Were two runs "

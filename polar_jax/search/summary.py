@@ -1,6 +1,7 @@
 """The papers' findings computed from search records, written as `summary.json` and a PNG of layer usage.
 
-Definitions (D = model depth; a question is *base-correct* when the full program's reward is > 0.5):
+Definitions (D = model depth; a question is *base-correct* when the full program's reward is above
+`polar_jax.records.VALID_THRESHOLD`):
 
 - base_correct_with_shorter_valid: share of base-correct questions with a valid program of length < D
   (CoLa finding 3 / PoLar "Occam's razor": 75.5% on Llama-3.2-3B).
@@ -12,6 +13,8 @@ Definitions (D = model depth; a question is *base-correct* when the full program
 - layers: per layer, over valid programs with each question weighted equally (a question's valid programs
   share weight 1): `skip` = share of programs that never run the layer, `repeat` = share that run it more
   than once, `usage` = mean number of runs (1.0 for the full program).
+- valid_program_kinds: valid programs (pooled) per `polar_jax.programs.kinds.ProgramKind`: full, skip-only,
+  repeat-only, skip and repeat, and other (outside the skip/repeat space: reorders, partial repeats).
 Records without an initial score (imported from other tools) count only in the pooled statistics.
 """
 
@@ -24,7 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-CORRECT = 0.5
+from polar_jax.programs.kinds import ProgramKind, program_kind
+from polar_jax.records import VALID_THRESHOLD, SearchRecord
 
 
 def _share(numerator: int, denominator: int) -> float | None:
@@ -35,11 +39,11 @@ def _mean(values: Sequence[float]) -> float | None:
   return float(np.mean(values)) if values else None
 
 
-def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(records: Sequence[SearchRecord]) -> dict[str, Any]:
   """The findings above for records of one model (one depth)."""
   if not records:
     raise ValueError("summarize needs at least one search record.")
-  depths = sorted({r["depth"] for r in records})
+  depths = sorted({r.depth for r in records})
   if len(depths) != 1:
     raise ValueError(f"Records of several model depths {depths} cannot be summarized together; split them.")
   depth = depths[0]
@@ -51,14 +55,14 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   repeat = np.zeros(depth)
   usage = np.zeros(depth)
   weighted_questions = 0
-  kinds = {"full": 0, "skip_only": 0, "repeat_only": 0, "skip_and_repeat": 0}
+  kinds = {kind.value: 0 for kind in ProgramKind}
   for rec in records:
-    programs = [tuple(e["program"]) for e in rec["valid"]]
+    programs = rec.valid_programs
     has_shorter = any(len(p) < depth for p in programs)
     solved += bool(programs)
-    score = rec.get("initial_score")
+    score = rec.initial_score
     if score is not None:
-      if score > CORRECT:
+      if score > VALID_THRESHOLD:
         base_correct += 1
         shorter += has_shorter
       else:
@@ -67,7 +71,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         corrected_shorter += has_shorter
       if programs:
         best = min(programs, key=lambda p: (len(p), len(set(p))))
-        case = "C->C" if score > CORRECT else "W->C"
+        case = "C->C" if score > VALID_THRESHOLD else "W->C"
         shortest[case].append(len(best))
         shortest_unique[case].append(len(set(best)))
     if not programs:
@@ -77,17 +81,14 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     skip += (counts == 0).mean(0)
     repeat += (counts > 1).mean(0)
     usage += counts.mean(0)
-    for p, c in zip(programs, counts):
+    for p in programs:
       lengths.append(len(p))
-      skipped, repeated = bool((c == 0).any()), bool((c > 1).any())
-      key = ("skip_and_repeat" if skipped and repeated else "skip_only" if skipped else
-             "repeat_only" if repeated else "full")
-      kinds[key] += 1
+      kinds[program_kind(p, depth).value] += 1
   n = max(weighted_questions, 1)
   hist = {str(k): int(v) for k, v in sorted(zip(*np.unique(lengths, return_counts=True)))} if lengths else {}
-  evaluations = [r["evaluations"] for r in records]
-  simulations = [r["simulations"] for r in records if r.get("simulations") is not None]
-  seconds = [r["seconds"] for r in records if r.get("seconds") is not None]
+  evaluations = [r.evaluations for r in records]
+  simulations = [r.simulations for r in records if r.simulations is not None]
+  seconds = [r.seconds for r in records if r.seconds is not None]
   return {
       "questions": len(records),
       "depth": depth,
@@ -115,7 +116,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   }
 
 
-def plot_layer_usage(summary: Mapping[str, Any], path: os.PathLike | str, title: str = "") -> None:
+def plot_search_layer_usage(summary: Mapping[str, Any], path: os.PathLike | str, title: str = "") -> None:
   """Per-layer skip / repeat shares and mean usage of valid programs, and their length histogram."""
   import matplotlib  # Deferred: plotting is optional for the search itself.
   matplotlib.use("Agg")
@@ -143,12 +144,12 @@ def plot_layer_usage(summary: Mapping[str, Any], path: os.PathLike | str, title:
   plt.close(fig)
 
 
-def write_summary(records: Sequence[Mapping[str, Any]], out_dir: os.PathLike | str,
+def write_summary(records: Sequence[SearchRecord], out_dir: os.PathLike | str,
                   title: str = "") -> dict[str, Any]:
   """Writes `summary.json` and `layer_usage.png` into `out_dir`; returns the summary."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   summary = summarize(records)
   (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-  plot_layer_usage(summary, out / "layer_usage.png", title=title)
+  plot_search_layer_usage(summary, out / "layer_usage.png", title=title)
   return summary
