@@ -9,7 +9,7 @@ key and the closest known one. Each stage takes its own options object:
   evaluate -> `EvalOptions` (methods, k, sampling, baselines, the router's `RouterOptions`)
 
 and the pipeline reads `ModelOptions`, `DataOptions`, `TaskOptions`, `EncoderOptions` itself.
-`train.default_config()` / `evaluate.default_eval_config()` are ConfigDict views of the same defaults for
+`train.default_config()` / `evaluation.default_eval_config()` are ConfigDict views of the same defaults for
 notebooks; `train_predictor` / `run_evaluation` accept either form and convert once at their entry.
 
 Config files take big_vision-style arguments (`configs/default.py:quick,n_test=500`): `parse_arg` reads them

@@ -258,7 +258,7 @@ def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spl
 
 def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list,
                    encoder) -> dict:
-  from polar_jax import evaluate  # pylint: disable=import-outside-toplevel
+  from polar_jax import evaluation  # pylint: disable=import-outside-toplevel
   from polar_jax.predictor import ProgramPredictor  # pylint: disable=import-outside-toplevel
 
   out = workdir / "evaluate"
@@ -271,7 +271,7 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
     test_sets = dict(splits.test)
     test_sets.update({f"{name} (ood)": ex for name, ex in splits.ood.items()})
     calibration = [e for d in splits.calibration for e in splits.calibration[d]]
-    evaluate.run_evaluation(dataclasses.replace(opts.evaluate, progress=opts.progress), model=model,
+    evaluation.run_evaluation(dataclasses.replace(opts.evaluate, progress=opts.progress), model=model,
                             task=task_config(opts), test_sets=test_sets, predictor=predictor,
                             search_records=records, calibration=calibration, out_dir=out)
     workdir_lib.mark_done(workdir, "evaluate", {"results": str(results_path)})

@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from polar_jax import evaluate, report
-from polar_jax.baselines import metrics, random_programs, search_oracle
-from polar_jax.baselines.outcomes import Candidate, MethodRun, QuestionOutcome
+from polar_jax import evaluation as evaluate
+from polar_jax import options
+from polar_jax.evaluation import report
+from polar_jax.evaluation import metrics, random_programs, search_oracle
+from polar_jax.evaluation.outcomes import Candidate, MethodRun, QuestionOutcome
 from polar_jax.data import Example
 from polar_jax.programs import parse
 from polar_jax.records import SearchRecord
@@ -235,4 +237,4 @@ def test_load_test_sets_for_out_of_distribution():
   assert [len(v) for v in sets.values()] == [3, 3]
   assert sets["arith_level5/validation"][0].id.startswith("arith_level5/validation/")
   with pytest.raises(ValueError, match="evaluation method"):
-    evaluate.parse_methods("polar,shortcut")
+    options.parse_methods("polar,shortcut")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from polar_jax import testing
-from polar_jax.baselines import router, shortgpt
+from polar_jax.evaluation import router, shortgpt
 from polar_jax.models import transformer
 from polar_jax.records import SearchRecord
 
@@ -136,7 +136,7 @@ def _search_records(examples, depth):
 
 @pytest.fixture(scope="module")
 def setup(model, tmp_path_factory):
-  from polar_jax import evaluate
+  from polar_jax import evaluation as evaluate
   from polar_jax.predictor import DecodeOptions, PredictorConfig, ProgramPredictor, TokenEmbeddingEncoder, init_params
   from polar_jax.program_eval import TaskConfig
   rng = np.random.default_rng(0)
@@ -182,7 +182,7 @@ def test_every_method_and_the_report_files(setup):
 
 
 def test_layers_and_candidates_are_accounted(setup):
-  from polar_jax.baselines.outcomes import MethodRun
+  from polar_jax.evaluation.outcomes import MethodRun
   results, _, kwargs = setup
   runs = {p.stem: MethodRun.load(p) for p in (kwargs["out_dir"] / "runs" / "syn").glob("*.json")}
   full = _row(results, "full_depth_greedy")
@@ -211,8 +211,9 @@ def test_layers_and_candidates_are_accounted(setup):
 
 
 def test_resume_loads_finished_methods(setup, monkeypatch):
-  from polar_jax import evaluate, program_eval
-  from polar_jax.baselines import router as router_lib
+  from polar_jax import evaluation as evaluate
+  from polar_jax import program_eval
+  from polar_jax.evaluation import router as router_lib
   results, config, kwargs = setup
 
   def fail(*args, **kw):

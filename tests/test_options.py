@@ -28,9 +28,9 @@ def test_base_config_is_derived_from_the_options_defaults():
   assert tuple(c.evaluate.temperatures) == options.EvalOptions().temperatures
   assert options.pipeline_options(c) == options.PipelineOptions()
   # the stage-level ConfigDict views are the same defaults
-  from polar_jax import evaluate, train
+  from polar_jax import evaluation, train
   assert options.coerce(options.TrainOptions, train.default_config()) == options.TrainOptions()
-  assert options.coerce(options.EvalOptions, evaluate.default_eval_config()) == options.EvalOptions()
+  assert options.coerce(options.EvalOptions, evaluation.default_eval_config()) == options.EvalOptions()
 
 
 def test_reading_a_config_is_strict_and_names_the_key():

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from polar_jax.baselines.outcomes import MethodRun, run_ranked
+from polar_jax.evaluation.outcomes import MethodRun, run_ranked
 from polar_jax.models import transformer
 from polar_jax.models.config import ModelConfig
 from polar_jax.programs import Program, bucket_length

@@ -25,7 +25,7 @@ import collections
 import math
 from typing import Any, Sequence
 
-from polar_jax.baselines.outcomes import Candidate, MethodRun, QuestionOutcome
+from polar_jax.evaluation.outcomes import Candidate, MethodRun, QuestionOutcome
 from polar_jax.data import answer_normalize as norm
 
 DEFAULT_KS = (1, 2, 3, 4, 5)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from polar_jax.baselines.outcomes import MethodRun, run_ranked
+from polar_jax.evaluation.outcomes import MethodRun, run_ranked
 from polar_jax.programs import MAX_BLOCK, OP_KEEP, OP_REPEAT, OP_SKIP, Program, render_ops, spans_from_boundaries
 from polar_jax.search import question_rng
 

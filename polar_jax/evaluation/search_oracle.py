@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 from typing import Sequence
 
-from polar_jax.baselines.outcomes import Candidate, MethodRun, QuestionOutcome
+from polar_jax.evaluation.outcomes import Candidate, MethodRun, QuestionOutcome
 from polar_jax.programs.kinds import ProgramKind, program_kind
 from polar_jax.records import SearchRecord
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from polar_jax.baselines.outcomes import Candidate, MethodRun, QuestionOutcome, run_pairs, run_ranked
+from polar_jax.evaluation.outcomes import Candidate, MethodRun, QuestionOutcome, run_pairs, run_ranked
 from polar_jax.programs import Program
 
 

@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from polar_jax.baselines.outcomes import MethodRun, run_ranked
+from polar_jax.evaluation.outcomes import MethodRun, run_ranked
 from polar_jax.models import transformer
 from polar_jax.program_eval import prompt_ids
 from polar_jax.models.config import ModelConfig
