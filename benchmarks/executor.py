@@ -23,7 +23,7 @@ import numpy as np
 from common import emit, machine, median_ms
 from polar_jax.models import transformer
 from polar_jax.models.registry import Model
-from polar_jax.programs import Executor, Program, executor as ex_lib
+from polar_jax.programs import Executor, Program, StopRule, executor_core
 
 QUESTION = ("A baker made 24 muffins in the morning and 18 more in the afternoon. She sold 29 of them. "
             "How many muffins does she have left? Answer with a number.")
@@ -68,8 +68,8 @@ def run(model: Model, repeats: int, new_tokens: int, batch: int = 1, prompt_len:
   if depth == 30:
     half = Program(list(range(15)), depth)  # A 15-step program, as the issue states.
 
-  prefill_fn = jax.jit(ex_lib.prefill, static_argnums=(1, 7))
-  decode_fn = jax.jit(ex_lib.decode_step, static_argnums=(1,))
+  prefill_fn = jax.jit(executor_core.prefill, static_argnums=(1, 7))
+  decode_fn = jax.jit(executor_core.decode_step, static_argnums=(1,))
   static_fn = jax.jit(static_decode, static_argnums=(1,))
   cache_len = 0
 
@@ -138,9 +138,9 @@ def run(model: Model, repeats: int, new_tokens: int, batch: int = 1, prompt_len:
       gen_ex.generate([ids], [list(p)], 2)
     out["compiles_for_20_programs"] = gen_ex.compiles
     # End-to-end generation throughput (greedy, no early stop), after a warm-up call of the same shapes.
-    gen_ex.generate([ids], full, new_tokens, stop=ex_lib.StopRule(stop_ids=()))
+    gen_ex.generate([ids], full, new_tokens, stop=StopRule(stop_ids=()))
     t0 = time.perf_counter()
-    res = gen_ex.generate([ids], full, new_tokens, stop=ex_lib.StopRule(stop_ids=()))
+    res = gen_ex.generate([ids], full, new_tokens, stop=StopRule(stop_ids=()))
     out["generate_tokens_per_s_b1"] = float(res.num_generated[0]) / (time.perf_counter() - t0)
   return out
 

@@ -45,6 +45,11 @@ _FAMILY_FIELDS = {
                         final_logit_softcapping=30.0),
 }
 
+# Extra scale of the random embedding table. Gemma scales embeddings by sqrt(hidden) and its post-norms fix each
+# layer's output scale, so at a uniform weight scale the (tied) embedding dominates and every program echoes
+# the last token; a smaller embedding lets the layers, and so the program, decide.
+_EMBED_SCALE = {"gemma3_text": 0.1}
+
 
 def tiny_config(model_type: str = "llama", **overrides) -> ModelConfig:
   base = dict(model_type=model_type, vocab_size=96, hidden_size=64, intermediate_size=128, num_layers=4,
@@ -59,11 +64,8 @@ def tiny_model(model_type: str = "llama", seed: int = 0, scale: float = 0.25, **
   """A random model whose greedy outputs vary with the program (scale is large enough to matter)."""
   cfg = tiny_config(model_type, **overrides)
   params = transformer.init_params(cfg, seed, scale=scale)  # An int seed: drawn with numpy, nothing compiles.
-  if cfg.is_gemma:
-    # Gemma scales embeddings by sqrt(hidden) and its post-norms fix each layer's output scale, so at a uniform
-    # weight scale the (tied) embedding dominates and every program echoes the last token; a smaller
-    # embedding lets the layers, and so the program, decide.
-    params["embed"] = params["embed"] * 0.1
+  if cfg.model_type in _EMBED_SCALE:
+    params["embed"] = params["embed"] * _EMBED_SCALE[cfg.model_type]
   return Model(f"tiny-{model_type}", cfg, params, tiny_tokenizer(cfg.vocab_size), "random")
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from polar_jax.predictor import bert
 from polar_jax.predictor.encoder import (CachedEncoder, HiddenStateEncoder, MiniLMEncoder, QuestionEncoder,
-                                         TokenEmbeddingEncoder, bucket_length, minilm_dir, precompute_features)
+                                         TokenEmbeddingEncoder, token_bucket_length, minilm_dir, precompute_features)
 
 QUESTIONS = [
     "What is 2+2?",
@@ -41,7 +41,7 @@ def test_minilm_matches_pytorch_bert(minilm):
 def test_padding_bucket_does_not_change_features(minilm):
   alone, alone_mask = minilm.encode(QUESTIONS[:1])
   batch, batch_mask = minilm.encode(QUESTIONS[:2])
-  assert alone.shape[1] == bucket_length(alone_mask.sum(), 512) == 16
+  assert alone.shape[1] == token_bucket_length(alone_mask.sum(), 512) == 16
   assert batch.shape[1] == 64  # the long question has 38 tokens
   n = alone_mask.sum()
   np.testing.assert_allclose(batch[0, :n], alone[0, :n], atol=1e-5)

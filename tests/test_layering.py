@@ -1,7 +1,8 @@
 """The package's layers: imports go down (or sideways inside one package), never up, and never in a cycle.
 
 Every `import` / `from ... import` inside `polar_jax/` counts, function-local ones included (a deferred
-import hides a dependency from the import system, not from the design). Lazy re-exports by name in a package
+import hides a dependency from the import system, not from the design); only `if TYPE_CHECKING:` blocks,
+which never run, are left out. Lazy re-exports by name in a package
 `__init__` (PEP 562 `__getattr__` over a table of module names) are not imports until used and are checked
 by `tests/test_light_imports.py` instead. The layers, lowest first, are documented in docs/design.md.
 """
@@ -57,12 +58,24 @@ def _resolve(name: str) -> str:
   raise AssertionError(f"cannot resolve {name}")
 
 
+def _is_type_checking_block(node: ast.AST) -> bool:
+  """`if TYPE_CHECKING:` (imports there exist for type checkers only and never run)."""
+  return isinstance(node, ast.If) and (
+      (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+      or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING"))
+
+
 def _edges() -> dict[str, set[str]]:
   edges: dict[str, set[str]] = {}
   for path in sorted(PACKAGE.rglob("*.py")):
     module = _module_name(path)
     targets = edges.setdefault(module, set())
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block)
+                   for n in ast.walk(block)}
+    for node in ast.walk(tree):
+      if id(node) in typing_only:
+        continue
       if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("polar_jax"):
         for alias in node.names:
           targets.add(_resolve(f"{node.module}.{alias.name}"))

@@ -113,6 +113,11 @@ def test_paper_model_key_lists():
   assert "model.layers.27.mlp.down_proj.weight" in llama and "model.layers.28.mlp.down_proj.weight" not in llama
 
 
+def test_every_supported_model_type_has_a_family():
+  from polar_jax.models.config import SUPPORTED_MODEL_TYPES
+  assert set(transformer.FAMILIES) == set(SUPPORTED_MODEL_TYPES)
+
+
 # --- bad input ------------------------------------------------------------------------------------------------
 
 

@@ -108,6 +108,8 @@ def test_schedule_errors():
   with pytest.raises(ProgramError, match=r"padded_length=4 is shorter than the merged schedule \(5 steps"):
     make_schedule([Program([0, 1, 2], 4), Program([0, 2, 2, 3], 4)], padded_length=4)
   assert make_schedule([Program([0, 1, 2], 4), Program([0, 2, 2, 3], 4)], padded_length=5).padded_length == 5
+  with pytest.raises(ProgramError, match=r"padded_length=4 is shorter than the schedule \(5 steps\)"):
+    make_schedule([Program([0, 1, 2], 4), Program([0, 2, 2, 3], 4)]).padded(4)
   with pytest.raises(ProgramError, match=r"at least one program"):
     make_schedule([])
   with pytest.raises(ProgramError, match=r"Row 0 is a list, not a Program"):
@@ -143,3 +145,6 @@ def test_random_batches(batch, quantum):
   assert s.padded_length == bucket_length(s.length, quantum)
   assert not s.active[:, s.length:].any() and not s.ids[s.length:].any()
   assert make_schedule(programs[::-1], quantum=quantum).ids.tolist() == s.ids.tolist()  # order-independent
+  repadded, direct = s.padded(s.length + 3), make_schedule(programs, padded_length=s.length + 3)
+  assert (repadded.ids.tolist(), repadded.active.tolist(), repadded.length) == (
+      direct.ids.tolist(), direct.active.tolist(), direct.length)

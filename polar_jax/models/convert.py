@@ -3,9 +3,10 @@
 Every source key is mapped by an explicit rule, every shape is checked against the config, and unknown,
 missing or duplicate keys are errors naming the key (and file). Per-layer tensors are stacked on axis 0, and
 per-expert tensors (`mlp.experts.<e>.*`, Qwen2-MoE) on axes 0 (layer) and 1 (expert). The rules depend on
-the family: Gemma 3's `post_attention_layernorm` is the norm *after* attention (Llama's is the one before the
-MLP); a Qwen2-MoE dense layer's MLP goes into the shared-expert slot (see `moe.py`). The config's per-layer
-data arrays (`transformer.layer_data`) are appended last.
+the family: its per-layer norms are the family table's `hf_norms` (Gemma 3's `post_attention_layernorm` is the
+norm *after* attention, Llama's the one before the MLP); a Qwen2-MoE dense layer's MLP goes into the
+shared-expert slot (see `moe.py`). The config's per-layer data arrays (`transformer.layer_data`) are appended
+last.
 Both sources funnel through the same rules: an HF snapshot directory (safetensors, single or sharded), and a
 GGUF file whose tensors are first renamed to HF names and put back into HF layout (llama.cpp permutes the
 rows of q/k for its interleaved RoPE; we undo that).
@@ -50,11 +51,8 @@ def _pad(w: np.ndarray, axis: int, size: int) -> np.ndarray:
 def _rules(cfg: ModelConfig) -> dict[str, _Rule]:
   rules = _base_rules()
   ident = lambda w, c: w  # noqa: E731
-  per_layer_vector = lambda target: _Rule(target, True, lambda c: (c.hidden_size,), ident)  # noqa: E731
-  if cfg.is_gemma:
-    rules["post_attention_layernorm.weight"] = per_layer_vector("post_attn_norm")
-    rules["pre_feedforward_layernorm.weight"] = per_layer_vector("mlp_norm")
-    rules["post_feedforward_layernorm.weight"] = per_layer_vector("post_mlp_norm")
+  for hf_name, target in transformer.family(cfg).hf_norms:  # The family's per-layer norms ([D] each).
+    rules[hf_name] = _Rule(target, True, lambda c: (c.hidden_size,), ident)
   if cfg.is_moe:
     fs = moe.shared_width(cfg)
     fe = lambda c: c.moe_intermediate_size  # noqa: E731
@@ -89,8 +87,6 @@ def _base_rules() -> dict[str, _Rule]:
       "model.embed_tokens.weight": _Rule("embed", False, lambda c: (c.vocab_size, c.hidden_size), ident),
       "lm_head.weight": _Rule("lm_head", False, lambda c: (c.vocab_size, c.hidden_size), _t),
       "model.norm.weight": _Rule("final_norm", False, lambda c: (c.hidden_size,), ident),
-      "input_layernorm.weight": _Rule("attn_norm", True, lambda c: (c.hidden_size,), ident),
-      "post_attention_layernorm.weight": _Rule("mlp_norm", True, lambda c: (c.hidden_size,), ident),
       "self_attn.q_proj.weight": _Rule(
           "q", True, lambda c: (h(c), c.hidden_size),
           lambda w, c: w.T.reshape(c.hidden_size, c.num_heads, c.head_dim)),
@@ -127,13 +123,11 @@ _IGNORED = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$|^m
 def expected_keys(cfg: ModelConfig) -> list[str]:
   """The exact HF tensor names a checkpoint of this config must hold (tied embeddings: no lm_head)."""
   dense_mlp = ["mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
-  layer_parts = ["input_layernorm.weight", "post_attention_layernorm.weight",
-                 "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-                 "self_attn.o_proj.weight"]
+  layer_parts = [hf_name for hf_name, _ in transformer.family(cfg).hf_norms]
+  layer_parts += ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                  "self_attn.o_proj.weight"]
   if not cfg.is_moe:
     layer_parts += dense_mlp
-  if cfg.is_gemma:
-    layer_parts += ["pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"]
   if cfg.qkv_bias:
     layer_parts += ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]
   if cfg.o_bias:

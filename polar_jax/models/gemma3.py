@@ -15,6 +15,7 @@ gathered per program step like the weights, so a program that moves a local laye
 through the same compiled function. `rope_tables` returns both tables stacked ([2, B, S, hd/2]); each layer
 picks its own. Weights: attn_norm, post_attn_norm, mlp_norm (pre-feedforward), post_mlp_norm [L, D] (raw w,
 as in the HF checkpoint); q_norm, k_norm [L, hd]; q, k, v, o, gate, up, down as in `transformer.py`.
+The shared primitives (attention, RoPE rotation, the gated MLP) are `layers.py`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from polar_jax.models import transformer
+from polar_jax.models import layers
 from polar_jax.models.config import SLIDING, ModelConfig
 
 GLOBAL_ROPE, LOCAL_ROPE = 0, 1
@@ -32,9 +33,7 @@ NO_WINDOW = np.iinfo(np.int32).max
 
 def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
   """Gemma's RMSNorm: x / rms(x) * (1 + w), computed in float32, cast back to x's dtype."""
-  x32 = x.astype(jnp.float32)
-  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-  return (x32 * (1.0 + weight.astype(jnp.float32))).astype(x.dtype)
+  return layers.rms_norm(x, weight, eps, unit_offset=True)
 
 
 def layer_data(cfg: ModelConfig) -> dict[str, np.ndarray]:
@@ -47,7 +46,7 @@ def layer_data(cfg: ModelConfig) -> dict[str, np.ndarray]:
 def layer_shapes(cfg: ModelConfig, dtype) -> dict[str, jax.ShapeDtypeStruct]:
   L, d, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
   h, kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  sd = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+  sd = layers.shape_fn(dtype)
   shapes = {
       "attn_norm": sd(L, d), "post_attn_norm": sd(L, d), "mlp_norm": sd(L, d), "post_mlp_norm": sd(L, d),
       "q_norm": sd(L, hd), "k_norm": sd(L, hd),
@@ -61,7 +60,7 @@ def layer_shapes(cfg: ModelConfig, dtype) -> dict[str, jax.ShapeDtypeStruct]:
 
 def embed(params, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
   """Token ids [B, S] -> embeddings scaled by sqrt(hidden) (the scale rounded to the activation dtype)."""
-  dt = transformer.dtype_of(cfg)
+  dt = layers.dtype_of(cfg)
   x = jnp.take(params["embed"], tokens, axis=0).astype(dt)
   return x * jnp.asarray(np.sqrt(cfg.hidden_size), dt)
 
@@ -84,21 +83,19 @@ def layer(lp, cfg: ModelConfig, x: jax.Array, rope: tuple[jax.Array, jax.Array],
   queries sit at columns [write_index, write_index + S), keys at [0, T))."""
   eps = cfg.rms_norm_eps
   cos, sin = rope[0][lp["rope_kind"]], rope[1][lp["rope_kind"]]  # [B, S, hd/2]
-  h = rms_norm(x, lp["attn_norm"], eps)
-  q = rms_norm(jnp.einsum("bsd,dhk->bshk", h, lp["q"]), lp["q_norm"], eps)
-  k = rms_norm(jnp.einsum("bsd,dhk->bshk", h, lp["k"]), lp["k_norm"], eps)
-  v = jnp.einsum("bsd,dhk->bshk", h, lp["v"])
-  q, k = transformer.apply_rope(q, cos, sin), transformer.apply_rope(k, cos, sin)
-  k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), write_index, axis=1)
-  v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), write_index, axis=1)
+  q, k, v = layers.project_qkv(lp, rms_norm(x, lp["attn_norm"], eps))
+  q, k = rms_norm(q, lp["q_norm"], eps), rms_norm(k, lp["k_norm"], eps)
+  q, k = layers.apply_rope(q, cos, sin), layers.apply_rope(k, cos, sin)
+  k_cache, v_cache = layers.write_cache(k_cache, v_cache, k, v, write_index)
   s, t = x.shape[1], k_cache.shape[1]
   distance = (write_index + jnp.arange(s))[:, None] - jnp.arange(t)[None, :]  # [S, T]
   key_mask = key_mask & (distance < lp["window"])[None]
-  attn = transformer.attention(q, k_cache, v_cache, key_mask, cfg, scale=cfg.query_pre_attn_scalar ** -0.5)
-  x = x + rms_norm(jnp.einsum("bshk,hkd->bsd", attn, lp["o"]), lp["post_attn_norm"], eps)
-  h = rms_norm(x, lp["mlp_norm"], eps)
-  gate = jnp.einsum("bsd,df->bsf", h, lp["gate"])
-  up = jnp.einsum("bsd,df->bsf", h, lp["up"])
-  y = jnp.einsum("bsf,fd->bsd", jax.nn.gelu(gate, approximate=True) * up, lp["down"])
+  attn = layers.attention(q, k_cache, v_cache, key_mask, cfg, scale=cfg.query_pre_attn_scalar ** -0.5)
+  x = x + rms_norm(layers.output_projection(lp, attn), lp["post_attn_norm"], eps)
+  y = layers.gated_mlp(lp, rms_norm(x, lp["mlp_norm"], eps), _gelu_tanh)
   return x + rms_norm(y, lp["post_mlp_norm"], eps), k_cache, v_cache
+
+
+def _gelu_tanh(x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=True)
 

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from polar_jax.models import layers
 from polar_jax.models.config import ModelConfig
 
 IMPLS = ("auto", "grouped", "gathered", "dense")
@@ -64,7 +65,7 @@ def mlp_shapes(cfg: ModelConfig, dtype) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes of the MLP part of `params["layers"]` for a qwen2_moe config."""
   L, d, e = cfg.num_layers, cfg.hidden_size, cfg.num_experts
   fe, fs = cfg.moe_intermediate_size, shared_width(cfg)
-  sd = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+  sd = layers.shape_fn(dtype)
   shapes = {
       "router": sd(L, d, e),
       "expert_gate": sd(L, e, d, fe), "expert_up": sd(L, e, d, fe), "expert_down": sd(L, e, fe, d),

@@ -46,7 +46,7 @@ class QuestionEncoder(Protocol):
     """texts -> (features [B, S, F] float32, mask [B, S] bool); padded positions are zeros."""
 
 
-def bucket_length(n: int, max_length: int, min_bucket: int = 16) -> int:
+def token_bucket_length(n: int, max_length: int, min_bucket: int = 16) -> int:
   """The padded length for n tokens: the next power of two >= n (at least min_bucket), capped at max_length."""
   bucket = min_bucket
   while bucket < n:
@@ -84,7 +84,7 @@ class _TokenizedEncoder:
   def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     texts = list(texts)
     token_lists = [self.token_ids(t) for t in texts]
-    s = bucket_length(max((len(t) for t in token_lists), default=1), self.max_length)
+    s = token_bucket_length(max((len(t) for t in token_lists), default=1), self.max_length)
     features = np.zeros((len(texts), s, self.feature_dim), np.float32)  # [B, S, F]
     mask = np.zeros((len(texts), s), bool)  # [B, S]
     for lo in range(0, len(texts), self.batch_size):
@@ -232,7 +232,7 @@ class CachedEncoder:
       for text, f, m in zip(missing, feats, mask):
         self._cache[text] = f[m]
     longest = max((self._cache[t].shape[0] for t in texts), default=1)
-    s = max(longest, bucket_length(longest, getattr(self.inner, "max_length", longest)))
+    s = max(longest, token_bucket_length(longest, getattr(self.inner, "max_length", longest)))
     features = np.zeros((len(texts), s, self.feature_dim), np.float32)  # [B, S, F]
     out_mask = np.zeros((len(texts), s), bool)  # [B, S]
     for row, text in enumerate(texts):

@@ -1,17 +1,10 @@
-"""The program executor: prefill, KV-cached decode and generation under per-row layer programs.
+"""The program executor, host side: prompts and programs in, generations (or logits) out.
 
-A batch runs one `Schedule`: a shared layer id per step `ids[T]` and a per-row activity mask `active[B, T]`.
-Each step gathers one layer's weights (so a batch of different programs still reads the weights once per
-step) and updates only the active rows. The step loop is a `fori_loop` whose trip count is the schedule's real
-length, a traced scalar: padded steps are never executed and never branch, and programs are data, so one
-compiled function serves every program of a shape bucket.
-
-The KV cache has one slot per schedule *step* — `[T, B, S, K, hd]` — not per layer id: a layer that runs
-twice keeps both of its key/value sets, so cached generation equals uncached recomputation (the reference
-PyTorch release keys its cache by layer id and gets repeated layers wrong).
-
-Shapes are bucketed (batch, prompt length, new tokens, schedule length) so that new programs never trigger
-new compiles; `Executor.compiles` counts the traces.
+`Executor` tokenizes, builds a batch's `Schedule`, buckets every shape (batch, prompt length, new tokens,
+schedule length) so that new programs never trigger new compiles (`Executor.compiles` counts the traces),
+and runs the jitted core of `executor_core.py` (prefill, KV-cached decode, the generation loop; see there for
+the step loop and the per-step KV cache). When rows stop is a `StopRule` (`stop_rules.py`), decided on device.
+`executor_for` / `generate` use one shared executor per model.
 """
 
 from __future__ import annotations
@@ -25,83 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from polar_jax.models import transformer
-from polar_jax.models.config import ModelConfig
 from polar_jax.models.registry import Model
+from polar_jax.programs import executor_core, stop_rules
 from polar_jax.programs.program import Program, ProgramError
 from polar_jax.programs.schedule import Schedule, bucket_length, make_schedule
-
-# --- stop rules ----------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class StopRule:
-  """When a row stops generating, decided on device per token.
-
-  Attributes:
-    stop_ids: token ids that end the row (EOS / end of turn); the model's by default.
-    close_brace_depth: if set, the row also stops once the generated text closes this many more braces than
-      it opens (1 after an assistant prefix that opened `\\boxed{`: generation stops at the balancing `}`).
-    stop_at_newline: the row stops at the first token containing a newline.
-    stop_after_number: the row stops once a number in the generated text is complete, i.e. at the first
-      character after a digit run that cannot continue it (a digit, or one `.` / `,` followed by a digit):
-      with an assistant prefix such as `The answer is `, the answer is complete there.
-  """
-  stop_ids: tuple[int, ...] | None = None
-  close_brace_depth: int | None = None
-  stop_at_newline: bool = False
-  stop_after_number: bool = False
-
-
-# States of the per-row number scanner (`stop_after_number`), advanced one character at a time.
-_NO_DIGIT, _IN_NUMBER, _AFTER_SEPARATOR, _NUMBER_DONE = 0, 1, 2, 3
-
-
-def _advance_number_state(state: int, ch: str) -> int:
-  if state == _NUMBER_DONE:
-    return state
-  if ch.isdigit():
-    return _IN_NUMBER
-  if state == _IN_NUMBER and ch in ".,":
-    return _AFTER_SEPARATOR
-  return _NO_DIGIT if state == _NO_DIGIT else _NUMBER_DONE
-
-
-@dataclasses.dataclass(frozen=True)
-class _TokenTables:
-  """Per-token facts [V] for the on-device stop rules."""
-  net_braces: np.ndarray  # int32: count('{') - count('}') in the token's text.
-  min_prefix: np.ndarray  # int32: the lowest running brace balance inside the token (<= 0).
-  has_newline: np.ndarray  # bool
-  number_next: np.ndarray  # int32 [V, 4]: the number scanner's state after the token, per state before it.
-
-
-def _token_tables(tokenizer) -> _TokenTables:
-  vocab = tokenizer.vocab_size
-  net = np.zeros(vocab, np.int32)
-  low = np.zeros(vocab, np.int32)
-  newline = np.zeros(vocab, bool)
-  number_next = np.zeros((vocab, 4), np.int32)
-  texts = tokenizer.backend.decode_batch([[i] for i in range(vocab)], skip_special_tokens=False)
-  for i, text in enumerate(texts):
-    for start in range(4):
-      state = start
-      for ch in text:
-        state = _advance_number_state(state, ch)
-      number_next[i, start] = state
-    bal = 0
-    for ch in text:
-      if ch == "{":
-        bal += 1
-      elif ch == "}":
-        bal -= 1
-        low[i] = min(low[i], bal)
-    net[i] = bal
-    newline[i] = "\n" in text
-  return _TokenTables(net, low, newline, number_next)
-
-
-# --- results -------------------------------------------------------------------------------------------------
+from polar_jax.programs.stop_rules import StopRule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,211 +45,6 @@ class GenerationResult:
   schedule_length: int
 
 
-# --- the compiled core ---------------------------------------------------------------------------------------
-
-
-def prefill(params, cfg: ModelConfig, steps, active, length, tokens, attn_mask, cache_len: int):
-  """Prefill under a schedule.
-
-  steps: [T] int32; active: [B, T] bool; length: scalar int32 (real steps); tokens, attn_mask: [B, S]
-  (left-padded). Returns (hidden [B, S, D] after the final norm, cache_k, cache_v [T, B, cache_len, K, hd]).
-  """
-  b, s = tokens.shape
-  t_pad = steps.shape[0]
-  dt = transformer.dtype_of(cfg)
-  x = transformer.embed(params, cfg, tokens)
-  rope = transformer.rope_tables(cfg, transformer.positions_from_mask(attn_mask))
-  key_mask = transformer.causal_key_mask(attn_mask)  # [B, S, S]
-  cache_shape = (t_pad, b, cache_len, cfg.num_kv_heads, cfg.head_dim)
-  cache_k = jnp.zeros(cache_shape, dt)
-  cache_v = jnp.zeros(cache_shape, dt)
-  fresh = jnp.zeros((b, s, cfg.num_kv_heads, cfg.head_dim), dt)
-
-  def body(t, carry):
-    x, cache_k, cache_v = carry
-    lp = transformer.layer_slice(params["layers"], steps[t])
-    x_new, k, v = transformer.layer(lp, cfg, x, rope, fresh, fresh, 0, key_mask)
-    x = jnp.where(active[:, t, None, None], x_new, x)
-    cache_k = jax.lax.dynamic_update_slice(cache_k, k[None], (t, 0, 0, 0, 0))
-    cache_v = jax.lax.dynamic_update_slice(cache_v, v[None], (t, 0, 0, 0, 0))
-    return x, cache_k, cache_v
-
-  x, cache_k, cache_v = jax.lax.fori_loop(0, length, body, (x, cache_k, cache_v))
-  return transformer.final_norm(params, cfg, x), cache_k, cache_v
-
-
-def prefill_shared(params, cfg: ModelConfig, steps, active, length, prefix, group_active, row_group, tokens,
-                   attn_mask, cache_len: int):
-  """Prefill of prompts that all start with the same P tokens: the prefix runs once per distinct program.
-
-  Under one program the prefix's keys and values do not depend on what follows it (causal attention), so a
-  batch whose rows share a chat template (every search or evaluation batch) computes them once per program
-  group instead of once per row.
-
-  prefix: [P] int32 shared tokens; group_active: [G, T] the activity of each group's program; row_group: [B]
-  each row's group; tokens, attn_mask: [B, S2] the rest of each prompt, left-padded. Cache columns: [0, P)
-  the prefix, [P, P + S2) the rest, then generated tokens. Returns (hidden [B, S2, D] after the final norm,
-  cache_k, cache_v [T, B, cache_len, K, hd]).
-  """
-  g, p = group_active.shape[0], prefix.shape[0]
-  b, s2 = tokens.shape
-  t_pad = steps.shape[0]
-  dt = transformer.dtype_of(cfg)
-  kv_shape = (cfg.num_kv_heads, cfg.head_dim)
-
-  # The prefix, once per group: its keys / values at every step.
-  xp = transformer.embed(params, cfg, jnp.broadcast_to(prefix[None], (g, p)))
-  rope_p = transformer.rope_tables(cfg, jnp.broadcast_to(jnp.arange(p)[None], (g, p)))
-  mask_p = transformer.causal_key_mask(jnp.ones((g, p), jnp.int32))
-  fresh_p = jnp.zeros((g, p, *kv_shape), dt)
-
-  def prefix_body(t, carry):
-    xp, pk, pv = carry
-    lp = transformer.layer_slice(params["layers"], steps[t])
-    x_new, k, v = transformer.layer(lp, cfg, xp, rope_p, fresh_p, fresh_p, 0, mask_p)
-    xp = jnp.where(group_active[:, t, None, None], x_new, xp)
-    pk = jax.lax.dynamic_update_slice(pk, k[None], (t, 0, 0, 0, 0))
-    pv = jax.lax.dynamic_update_slice(pv, v[None], (t, 0, 0, 0, 0))
-    return xp, pk, pv
-
-  zeros_p = jnp.zeros((t_pad, g, p, *kv_shape), dt)
-  _, pk, pv = jax.lax.fori_loop(0, length, prefix_body, (xp, zeros_p, zeros_p))
-
-  # The rest of every row, attending to its group's prefix.
-  cache_shape = (t_pad, b, cache_len, *kv_shape)
-  cache_k = jnp.zeros(cache_shape, dt).at[:, :, :p].set(pk[:, row_group])
-  cache_v = jnp.zeros(cache_shape, dt).at[:, :, :p].set(pv[:, row_group])
-  x = transformer.embed(params, cfg, tokens)
-  rope = transformer.rope_tables(cfg, p + transformer.positions_from_mask(attn_mask))
-  key_mask = jnp.concatenate([jnp.ones((b, s2, p), bool), transformer.causal_key_mask(attn_mask)], axis=2)
-
-  def body(t, carry):
-    x, cache_k, cache_v = carry
-    lp = transformer.layer_slice(params["layers"], steps[t])
-    kc = jax.lax.dynamic_index_in_dim(cache_k, t, 0, keepdims=False)[:, :p + s2]
-    vc = jax.lax.dynamic_index_in_dim(cache_v, t, 0, keepdims=False)[:, :p + s2]
-    x_new, kc, vc = transformer.layer(lp, cfg, x, rope, kc, vc, p, key_mask)
-    x = jnp.where(active[:, t, None, None], x_new, x)
-    cache_k = jax.lax.dynamic_update_slice(cache_k, kc[None, :, p:], (t, 0, p, 0, 0))
-    cache_v = jax.lax.dynamic_update_slice(cache_v, vc[None, :, p:], (t, 0, p, 0, 0))
-    return x, cache_k, cache_v
-
-  x, cache_k, cache_v = jax.lax.fori_loop(0, length, body, (x, cache_k, cache_v))
-  return transformer.final_norm(params, cfg, x), cache_k, cache_v
-
-
-def decode_step(params, cfg: ModelConfig, steps, active, length, token, position, column, key_valid,
-                cache_k, cache_v):
-  """One decode step for all rows.
-
-  token, position: [B] int32; column: scalar cache column to write; key_valid: [B, C] columns each row may
-  attend (column included). Returns (logits [B, V], cache_k, cache_v).
-  """
-  x = transformer.embed(params, cfg, token[:, None])  # [B, 1, D]
-  rope = transformer.rope_tables(cfg, position[:, None])
-  key_mask = key_valid[:, None, :]  # [B, 1, C]
-
-  def body(t, carry):
-    x, cache_k, cache_v = carry
-    lp = transformer.layer_slice(params["layers"], steps[t])
-    kc, vc = cache_k[t], cache_v[t]
-    x_new, kc, vc = transformer.layer(lp, cfg, x, rope, kc, vc, column, key_mask)
-    x = jnp.where(active[:, t, None, None], x_new, x)
-    k_col = jax.lax.dynamic_slice_in_dim(kc, column, 1, axis=1)
-    v_col = jax.lax.dynamic_slice_in_dim(vc, column, 1, axis=1)
-    cache_k = jax.lax.dynamic_update_slice(cache_k, k_col[None], (t, 0, column, 0, 0))
-    cache_v = jax.lax.dynamic_update_slice(cache_v, v_col[None], (t, 0, column, 0, 0))
-    return x, cache_k, cache_v
-
-  x, cache_k, cache_v = jax.lax.fori_loop(0, length, body, (x, cache_k, cache_v))
-  logits = transformer.logits(params, cfg, transformer.final_norm(params, cfg, x))[:, 0]
-  return logits, cache_k, cache_v
-
-
-def _select(logits, key, temperature):
-  """Greedy when temperature == 0, else a sample at that temperature. logits: [B, V] -> [B] int32."""
-  greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  safe_t = jnp.where(temperature > 0, temperature, 1.0)
-  sampled = jax.random.categorical(key, logits / safe_t, axis=-1).astype(jnp.int32)
-  return jnp.where(temperature > 0, sampled, greedy)
-
-
-def _generate_core(params, steps, active, length, prompt, row_valid, max_new, temperature, key, stop,
-                   *, cfg: ModelConfig, new_cap: int, counter: list):
-  """Prefill + decode loop.
-
-  `prompt` holds `tokens`, `attn_mask` [B, S] (left-padded) and, when the rows share a prefix, `prefix` [P],
-  `group_active` [G, T] and `row_group` [B] (see `prefill_shared`). `stop` holds the stop rule as arrays (see
-  `Executor._stop_arrays`).
-  """
-  counter[0] += 1  # Runs at trace time only: counts compiles.
-  tokens, attn_mask = prompt["tokens"], prompt["attn_mask"]
-  b = tokens.shape[0]
-  if "prefix" in prompt:
-    p = prompt["prefix"].shape[0]
-    s = p + tokens.shape[1]
-    h, cache_k, cache_v = prefill_shared(params, cfg, steps, active, length, prompt["prefix"],
-                                         prompt["group_active"], prompt["row_group"], tokens, attn_mask,
-                                         s + new_cap)
-    prompt_valid = jnp.concatenate([jnp.ones((b, p), bool), attn_mask.astype(bool)], axis=1)
-  else:
-    s = tokens.shape[1]
-    h, cache_k, cache_v = prefill(params, cfg, steps, active, length, tokens, attn_mask, s + new_cap)
-    prompt_valid = attn_mask.astype(bool)
-  logits = transformer.logits(params, cfg, h[:, -1:])[:, 0]  # [B, V]
-  key_valid = jnp.concatenate([prompt_valid, jnp.zeros((b, new_cap), bool)], axis=1)
-  next_pos = jnp.sum(prompt_valid, axis=1).astype(jnp.int32)  # [B]
-
-  def emit(i, logits, key, scan, done, out, n_gen):
-    """Picks the next token of every row, records it for live rows, and updates the stop state."""
-    depth, number = scan
-    key, sub = jax.random.split(key)
-    tok = _select(logits, sub, temperature)
-    live = ~done
-    out = out.at[:, i].set(jnp.where(live, tok, 0))
-    n_gen = n_gen + live.astype(jnp.int32)
-    number = stop["number_next"][tok, number]
-    ends = jnp.isin(tok, stop["ids"])
-    ends |= stop["use_braces"] & (depth + stop["min_prefix"][tok] <= 0)
-    ends |= stop["use_newline"] & stop["has_newline"][tok]
-    ends |= stop["use_number"] & (number == _NUMBER_DONE)
-    depth = depth + stop["net_braces"][tok]
-    return tok, key, (depth, number), done | (live & ends), out, n_gen
-
-  out = jnp.zeros((b, new_cap), jnp.int32)
-  n_gen = jnp.zeros((b,), jnp.int32)
-  scan = (jnp.full((b,), stop["brace_depth"], jnp.int32), jnp.full((b,), _NO_DIGIT, jnp.int32))
-  tok, key, scan, stopped, out, n_gen = emit(0, logits, key, scan, ~row_valid, out, n_gen)
-  stopped = stopped & row_valid
-
-  def cond(carry):
-    i, _, _, _, stopped, *_ = carry
-    return (i < max_new) & ~jnp.all(stopped | ~row_valid)
-
-  def body(carry):
-    i, tok, key, scan, stopped, out, n_gen, cache_k, cache_v, key_valid = carry
-    column = s + i - 1
-    key_valid = key_valid.at[:, column].set(True)
-    position = next_pos + i - 1
-    logits, cache_k, cache_v = decode_step(params, cfg, steps, active, length, tok, position, column,
-                                           key_valid, cache_k, cache_v)
-    tok, key, scan, stopped, out, n_gen = emit(i, logits, key, scan, stopped | ~row_valid, out, n_gen)
-    return i + 1, tok, key, scan, stopped & row_valid, out, n_gen, cache_k, cache_v, key_valid
-
-  carry = (jnp.int32(1), tok, key, scan, stopped, out, n_gen, cache_k, cache_v, key_valid)
-  _, _, _, _, stopped, out, n_gen, _, _, _ = jax.lax.while_loop(cond, body, carry)
-  return out, n_gen, stopped
-
-
-def _prefill_logits_core(params, steps, active, length, tokens, attn_mask, *, cfg: ModelConfig, counter: list):
-  counter[0] += 1
-  h, _, _ = prefill(params, cfg, steps, active, length, tokens, attn_mask, tokens.shape[1])
-  return transformer.logits(params, cfg, h)  # [B, S, V]
-
-
-# --- the host-side executor ----------------------------------------------------------------------------------
-
-
 def _next_pow2(n: int) -> int:
   return 1 << max(0, (n - 1).bit_length())
 
@@ -344,7 +60,7 @@ class Executor:
       when that is larger than the schedule).
     max_batch: batches are padded to a power of two up to this; larger batches are split.
     share_prefix: compute a prefix that all prompts of a batch share (the chat template's system turn) once per
-      distinct program instead of once per row (`prefill_shared`); the results are the same.
+      distinct program instead of once per row (`executor_core.prefill_shared`); the results are the same.
     min_shared_prefix: shorter shared prefixes are not worth a separate pass.
   """
 
@@ -361,9 +77,10 @@ class Executor:
     self.max_batch = max_batch
     self._counter = [0]
     self._tables = None
-    self._generate = jax.jit(functools.partial(_generate_core, cfg=self.cfg, counter=self._counter),
+    self._generate = jax.jit(functools.partial(executor_core.generate_core, cfg=self.cfg, counter=self._counter),
                              static_argnames=("new_cap",))
-    self._prefill_logits = jax.jit(functools.partial(_prefill_logits_core, cfg=self.cfg, counter=self._counter))
+    self._prefill_logits = jax.jit(functools.partial(executor_core.prefill_logits_core, cfg=self.cfg,
+                                                     counter=self._counter))
 
   @property
   def compiles(self) -> int:
@@ -407,9 +124,8 @@ class Executor:
 
   def schedule(self, programs: Sequence[Program]) -> Schedule:
     """The shared schedule of a batch, padded to the schedule bucket."""
-    sched = make_schedule(programs, quantum=1)
-    padded = bucket_length(sched.length, self.schedule_quantum, max(sched.length, 2 * self.depth))
-    return make_schedule(programs, padded_length=padded)
+    sched = make_schedule(programs, quantum=1)  # Merged once; only the padding depends on its length.
+    return sched.padded(bucket_length(sched.length, self.schedule_quantum, max(sched.length, 2 * self.depth)))
 
   def _shared_prefix_length(self, ids: list[list[int]]) -> int:
     """Tokens every prompt starts with (rounded down to prompt_quantum, each row keeping >= 1 more), or 0."""
@@ -429,7 +145,7 @@ class Executor:
     return -(-n // quantum) * quantum
 
   def _prompt_arrays(self, ids: list[list[int]], sched: Schedule, progs: Sequence[Program], batch_pad: int):
-    """The prompt inputs of `_generate_core`: plain left-padded tokens, or a shared prefix plus the rest."""
+    """The prompt inputs of `executor_core.generate_core`: left-padded tokens, or a shared prefix plus the rest."""
     p = self._shared_prefix_length(ids) if self.share_prefix else 0
     tokens, mask, active, row_valid = self._batch_arrays([x[p:] for x in ids], sched, batch_pad)
     prompt = {"tokens": jnp.asarray(tokens), "attn_mask": jnp.asarray(mask)}
@@ -445,6 +161,10 @@ class Executor:
       prompt.update(prefix=jnp.asarray(np.asarray(ids[0][:p], np.int32)), group_active=jnp.asarray(group_active),
                     row_group=jnp.asarray(row_group))
     return prompt, active, row_valid
+
+  def _batch_pad(self, n: int) -> int:
+    """Rows a batch of n is padded to: a power of two, at most max_batch (a chunk is never larger)."""
+    return min(_next_pow2(n), max(self.max_batch, n))
 
   def _batch_arrays(self, ids: list[list[int]], sched: Schedule, batch_pad: int):
     n = len(ids)
@@ -497,18 +217,12 @@ class Executor:
   def _stop_arrays(self, stop: StopRule) -> dict:
     """The stop rule as device arrays; the per-token tables are built once per executor."""
     if self._tables is None:
-      t = _token_tables(self.model.tokenizer)
-      self._tables = {"net_braces": jnp.asarray(t.net_braces), "min_prefix": jnp.asarray(t.min_prefix),
-                      "has_newline": jnp.asarray(t.has_newline), "number_next": jnp.asarray(t.number_next)}
-    stop_ids = stop.stop_ids if stop.stop_ids is not None else self.model.tokenizer.stop_ids
-    return dict(self._tables, ids=jnp.asarray(np.array(stop_ids or [-1], np.int32)),
-                brace_depth=jnp.int32(stop.close_brace_depth or 0),
-                use_braces=jnp.bool_(stop.close_brace_depth is not None),
-                use_newline=jnp.bool_(stop.stop_at_newline), use_number=jnp.bool_(stop.stop_after_number))
+      self._tables = stop_rules.token_tables(self.model.tokenizer)
+    return stop_rules.stop_arrays(stop, self._tables, self.model.tokenizer.stop_ids)
 
   def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seed):
     sched = self.schedule(progs)
-    batch_pad = min(_next_pow2(len(ids)), max(self.max_batch, len(ids)))
+    batch_pad = self._batch_pad(len(ids))
     prompt, active, row_valid = self._prompt_arrays(ids, sched, progs, batch_pad)
     new_cap = bucket_length(max_new_tokens, self.new_token_quantum)
     out, n_gen, stopped = self._generate(
@@ -532,7 +246,7 @@ class Executor:
     for start in range(0, len(ids), self.max_batch):
       chunk_ids, chunk_progs = ids[start:start + self.max_batch], progs[start:start + self.max_batch]
       sched = self.schedule(chunk_progs)
-      batch_pad = min(_next_pow2(len(chunk_ids)), max(self.max_batch, len(chunk_ids)))
+      batch_pad = self._batch_pad(len(chunk_ids))
       tokens, mask, active, _ = self._batch_arrays(chunk_ids, sched, batch_pad)
       logits = np.asarray(self._prefill_logits(self.model.params, jnp.asarray(sched.ids), jnp.asarray(active),
                                                jnp.int32(sched.length), jnp.asarray(tokens), jnp.asarray(mask)))

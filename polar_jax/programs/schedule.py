@@ -120,6 +120,25 @@ class Schedule:
     """Fraction of the executed row-steps (B * length) that some row needs."""
     return float(self.row_steps().sum()) / float(self.batch_size * self.length)
 
+  def padded(self, padded_length: int) -> "Schedule":
+    """The same schedule padded (or cut back) to T = padded_length steps, without merging the programs again."""
+    if padded_length < self.length:
+      raise ProgramError(f"padded_length={padded_length} is shorter than the schedule ({self.length} steps).")
+    return _padded(self.ids[:self.length], self.active[:, :self.length], self.programs, padded_length)
+
+
+def _padded(steps: Sequence[int], active: np.ndarray, programs: tuple[Program, ...], padded_length: int
+            ) -> Schedule:
+  """The Schedule of real steps [length] and activity [B, length], padded to padded_length (>= length)."""
+  length = len(steps)
+  ids = np.zeros(padded_length, np.int32)  # [T]
+  ids[:length] = steps
+  padded_active = np.zeros((len(programs), padded_length), bool)  # [B, T]
+  padded_active[:, :length] = active
+  ids.setflags(write=False)
+  padded_active.setflags(write=False)
+  return Schedule(ids=ids, active=padded_active, length=length, programs=programs)
+
 
 def make_schedule(programs: Sequence[Program], *, quantum: int = 8,
                   padded_length: int | None = None) -> Schedule:
@@ -157,10 +176,4 @@ def make_schedule(programs: Sequence[Program], *, quantum: int = 8,
     raise ProgramError(
         f"padded_length={padded_length} is shorter than the merged schedule ({length} steps for "
         f"{len(distinct)} distinct programs); pass padded_length >= {length}, or None to bucket it.")
-  ids = np.zeros(padded_length, np.int32)  # [T]
-  ids[:length] = steps
-  padded_active = np.zeros((len(programs), padded_length), bool)  # [B, T]
-  padded_active[:, :length] = active
-  ids.setflags(write=False)
-  padded_active.setflags(write=False)
-  return Schedule(ids=ids, active=padded_active, length=length, programs=programs)
+  return _padded(steps, active, programs, padded_length)
