@@ -21,7 +21,7 @@ PACKAGE = ROOT / "polar_jax"
 # from its own layer only inside the same top-level package (search.mcts -> search.records), else lower ones.
 LAYERS = {
     "errors": 0, "resources": 0,  # leaves: standard library only
-    "workdir": 1,  # config identity and done markers
+    "workdir": 1, "options_io": 1,  # config identity and done markers; options <-> ConfigDicts
     # programs as data and the JSON contracts (light: numpy at most); `programs` is the package __init__
     "programs": 2, "programs.program": 2, "programs.segments": 2, "programs.schedule": 2, "programs.kinds": 2,
     "programs.batching": 2, "records": 2,
