@@ -35,6 +35,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from polar_jax import options as options_lib
+from polar_jax.options import RouterOptions
 from polar_jax.evaluation.outcomes import MethodRun, run_ranked
 from polar_jax.models import transformer
 from polar_jax.program_eval import prompt_ids
@@ -46,10 +48,8 @@ SKIP, EXECUTE, REPEAT = 0, 1, 2
 
 
 def default_router_config() -> ml_collections.ConfigDict:
-  """hidden: MLP width; windows: pooling windows; max_programs: valid programs per question; steps, lr,
-  weight_decay: AdamW on full batches; batch_size: prompts per routing / feature pass; seed: init."""
-  return ml_collections.ConfigDict(dict(hidden=64, windows=8, max_programs=8, steps=300, learning_rate=3e-3,
-                                        weight_decay=1e-4, batch_size=16, seed=0))
+  """The router's options (`polar_jax.options.RouterOptions`, fields documented there) as a ConfigDict."""
+  return options_lib.to_config_dict(RouterOptions())
 
 
 def per_layer_counts(program: Sequence[int], depth: int) -> np.ndarray | None:
