@@ -190,6 +190,10 @@ class RunRecord:
     generated_tokens: tokens generated (the stop token included); 0 for log-likelihood scoring.
     seconds: this row's share of its batch's wall time.
     answer_format: "boxed", "last_number" or "choice_loglik".
+    decided_by: "generate" (generated, then verified), "one_pass" (decided exactly by one prefill of the
+      canonical gold completion, `program_eval.one_pass`), or "loglik" (options compared by log-likelihood).
+    gold_logprob: log-probability of the canonical gold completion under the program, when a one-pass
+      prefill computed it (None otherwise): a graded signal beside the 0/1 verdict.
   """
   id: str
   program: tuple[int, ...]
@@ -200,6 +204,8 @@ class RunRecord:
   generated_tokens: int
   seconds: float
   answer_format: str
+  decided_by: str = "generate"
+  gold_logprob: float | None = None
 
   def to_json(self) -> dict[str, Any]:
     out = dataclasses.asdict(self)
@@ -212,7 +218,8 @@ class RunRecord:
     if not isinstance(obj, Mapping):
       raise ValueError(f"a run record must be a JSON object, got {type(obj).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
-    missing = [n for n in names if n not in obj]
+    optional = {"decided_by", "gold_logprob"}  # absent in records written before they existed
+    missing = [n for n in names if n not in obj and n not in optional]
     unknown = sorted(set(obj) - set(names))
     if missing or unknown:
       raise ValueError(f"run record has missing keys {missing} / unknown keys {unknown}")
@@ -221,7 +228,10 @@ class RunRecord:
               "correct": isinstance(obj["correct"], bool), "answer_format": isinstance(obj["answer_format"], str),
               "program": isinstance(obj["program"], list) and all(is_int(x) for x in obj["program"]),
               "layers": is_int(obj["layers"]), "generated_tokens": is_int(obj["generated_tokens"]),
-              "seconds": isinstance(obj["seconds"], (int, float)) and not isinstance(obj["seconds"], bool)}
+              "seconds": isinstance(obj["seconds"], (int, float)) and not isinstance(obj["seconds"], bool),
+              "decided_by": isinstance(obj.get("decided_by", ""), str),
+              "gold_logprob": obj.get("gold_logprob") is None or (isinstance(obj["gold_logprob"], (int, float))
+                                                                  and not isinstance(obj["gold_logprob"], bool))}
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
       raise ValueError(f"run record fields {bad} have the wrong type")

@@ -80,5 +80,5 @@ def loglik_batch(executor: Executor, prompts: Prompts, batch: list[tuple[int, Pr
     best = int(np.argmax(scores[owner == row]))
     letter = CHOICE_LETTERS[best]
     out.append(RunRecord(example.id, program.ids, example.choices[best], letter, letter == example.answer,
-                         len(program) * len(example.choices), 0, 0.0, LOGLIK_FORMAT))
+                         len(program) * len(example.choices), 0, 0.0, LOGLIK_FORMAT, decided_by="loglik"))
   return out

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from polar_jax import data
 from polar_jax.program_eval.batches import generate_batch, loglik_batch
+from polar_jax.program_eval.one_pass import one_pass_batch
 from polar_jax.program_eval.pairs import normalize_pairs
 from polar_jax.records import RunRecord, is_int
 from polar_jax.program_eval.task import Prompts, TaskConfig
@@ -48,11 +49,18 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
     for number, batch in enumerate(batches):
       start = time.perf_counter()
       rows = [pairs[j] for j in batch]
+      batch_seed = (int(seed) * 1_000_003 + number) % (2 ** 31 - 1)
       if loglik[batch[0]]:
         scored = loglik_batch(executor, prompts, rows)
+      elif task.reward == "teacher_forced" and temperature == 0:
+        scored = one_pass_batch(executor, prompts, rows, task)
+        undecided = [r for r, record in enumerate(scored) if record is None]
+        if undecided:
+          for r, record in zip(undecided, generate_batch(executor, prompts, [rows[r] for r in undecided], task,
+                                                         temperature, batch_seed)):
+            scored[r] = record
       else:
-        scored = generate_batch(executor, prompts, rows, task, temperature,
-                                (int(seed) * 1_000_003 + number) % (2 ** 31 - 1))
+        scored = generate_batch(executor, prompts, rows, task, temperature, batch_seed)
       share = (time.perf_counter() - start) / len(batch)
       yield [(j, dataclasses.replace(record, seconds=share)) for j, record in zip(batch, scored)]
       if bar is not None:
@@ -72,7 +80,8 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     model: a loaded `polar_jax.models.Model`.
     examples: the questions.
     programs: one Program (or id list) per example, a single one for all, or (example index, Program) pairs.
-    task: prompt, token budget and multiple-choice scoring.
+    task: prompt, token budget, multiple-choice scoring and how greedy pairs are decided (`task.reward`:
+      "teacher_forced" decides a pair by one prefill where that is exact, `program_eval.one_pass`).
     temperature: 0 for greedy decoding; > 0 samples (`seed` and the batch number seed each batch).
     max_batch: rows per device batch (pairs sharing a program are packed first, `plan_batches`).
     progress: show a tqdm bar (a string is its label).

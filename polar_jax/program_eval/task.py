@@ -10,6 +10,7 @@ from polar_jax.data.prompts import few_shot_source
 from polar_jax.records import is_int
 
 CHOICE_SCORINGS = ("generate", "loglik")
+REWARDS = ("generate", "teacher_forced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,11 +25,15 @@ class TaskConfig:
     few_shot_split: "<dataset>:<split>" that few-shot examples come from when `prompt.few_shot > 0` (the first
       `few_shot + 1` of a seed-0 sample; the question itself is never shown). `from_preset(..., dataset=)`
       fills it in from `polar_jax.data.prompts.few_shot_source`.
+    reward: how a greedy run is decided: "generate" (generate, then verify) or "teacher_forced" (one prefill of
+      prompt + the canonical gold completion decides the pair when that is exact, else it is generated;
+      `program_eval.one_pass`). Sampling always generates.
   """
   prompt: data.PromptConfig
   max_new_tokens: int = 50
   choice_scoring: str = "generate"
   few_shot_split: str | None = None
+  reward: str = "generate"
 
   def __post_init__(self):
     if not isinstance(self.prompt, data.PromptConfig):
@@ -38,6 +43,8 @@ class TaskConfig:
       raise ValueError(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}.")
     if self.choice_scoring not in CHOICE_SCORINGS:
       raise ValueError(f"Unknown choice_scoring {self.choice_scoring!r}; use one of {list(CHOICE_SCORINGS)}.")
+    if self.reward not in REWARDS:
+      raise ValueError(f"Unknown reward {self.reward!r}; use one of {list(REWARDS)}.")
     if self.few_shot_split is not None:
       parse_split(self.few_shot_split)
     if self.prompt.few_shot > 0 and self.few_shot_split is None:
@@ -46,25 +53,28 @@ class TaskConfig:
 
   @classmethod
   def from_preset(cls, name: str, *, max_new_tokens: int = 50, choice_scoring: str = "generate",
-                  dataset: str | None = None, few_shot_split: str | None = None, **prompt_overrides) -> TaskConfig:
+                  dataset: str | None = None, few_shot_split: str | None = None, reward: str = "generate",
+                  **prompt_overrides) -> TaskConfig:
     """A task from a prompt preset name (`polar_jax.data.PRESETS`), e.g. `from_preset("free_prefix",
     max_new_tokens=16)`; `prompt_overrides` replace preset fields (`few_shot=3`), and `dataset` picks the
     few-shot source for that dataset when none is given."""
     prompt = data.get_preset(name, **prompt_overrides)
     if prompt.few_shot > 0 and few_shot_split is None and dataset is not None:
       few_shot_split = ":".join(few_shot_source(dataset))
-    return cls(prompt, max_new_tokens=max_new_tokens, choice_scoring=choice_scoring, few_shot_split=few_shot_split)
+    return cls(prompt, max_new_tokens=max_new_tokens, choice_scoring=choice_scoring, few_shot_split=few_shot_split,
+               reward=reward)
 
   def to_json(self) -> dict[str, Any]:
     prompt = dataclasses.asdict(self.prompt)
     prompt["chat_template_kwargs"] = dict(self.prompt.chat_template_kwargs)
     return {"prompt": prompt, "max_new_tokens": self.max_new_tokens, "choice_scoring": self.choice_scoring,
-            "few_shot_split": self.few_shot_split}
+            "few_shot_split": self.few_shot_split, "reward": self.reward}
 
   @classmethod
   def from_json(cls, obj: Mapping[str, Any]) -> TaskConfig:
     return cls(data.PromptConfig(**obj["prompt"]), max_new_tokens=obj["max_new_tokens"],
-               choice_scoring=obj["choice_scoring"], few_shot_split=obj.get("few_shot_split"))
+               choice_scoring=obj["choice_scoring"], few_shot_split=obj.get("few_shot_split"),
+               reward=obj.get("reward", "generate"))
 
 
 def parse_split(spec: str) -> tuple[str, str]:
@@ -86,10 +96,14 @@ class Prompts:
       self.few_shot = data.load_split(dataset, split, limit=task.prompt.few_shot + 1, seed=0)
     self._ids: dict[int, list[int]] = {}
 
+  def text(self, index: int) -> str:
+    """The rendered prompt text of one example (template, few-shot turns, assistant prefix)."""
+    return data.render_prompt(self.examples[index], self.task.prompt, self.model.tokenizer, self.few_shot)
+
   def ids(self, index: int) -> list[int]:
     if index not in self._ids:
       cfg = self.task.prompt
-      text = data.render_prompt(self.examples[index], cfg, self.model.tokenizer, self.few_shot)
+      text = self.text(index)
       # Raw prompts get the tokenizer's BOS, as the release runs them; chat templates write their own.
       ids = self.model.tokenizer.encode(text, add_special_tokens=not cfg.use_chat_template)
       if not ids:
