@@ -24,11 +24,18 @@ Arguments (big_vision style, comma-separated after the colon: `configs/default.p
   paper_prompt  MATH levels 1-5 with the paper's exact prompt and boxed answers (the paper's protocol end to
                 end; SmolLM2 is at the floor there, so expect near-zero accuracy), small sizes.
   n_search=N, n_validation=N, n_test=N   questions per dataset (after the variants above)
+  protocol=polar_release   the authors' released MCTS (`polar_jax.search.release`) with its settings:
+                100 simulations, c = sqrt(2), lambda 5, 10% random moves, root blocks <= 4, seed 42 (the
+                same for every question), one leaf per round (its exact sequence), all edits (space cola), and
+                its length bounds for the model's depth (SmolLM2's 30 layers are not in its table: (18, 34),
+                see `search.tree.release_length_bounds`). protocol=cola is the default search.
   sims=N        MCTS simulations per question
   preset=NAME   the prompt preset (e.g. raw_qa_3shot)
 """
 
 from __future__ import annotations
+
+import math
 
 import ml_collections
 
@@ -37,7 +44,7 @@ from polar_jax import options
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = options.parse_arg(arg, quick=False, paper_prompt=False, n_search=None, n_validation=None, n_test=None,
-                          sims=None, preset=None)
+                          sims=None, preset=None, protocol=None)
   c = options.base_config()
   c.name = "smollm2-arith"
   c.model.name = "smollm2-135m-instruct"
@@ -89,6 +96,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        ("num_test", arg.n_test)):
     if value is not None:
       c.data[field] = int(value)
+  if arg.protocol is not None:
+    c.search.protocol = str(arg.protocol)  # an unknown name is SearchConfig's error when the config is read
+  if arg.protocol == "polar_release":
+    c.name += "-polar-release"
+    c.search.num_simulations = 100
+    c.search.exploration = math.sqrt(2)
+    c.search.length_penalty = 5.0
+    c.search.random_prob = 0.1
+    c.search.max_block = 4
+    c.search.min_len = None  # the release's bounds for the model's depth
+    c.search.max_len = None
+    c.search.space = "cola"
+    c.search.leaves_per_round = 1
+    c.search.seed = 42
   if arg.sims is not None:
     c.search.num_simulations = int(arg.sims)
   if arg.preset is not None:

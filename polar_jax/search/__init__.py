@@ -1,4 +1,5 @@
-"""Program search: the CoLa Monte Carlo tree search over programs of layers, batched, resumable, sharded.
+"""Program search: Monte Carlo tree search over programs of layers (CoLa's protocol, or the release's), batched,
+resumable, sharded.
 
 The core (tree, driver, records, interchange, summary) never touches a model; it calls a `Scorer`.
 `polar_jax.search.scoring` provides the LLM scorer (imported on demand, it needs the executor).
@@ -11,12 +12,14 @@ import importlib
 
 _EXPORTS = {
     "interchange": ("export_polar", "from_polar", "import_polar", "to_polar"),
-    "mcts": ("SearchRun", "question_rng", "run_search", "search", "search_stream"),
+    "mcts": ("SearchRun", "new_tree", "question_rng", "run_search", "search", "search_stream"),
+    "release": ("ReleaseTree", "release_children", "release_ucb"),
     "records": ("CorruptRecordsError", "RecordWriter", "merge_shards", "parse_shard", "read_records", "shard_path",
                 "without_timing"),
     "rewards": ("FunctionScorer", "ScoredProgram", "Scorer"),
     "summary": ("summarize", "write_summary"),
-    "tree": ("SearchConfig", "SearchTree", "apply_edit", "child_edits", "children", "spellable", "ucb"),
+    "tree": ("PROTOCOLS", "SearchConfig", "SearchTree", "apply_edit", "child_edits", "children",
+             "release_length_bounds", "spellable", "ucb"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

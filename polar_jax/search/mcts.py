@@ -27,6 +27,7 @@ import numpy as np
 from polar_jax.programs import Program
 from polar_jax.records import VALID_THRESHOLD, ProgramEntry, SearchRecord
 from polar_jax.search import records as records_lib
+from polar_jax.search.release import ReleaseTree
 from polar_jax.search.rewards import ScoredProgram, Scorer
 from polar_jax.search.tree import SearchConfig, SearchTree
 
@@ -37,6 +38,14 @@ def question_rng(seed: int, question_id: str) -> np.random.Generator:
   digest = hashlib.sha256(str(question_id).encode("utf-8")).digest()
   words = np.frombuffer(digest[:16], dtype=np.uint32).tolist()
   return np.random.default_rng(np.random.SeedSequence([int(seed), *words]))
+
+
+def new_tree(depth: int, config: SearchConfig, question_id: str) -> SearchTree | ReleaseTree:
+  """The question's tree under `config.protocol`: CoLa's (seeded from (seed, question id)) or the release's
+  (seeded from `seed` alone, as the release re-seeds every question's search the same way)."""
+  if config.protocol == "polar_release":
+    return ReleaseTree(depth, config)
+  return SearchTree(depth, config, question_rng(config.seed, question_id))
 
 
 def example_field(example: Any, name: str, default: Any = None) -> Any:
@@ -56,22 +65,27 @@ class QuestionSearch:
     self.id = str(example_field(example, "id"))
     self.depth = depth
     self.config = config
-    self.tree = SearchTree(depth, config, question_rng(config.seed, self.id))
+    self.tree = new_tree(depth, config, self.id)
     self.memo: dict[tuple[int, ...], ScoredProgram] = {}
     self.pending: dict[tuple[int, ...], list[list[int]]] = {}
-    self.simulations = 0
     self.started = time.perf_counter()
+
+  @property
+  def simulations(self) -> int:
+    return self.tree.simulations
 
   @property
   def done(self) -> bool:
     return self.simulations >= self.config.num_simulations and not self.pending
 
   def select(self, limit: int) -> list[tuple[int, ...]]:
-    """Runs the selection of up to `limit` simulations; returns the programs that need scoring."""
+    """Runs up to `limit` selections (the release's first one scores the full program and is no simulation);
+    returns the programs that need scoring."""
     new = []
-    for _ in range(min(limit, self.config.num_simulations - self.simulations)):
+    for _ in range(limit):
+      if self.simulations >= self.config.num_simulations:
+        break
       path = self.tree.select()
-      self.simulations += 1
       program = self.tree.programs[path[-1]]
       if program in self.memo:  # A memo hit: a simulation whose evaluation is free.
         self.tree.backup(path, self.memo[program].reward)
@@ -114,6 +128,14 @@ class QuestionSearch:
         seed=int(self.config.seed),
         config=self.config.to_json(),
     )
+
+
+def _normalized(config: Any) -> Any:
+  """A record's config with the fields it predates at their defaults (older records lack `protocol`)."""
+  try:
+    return SearchConfig.from_json(config).to_json()
+  except (TypeError, ValueError):
+    return config
 
 
 def _json_scalar(value: Any) -> Any:
@@ -223,7 +245,7 @@ def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, ou
   depth = int(scorer.depth)
   expected = config.to_json()
   for number, rec in enumerate(existing, start=1):
-    if rec.config != expected or rec.depth != depth:
+    if _normalized(rec.config) != expected or rec.depth != depth:
       raise ValueError(
           f"{path} record {number} (id {rec.id!r}) was written by a search with depth {rec.depth} and "
           f"config {rec.config}; this run has depth {depth} and config {expected}. Resume with the same "

@@ -4,9 +4,9 @@ The protocol (CoLa, arXiv 2507.07996, Algorithm 1; PoLar appendix B), as impleme
 
 - A node holds a program. The root holds the full program `0..D-1`. The children of a node are the distinct
   programs one *edit* away: skip a contiguous block of k entries, or repeat a contiguous block of k entries
-  r more times (the r copies inserted right after the block), k, r in 1..4, keeping 1 <= length <= max_len
-  (default 2D). With `space="predictor"` only children that `polar_jax.programs.parse` accepts are kept
-  (skip / keep / repeat-once segments of <= 4 layers), so everything found can be trained on.
+  r more times (the r copies inserted right after the block), k, r in 1..4, keeping min_len <= length <=
+  max_len (defaults 1 and 2D). With `space="predictor"` only children that `polar_jax.programs.parse`
+  accepts are kept (skip / keep / repeat-once segments of <= 4 layers), so everything found can be trained on.
 - One *simulation* is one pass of selection -> expansion -> evaluation -> backup:
   * Selection starts at the root. A node that was never visited is the leaf (only the root, on the first
     simulation). A visited node is *expanded* the first time selection reaches it: its children are
@@ -45,6 +45,35 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 SPACES = ("cola", "predictor")
+# "cola": the protocol of this module. "polar_release": the authors' released MCTS (`search/release.py`).
+PROTOCOLS = ("cola", "polar_release")
+
+# The release's per-model program length bounds (run_mcts.py, MODEL_DEPTH_PRESETS): model -> (depth, min, max).
+# It matches a model by substring of its name and refuses models it does not list.
+RELEASE_MODEL_LENGTHS = {
+    "Qwen2.5-3B": (36, 24, 44),
+    "Qwen2.5-1.5B": (28, 16, 32),
+    "Llama-3.2-3B": (28, 16, 32),
+    "Qwen1.5-MoE-A2.7B": (24, 16, 28),
+    "Qwen3-8B": (36, 24, 44),
+    "Qwen3-30B-A3B": (48, 36, 54),
+}
+# The table depends on the depth alone (models of one depth share bounds), so it is used by depth.
+RELEASE_LENGTHS = {depth: (lo, hi) for depth, lo, hi in RELEASE_MODEL_LENGTHS.values()}
+
+
+def release_length_bounds(depth: int) -> tuple[int, int]:
+  """(min, max) program length of the release for a `depth`-layer model.
+
+  Depths the release lists (24, 28, 36, 48) get its values. Other depths (not in the release, which refuses
+  such models) get the offsets from depth of the nearest listed depth, the smaller one on a tie, with min >= 1:
+  e.g. SmolLM2's 30 layers -> 28's offsets (-12, +4) -> (18, 34). This extension is ours.
+  """
+  if depth in RELEASE_LENGTHS:
+    return RELEASE_LENGTHS[depth]
+  nearest = min(RELEASE_LENGTHS, key=lambda d: (abs(d - depth), d))
+  lo, hi = RELEASE_LENGTHS[nearest]
+  return max(1, depth + lo - nearest), depth + hi - nearest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +87,9 @@ class SearchConfig:
     random_prob: probability of moving to a random unexplored child instead of the UCB choice.
     max_block: largest block size k of one skip / repeat edit.
     max_repeats: largest extra copy count r of one repeat edit.
-    max_len: longest program allowed; None means 2 * depth.
+    max_len: longest program allowed; None means 2 * depth (cola) or the release's bound (polar_release,
+      `release_length_bounds`).
+    min_len: shortest program allowed; None means 1 (cola) or the release's bound (polar_release).
     space: "cola" (every edit) or "predictor" (only programs the predictor's segment form can spell).
     leaves_per_round: leaves selected per question before scoring (virtual loss); 1 is sequential MCTS.
       Part of the search's identity: a different value gives a different (equally valid) search.
@@ -67,6 +98,9 @@ class SearchConfig:
       times offers only its first ceil(C * v ** widening_exponent) children (in its random order), so
       the search can go deeper than one edit when the branching factor exceeds the budget.
     widening_exponent: alpha of progressive widening.
+    protocol: "cola" (this module) or "polar_release" (the authors' released MCTS, `search/release.py`; it
+      reads num_simulations, length_penalty, exploration, random_prob, max_block, min_len / max_len,
+      leaves_per_round and seed, and ignores max_repeats; see that module for the release's values).
   """
   num_simulations: int = 200
   length_penalty: float = 5.0
@@ -80,15 +114,26 @@ class SearchConfig:
   seed: int = 0
   widening: float = 0.0
   widening_exponent: float = 0.5
+  min_len: int | None = None
+  protocol: str = "cola"
 
   def __post_init__(self):
     for name in ("num_simulations", "max_block", "max_repeats", "leaves_per_round"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"SearchConfig.{name} must be a positive integer, got {value!r}.")
-    if self.max_len is not None and (isinstance(self.max_len, bool) or not isinstance(self.max_len, int)
-                                     or self.max_len < 1):
-      raise ValueError(f"SearchConfig.max_len must be None (2 * depth) or a positive integer, got {self.max_len!r}.")
+    for name in ("max_len", "min_len"):
+      value = getattr(self, name)
+      if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        raise ValueError(f"SearchConfig.{name} must be None (the protocol's default) or a positive integer, got "
+                         f"{value!r}.")
+    if self.min_len is not None and self.max_len is not None and self.min_len > self.max_len:
+      raise ValueError(f"SearchConfig.min_len ({self.min_len}) exceeds max_len ({self.max_len}).")
+    if self.protocol not in PROTOCOLS:
+      raise ValueError(f"SearchConfig.protocol must be one of {PROTOCOLS}, got {self.protocol!r}.")
+    if self.protocol == "polar_release" and (self.space != "cola" or self.widening):
+      raise ValueError("SearchConfig.protocol='polar_release' has its own edits: it takes space='cola' and "
+                       f"widening=0, got space={self.space!r}, widening={self.widening!r}.")
     if self.space not in SPACES:
       raise ValueError(f"SearchConfig.space must be one of {SPACES}, got {self.space!r}.")
     if not 0.0 <= self.random_prob <= 1.0:
@@ -102,14 +147,20 @@ class SearchConfig:
     if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
       raise ValueError(f"SearchConfig.seed must be a non-negative integer, got {self.seed!r}.")
 
+  def length_bounds(self, depth: int) -> tuple[int, int]:
+    """(min, max) program length: min_len / max_len where set, else the protocol's default."""
+    lo, hi = (1, 2 * depth) if self.protocol == "cola" else release_length_bounds(depth)
+    return (lo if self.min_len is None else self.min_len), (hi if self.max_len is None else self.max_len)
+
   def resolved_max_len(self, depth: int) -> int:
-    return 2 * depth if self.max_len is None else self.max_len
+    return self.length_bounds(depth)[1]
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   @classmethod
   def from_json(cls, obj: Mapping[str, Any]) -> SearchConfig:
+    """The inverse of `to_json`; fields missing from older records (min_len, protocol) take their defaults."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(obj) - names)
     if unknown:
@@ -132,10 +183,10 @@ def apply_edit(program: Sequence[int], edit: Edit) -> tuple[int, ...]:
 
 
 def child_edits(program: Sequence[int], depth: int, *, max_block: int = 4, max_repeats: int = 4,
-                max_len: int | None = None, space: str = "cola") -> list[Edit]:
+                max_len: int | None = None, space: str = "cola", min_len: int = 1) -> list[Edit]:
   """One edit per distinct child program, in generation order (skips by k, pos; then repeats by k, r, pos).
 
-  Children differ from the parent (an edit always changes the length), stay within 1..max_len, and in
+  Children differ from the parent (an edit always changes the length), stay within min_len..max_len, and in
   `space="predictor"` are all parseable into the predictor's segment form.
   """
   if space not in SPACES:
@@ -145,11 +196,11 @@ def child_edits(program: Sequence[int], depth: int, *, max_block: int = 4, max_r
   limit = 2 * depth if max_len is None else max_len
   candidates: list[Edit] = []
   for k in range(1, max_block + 1):
-    if n - k >= 1:
+    if n - k >= max(1, min_len):
       candidates.extend((pos, k, 0) for pos in range(n - k + 1))
   for k in range(1, min(max_block, n) + 1):
     for r in range(1, max_repeats + 1):
-      if n + k * r <= limit:
+      if min_len <= n + k * r <= limit:
         candidates.extend((pos, k, r) for pos in range(n - k + 1))
   seen: set[tuple[int, ...]] = set()
   out: list[Edit] = []
@@ -230,7 +281,7 @@ class SearchTree:
     self.depth = int(depth)
     self.config = config
     self.rng = rng
-    self.max_len = config.resolved_max_len(self.depth)
+    self.min_len, self.max_len = config.length_bounds(self.depth)
     self.programs: list[tuple[int, ...]] = [tuple(range(self.depth))]
     self.parent: list[int] = [-1]
     self.visits: list[int] = [0]
@@ -241,6 +292,11 @@ class SearchTree:
   @property
   def total(self) -> int:
     """V: simulations so far, pending ones included (the root's visit count)."""
+    return self.visits[0]
+
+  @property
+  def simulations(self) -> int:
+    """Simulations selected so far (what the driver counts towards `num_simulations`): V."""
     return self.visits[0]
 
   def _new_node(self, program: tuple[int, ...], parent: int) -> int:
@@ -256,7 +312,7 @@ class SearchTree:
     """Generates the node's children (as edits) in a random order."""
     cfg = self.config
     edits = child_edits(self.programs[node], self.depth, max_block=cfg.max_block, max_repeats=cfg.max_repeats,
-                        max_len=self.max_len, space=cfg.space)
+                        max_len=self.max_len, space=cfg.space, min_len=self.min_len)
     order = self.rng.permutation(len(edits))
     self.edits[node] = [edits[j] for j in order]
 
