@@ -64,6 +64,7 @@ class TaskOptions:
   preset: str = "free_prefix"  # a `polar_jax.data` prompt preset (prompt, answer format, assistant prefix)
   max_new_tokens: int = 16
   choice_scoring: str = "generate"  # or "loglik" for multiple-choice datasets
+  reward: str = "generate"  # or "teacher_forced": one prefill decides a greedy pair where exact (search, menu)
 
 
 @dataclasses.dataclass(frozen=True)

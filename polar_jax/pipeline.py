@@ -165,7 +165,8 @@ def load_model_for(config: Any):
 def task_config(config: Any):
   from polar_jax.program_eval import TaskConfig  # pylint: disable=import-outside-toplevel
   t = _options(config).task
-  return TaskConfig.from_preset(t.preset, max_new_tokens=t.max_new_tokens, choice_scoring=t.choice_scoring)
+  return TaskConfig.from_preset(t.preset, max_new_tokens=t.max_new_tokens, choice_scoring=t.choice_scoring,
+                                reward=t.reward)
 
 
 def search_config(config: Any):

@@ -107,7 +107,9 @@ class QuestionSearch:
     valid, invalid = [], []
     for program in sorted(self.memo, key=lambda p: (len(p), p)):
       scored = self.memo[program]
-      entry = ProgramEntry(program, visits.get(program, 0), scored.answer)
+      extra = {} if scored.gold_logprob is None else {"gold_logprob": round(float(scored.gold_logprob), 4),
+                                                       "decided_by": scored.decided_by}
+      entry = ProgramEntry(program, visits.get(program, 0), scored.answer, extra)
       (valid if scored.reward > VALID_THRESHOLD else invalid).append(entry)
     ex = self.example
     return SearchRecord(

@@ -21,10 +21,14 @@ class ScoredProgram:
     reward: 1.0 when the verified answer is correct, else 0.0 (any float is accepted by the search).
     answer: the extracted answer (None when nothing could be extracted), kept in the search records.
     layers: layer executions spent, for cost accounting (e.g. program length x generated tokens).
+    gold_logprob: the gold completion's log-probability under the program, when the scorer computed it.
+    decided_by: how the reward was decided ("generate", "one_pass", ...), when the scorer says.
   """
   reward: float
   answer: str | None = None
   layers: int = 0
+  gold_logprob: float | None = None
+  decided_by: str | None = None
 
 
 @runtime_checkable

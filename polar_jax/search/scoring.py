@@ -78,4 +78,5 @@ class TaskScorer:
     self.stats.row_steps += sum(len(p) for _, p in pairs)
     self.stats.tokens += sum(r.generated_tokens for r in runs)
     self.stats.seconds += time.perf_counter() - start
-    return [ScoredProgram(reward=1.0 if r.correct else 0.0, answer=r.answer, layers=r.layers) for r in runs]
+    return [ScoredProgram(reward=1.0 if r.correct else 0.0, answer=r.answer, layers=r.layers,
+                          gold_logprob=r.gold_logprob, decided_by=r.decided_by) for r in runs]
