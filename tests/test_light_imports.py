@@ -20,8 +20,8 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("module", ["polar_jax.programs", "polar_jax.programs.program", "polar_jax.programs.segments",
                                     "polar_jax.programs.schedule", "polar_jax.programs.kinds",
-                                    "polar_jax.programs.batching", "polar_jax.search", "polar_jax.search.tree",
-                                    "polar_jax.search.release",
+                                    "polar_jax.programs.batching", "polar_jax.programs.prefix_sharing",
+                                    "polar_jax.search", "polar_jax.search.tree", "polar_jax.search.release",
                                     "polar_jax.predictor", "polar_jax.records", "polar_jax.options",
                                     "polar_jax.workdir", "polar_jax.errors"])
 def test_module_imports_light(module):

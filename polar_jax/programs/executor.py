@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from polar_jax.models.registry import Model
-from polar_jax.programs import executor_core, stop_rules
+from polar_jax.programs import completions, executor_core, stop_rules
 from polar_jax.programs.program import Program, ProgramError
 from polar_jax.programs.schedule import Schedule, bucket_length, make_schedule
 from polar_jax.programs.stop_rules import StopRule
@@ -77,6 +77,7 @@ class Executor:
     self.max_batch = max_batch
     self._counter = [0]
     self._tables = None
+    self._scorer = None
     self._generate = jax.jit(functools.partial(executor_core.generate_core, cfg=self.cfg, counter=self._counter),
                              static_argnames=("new_cap",))
     self._prefill_logits = jax.jit(functools.partial(executor_core.prefill_logits_core, cfg=self.cfg,
@@ -253,6 +254,16 @@ class Executor:
       s = tokens.shape[1]
       out += [logits[r, s - len(x):] for r, x in enumerate(chunk_ids)]
     return out
+
+  def score_completions(self, sequences, programs, completion_starts: Sequence[int], *,
+                        share_prefixes: bool = True, max_groups: int = 4) -> completions.CompletionScores:
+    """Greedy predictions and log-probs of each row's completion `sequence[start:]` under its program, from
+    one prefill (`completions.py`; with share_prefixes, rows of one sequence share their programs' common
+    steps, in at most max_groups groups)."""
+    if self._scorer is None:
+      self._scorer = completions.CompletionScorer(self)
+    return self._scorer.score(sequences, programs, completion_starts, share_prefixes=share_prefixes,
+                              max_groups=max_groups)
 
 
 _EXECUTORS: "weakref.WeakKeyDictionary[Model, Executor]" = weakref.WeakKeyDictionary()
