@@ -132,25 +132,8 @@ def decide(argmax: Sequence[int], completion: Completion, example: data.Example,
   return Decision(False)  # the whole canonical completion was generated without a stop
 
 
-def completion_scores(executor, sequences: Sequence[Sequence[int]], programs: Sequence[Program],
-                      starts: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-  """Per row: the argmax at positions start-1 .. len-1 ([m+1]) and the log-probabilities of the completion
-  tokens ([m]), from one prefill under the row's program (the executor's completion scorer when it has one)."""
-  if hasattr(executor, "score_completions"):
-    scores = executor.score_completions(sequences, programs, starts)
-    return [(np.asarray(a), np.asarray(lp)) for a, lp in zip(scores.argmax, scores.logprobs)]
-  out = []
-  for seq, logits, start in zip(sequences, executor.prefill_logits(sequences, programs), starts):
-    x = logits[start - 1:].astype(np.float64)  # [m+1, V]
-    logp = x - x.max(axis=-1, keepdims=True)
-    logp = logp - np.log(np.exp(logp).sum(axis=-1, keepdims=True))
-    targets = np.asarray(seq[start:])
-    out.append((x.argmax(axis=-1), logp[np.arange(len(targets)), targets]))
-  return out
-
-
-def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]], task: TaskConfig
-                   ) -> list[RunRecord | None]:
+def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]], task: TaskConfig, *,
+                   share_prefixes: bool = True) -> list[RunRecord | None]:
   """One-pass records for the decided rows of a batch; None for rows that must be generated."""
   completions = {i: canonical_completion(prompts, i) for i in {i for i, _ in batch}}
   rows = [r for r, (i, _) in enumerate(batch) if completions[i] is not None]
@@ -160,8 +143,8 @@ def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]],
   seqs = [list(prompts.ids(batch[r][0])) + list(completions[batch[r][0]].tokens) for r in rows]
   starts = [len(prompts.ids(batch[r][0])) for r in rows]
   tokenizer = prompts.model.tokenizer
-  scores = completion_scores(executor, seqs, [batch[r][1] for r in rows], starts)
-  for r, (argmax, logprobs) in zip(rows, scores):
+  scores = executor.score_completions(seqs, [batch[r][1] for r in rows], starts, share_prefixes=share_prefixes)
+  for r, argmax, logprobs in zip(rows, scores.argmax, scores.logprobs):
     i, program = batch[r]
     example = prompts.examples[i]
     decision = decide(argmax, completions[i], example, task, tokenizer, tokenizer.stop_ids)

@@ -22,10 +22,34 @@ from polar_jax.programs.batching import plan_batches
 from polar_jax.programs.executor import Executor, executor_for
 
 
+# One-pass rows per completion-scorer call: all candidates of a few questions together, so that their
+# programs' common steps are shared (`Executor.score_completions`).
+ONE_PASS_ROWS_PER_BATCH = 4
+
+
+def _one_pass_chunks(pairs, order: list[int], max_batch: int, per_question: bool) -> list[list[int]]:
+  """Pair indexes in chunks of about ONE_PASS_ROWS_PER_BATCH x max_batch rows, whole questions together (one
+  question per chunk with per_question, so that a chunk's float rounding never depends on other questions)."""
+  by_question: dict[int, list[int]] = {}
+  for j in order:
+    by_question.setdefault(pairs[j][0], []).append(j)
+  chunks, current = [], []
+  for members in by_question.values():
+    if current and (per_question or len(current) + len(members) > ONE_PASS_ROWS_PER_BATCH * max_batch):
+      chunks.append(current)
+      current = []
+    current += members
+  return chunks + ([current] if current else [])
+
+
 def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Program]], task: TaskConfig, *,
               temperature: float, seed: int, max_batch: int, progress: bool | str, executor: Executor | None,
-              per_question: bool = False) -> Iterator[list[tuple[int, RunRecord]]]:
-  """Yields, batch by batch, (pair index, record) for every pair (arguments as in `run_programs`)."""
+              per_question: bool = False, share_prefixes: bool = True) -> Iterator[list[tuple[int, RunRecord]]]:
+  """Yields, batch by batch, (pair index, record) for every pair (arguments as in `run_programs`).
+
+  With `task.reward == "teacher_forced"` and greedy decoding, the generated rows first go through one-pass
+  chunks (whole questions together); the pairs left undecided are then planned and generated as usual.
+  """
   if executor is None:
     executor = executor_for(model)
   elif executor.model is not model:
@@ -36,35 +60,43 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
   loglik = [task.choice_scoring == "loglik" and examples[i].is_multiple_choice for i, _ in pairs]
   # Similar prompt lengths batch together (less left padding); plan_batches keeps this order within a program.
   order = sorted(range(len(pairs)), key=lambda j: (loglik[j], len(prompts.ids(pairs[j][0])), j))
-  batches = []
-  for kind in (False, True):
-    group = [j for j in order if loglik[j] == kind]
-    plan = plan_batches([(pairs[j][0], pairs[j][1].ids) for j in group], max_batch, per_question=per_question)
-    batches += [[group[k] for k in b] for b in plan]
   bar = None
   if progress:
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
     bar = tqdm(total=len(pairs), desc=progress if isinstance(progress, str) else "run_programs", unit="run")
+
+  def timed(batch, run):
+    start = time.perf_counter()
+    scored = run([pairs[j] for j in batch])
+    done = [(j, record) for j, record in zip(batch, scored) if record is not None]
+    share = (time.perf_counter() - start) / max(len(done), 1)
+    if bar is not None:
+      bar.update(len(done))
+    return [(j, dataclasses.replace(record, seconds=share)) for j, record in done]
+
   try:
+    generated = [j for j in order if not loglik[j]]
+    if task.reward == "teacher_forced" and temperature == 0 and generated:
+      undecided = []
+      for chunk in _one_pass_chunks(pairs, generated, max_batch, per_question):
+        decided = timed(chunk, lambda rows: one_pass_batch(executor, prompts, rows, task,
+                                                           share_prefixes=share_prefixes))
+        done = {j for j, _ in decided}
+        undecided += [j for j in chunk if j not in done]
+        if decided:
+          yield decided
+      keep = set(undecided)
+      generated = [j for j in generated if j in keep]
+    batches = []
+    for group in (generated, [j for j in order if loglik[j]]):
+      plan = plan_batches([(pairs[j][0], pairs[j][1].ids) for j in group], max_batch, per_question=per_question)
+      batches += [[group[k] for k in b] for b in plan]
     for number, batch in enumerate(batches):
-      start = time.perf_counter()
-      rows = [pairs[j] for j in batch]
-      batch_seed = (int(seed) * 1_000_003 + number) % (2 ** 31 - 1)
       if loglik[batch[0]]:
-        scored = loglik_batch(executor, prompts, rows)
-      elif task.reward == "teacher_forced" and temperature == 0:
-        scored = one_pass_batch(executor, prompts, rows, task)
-        undecided = [r for r, record in enumerate(scored) if record is None]
-        if undecided:
-          for r, record in zip(undecided, generate_batch(executor, prompts, [rows[r] for r in undecided], task,
-                                                         temperature, batch_seed)):
-            scored[r] = record
+        yield timed(batch, lambda rows: loglik_batch(executor, prompts, rows))
       else:
-        scored = generate_batch(executor, prompts, rows, task, temperature, batch_seed)
-      share = (time.perf_counter() - start) / len(batch)
-      yield [(j, dataclasses.replace(record, seconds=share)) for j, record in zip(batch, scored)]
-      if bar is not None:
-        bar.update(len(batch))
+        batch_seed = (int(seed) * 1_000_003 + number) % (2 ** 31 - 1)
+        yield timed(batch, lambda rows: generate_batch(executor, prompts, rows, task, temperature, batch_seed))
   finally:
     if bar is not None:
       bar.close()
@@ -72,7 +104,7 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
 
 def run_programs(model, examples: Sequence[data.Example], programs: Any, task: TaskConfig, *,
                  temperature: float = 0.0, seed: int = 0, max_batch: int = 32, progress: bool | str = False,
-                 executor: Executor | None = None, per_question: bool = False,
+                 executor: Executor | None = None, per_question: bool = False, share_prefixes: bool = True,
                  on_batch: Callable[[list[RunRecord]], None] | None = None) -> list[RunRecord]:
   """Runs (question, program) pairs and scores them; returns one record per pair, in input order.
 
@@ -88,12 +120,14 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     executor: reuse an executor (default: the model's shared one, so compiles are reused).
     per_question: never batch two questions together (batch shapes, and so float rounding, then do not depend
       on which other questions are pending: what a search needs to reproduce itself exactly after a restart).
+    share_prefixes: with the one-pass reward, rows of one question share their programs' common steps.
     on_batch: called with each device batch's records as it finishes (e.g. to count batches).
   """
   pairs = normalize_pairs(examples, programs, model.config.num_layers)
   out: list[RunRecord | None] = [None] * len(pairs)
   for batch in iter_runs(model, examples, pairs, task, temperature=temperature, seed=seed, max_batch=max_batch,
-                         progress=progress, executor=executor, per_question=per_question):
+                         progress=progress, executor=executor, per_question=per_question,
+                         share_prefixes=share_prefixes):
     for j, record in batch:
       out[j] = record
     if on_batch is not None:

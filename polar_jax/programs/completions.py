@@ -96,6 +96,10 @@ class CompletionScorer:
 
   def __init__(self, executor: "Executor"):
     self.ex = executor
+    # Work done over this scorer's life, for FLOP accounting (benchmarks): passes, (row, step) pairs, the same
+    # times the padded sequence length (token-layers), and LM-head rows x positions.
+    self.totals = {"calls": 0, "passes": 0, "executed_row_steps": 0, "needed_row_steps": 0,
+                   "executed_token_layers": 0, "head_tokens": 0}
     self._core = jax.jit(functools.partial(_score_core, cfg=executor.cfg, counter=executor._counter),
                          static_argnames=("head",))
 
@@ -166,6 +170,13 @@ class CompletionScorer:
       outs.append(out)
       executed, needed = executed + e, needed + n
 
+    t = self.totals
+    t["calls"] += 1
+    t["passes"] += len(plan.trunk) + len(plan.groups)
+    t["executed_row_steps"] += executed
+    t["needed_row_steps"] += needed
+    t["executed_token_layers"] += executed * s
+    t["head_tokens"] += sum(prefix_sharing.rows_bucket(len(g.programs)) for g in plan.groups) * head
     per_slot: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for stage, (am, lp) in zip(plan.groups, outs):
       am, lp = np.asarray(am), np.asarray(lp)
