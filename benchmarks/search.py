@@ -1,24 +1,23 @@
-"""Search benchmark: evaluations per second of our batched search against the authors' approach, one process.
+"""Scoring benchmark: the same (question, program) pairs scored four ways, side by side in one process.
 
-  python benchmarks/search.py --out search.json
+  python benchmarks/search.py --out search.json          # 84 questions x 24 programs = 2,016 pairs
+  python benchmarks/search.py --quick --out quick.json   # a few minutes on 2 cores, the same keys
 
-Ours: `polar_jax.search.search` over --questions questions x --simulations simulations with the search's scorer
-(`TaskScorer`: the evaluation's `run_programs`, KV-cached generation under per-row programs, schedule-sharing
-batches). The reference is how the PoLar
-release runs a program: transformers' PyTorch `LlamaForCausalLM` holding the same (dequantized) weights,
-its layer list replaced by the program's layers and `config.num_hidden_layers` set to the program's length
-(transformers' forward slices the layer list by it), one `generate` call per (question, program), the same
-prompt ids, greedy, the same stop rule, and `use_cache=False` when the program repeats a layer (a cache keyed
-by layer index is wrong for repeats). For skip-only programs the cache is kept and each layer's cache index is
-set to its position (stock transformers sizes its cache by `num_hidden_layers`).
+Pairs: the embedded default's questions (arithmetic ladder levels 1 and 3, train split) and prompt
+(`free_prefix`, 12 new tokens), each question with the full program and programs one skip / repeat edit away in
+the predictor's space (what the default search's 24 simulations evaluate). Scorers:
+  (a) generate: today's scorer, KV-cached greedy generation then verification (`reward="generate"`);
+  (b) one pass: `reward="teacher_forced"`, the completion scorer without prefix sharing;
+  (c) one pass + shared prefixes: (b) with rows of one question sharing their programs' common steps;
+  (d) reference: the release's way, transformers `generate` per pair (the PoLar release's layer-list
+      replacement; no KV cache when a layer repeats), on a stratified sample of pairs.
+(a), (b), (c) run interleaved over chunks of questions (each chunk: the three in rotating order), so load
+changes hit all three alike. Undecided one-pass pairs are generated inside (b) / (c), and their time counts.
 
-Running the reference on all pairs would take hours on a CPU, so it runs on a sample of the pairs our search
-evaluated, stratified into skip-only and repeating programs (their costs differ by an order of magnitude), and
-`reference_evals_per_s` weights the two strata's measured mean times by their shares among all evaluations.
-`reference_agreement` is the share of sampled pairs where the reference extracted the same answer as ours.
-
-Keys: evaluations, distinct_programs, evals_per_s, reference_evals_per_s, speedup, plus details (seconds,
-compiles, schedule utilization, repeat share, per-stratum reference times, base / oracle accuracy).
+Keys: evals_per_s_generate, evals_per_s_one_pass, evals_per_s_one_pass_shared, evals_per_s_reference,
+agreement_pairs, agreement_equal (rewards of (b) and (c) equal to (a)'s; both must hold), scorer_gflops (achieved
+by (c): its counted FLOPs / its seconds), matmul_gflops (a large float32 matmul in this process), ideal_speedup
+(of (c) over (a) from their FLOP counts), and details (decided shares, speedups, load average, machine).
 """
 
 from __future__ import annotations
@@ -32,10 +31,9 @@ import numpy as np
 from common import emit, machine
 from polar_jax.data import load_split, make_stop_checker, score_generation
 from polar_jax.models import load_model
-from polar_jax.program_eval import TaskConfig, prompt_ids
-from polar_jax.records import VALID_THRESHOLD
-from polar_jax.search import SearchConfig, search
-from polar_jax.search.scoring import TaskScorer
+from polar_jax.program_eval import TaskConfig, prompt_ids, run_programs
+from polar_jax.programs import executor_for
+from polar_jax.search.tree import children
 
 
 def torch_llama(model):
@@ -123,92 +121,167 @@ class ReferenceRunner:
     return self.tokenizer.decode(out[0, len(prompt_ids):].tolist())
 
 
+def _pairs(model, examples, per_question: int, seed: int) -> list[tuple[int, tuple[int, ...]]]:
+  depth = model.depth
+  full = tuple(range(depth))
+  kids = children(full, depth, space="predictor")
+  rng = np.random.default_rng(seed)
+  out = []
+  for q in range(len(examples)):
+    picks = rng.choice(len(kids), size=min(per_question - 1, len(kids)), replace=False)
+    out += [(q, full)] + [(q, kids[int(k)]) for k in picks]
+  return out
+
+
+def _layer_flops(cfg) -> float:
+  """Matmul FLOPs of one decoder layer per token (attention scores excluded: small at these lengths)."""
+  d, h, kv, hd, f = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+  return 2.0 * (d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * f)
+
+
+def _matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+  import jax
+  import jax.numpy as jnp
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
+  return 2.0 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+  t0 = time.perf_counter()
+  fn()
+  return time.perf_counter() - t0
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="smollm2-135m-instruct")
-  parser.add_argument("--dataset", default="arith_level1",
-                      help="SmolLM2-135M is at the floor on real math sets; the ladder is a controlled synthetic set.")
+  parser.add_argument("--datasets", default="arith_level1,arith_level3")
   parser.add_argument("--split", default="train")
-  parser.add_argument("--prompt", default="paper_prefix", help="A polar_jax.data prompt preset.")
-  parser.add_argument("--questions", type=int, default=16)
-  parser.add_argument("--simulations", type=int, default=64)
-  parser.add_argument("--space", default="cola", choices=["cola", "predictor"])
-  parser.add_argument("--leaves", type=int, default=8, help="Leaves per question per round.")
+  parser.add_argument("--prompt", default="free_prefix", help="A polar_jax.data prompt preset.")
+  parser.add_argument("--questions", type=int, default=84, help="In total, split over the datasets.")
+  parser.add_argument("--programs", type=int, default=24, help="Programs per question (the full one included).")
+  parser.add_argument("--chunk", type=int, default=12, help="Questions per interleaved chunk.")
   parser.add_argument("--max-batch", type=int, default=32)
-  parser.add_argument("--max-new-tokens", type=int, default=50)
-  parser.add_argument("--per-question", action="store_true", help="Never mix questions in a batch.")
-  parser.add_argument("--reference-pairs", type=int, default=24)
+  parser.add_argument("--max-new-tokens", type=int, default=12)
+  parser.add_argument("--reference-pairs", type=int, default=16)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--quick", action="store_true", help="16 questions x 12 programs, 6 reference pairs.")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
+  if args.quick:
+    args.questions, args.programs, args.chunk, args.reference_pairs = 16, 12, 8, 6
 
   import torch
   torch.set_num_threads(os.cpu_count() or 1)
+  load_before = os.getloadavg()
   model = load_model(args.model)
-  examples = load_split(args.dataset, args.split, limit=args.questions, seed=args.seed)
-  task = TaskConfig.from_preset(args.prompt, max_new_tokens=args.max_new_tokens, dataset=args.dataset)
-  prompt_cfg = task.prompt
-  scorer = TaskScorer(model, examples, task, max_batch=args.max_batch, per_question=args.per_question)
-  config = SearchConfig(num_simulations=args.simulations, space=args.space, leaves_per_round=args.leaves,
-                        seed=args.seed)
-  start = time.perf_counter()
-  records = search(examples, scorer, config, max_active=len(examples))
-  seconds = time.perf_counter() - start
+  names = [d for d in args.datasets.split(",") if d]
+  examples = [e for d in names for e in load_split(d, args.split, limit=args.questions // len(names),
+                                                    seed=args.seed)]
+  pairs = _pairs(model, examples, args.programs, args.seed)
+  tasks = {name: TaskConfig.from_preset(args.prompt, max_new_tokens=args.max_new_tokens, reward=reward)
+           for name, reward in (("generate", "generate"), ("one_pass", "teacher_forced"),
+                                ("one_pass_shared", "teacher_forced"))}
+  executor = executor_for(model)
+  kwargs = dict(max_batch=args.max_batch, executor=executor)
+  warm = [p for p in pairs if p[0] < 2]  # compiles outside the timings
+  for name, task in tasks.items():
+    run_programs(model, examples, warm, task, share_prefixes=name == "one_pass_shared", **kwargs)
+  seconds = {name: 0.0 for name in tasks}
+  results = {name: [None] * len(pairs) for name in tasks}
+  work = {}
+  chunks = [list(range(s, min(s + args.chunk, len(examples)))) for s in range(0, len(examples), args.chunk)]
+  for number, chunk in enumerate(chunks):
+    members = [j for j, (q, _) in enumerate(pairs) if q in set(chunk)]
+    names_order = list(tasks)[number % 3:] + list(tasks)[:number % 3]
+    for name in names_order:
+      totals = dict(executor._scorer.totals) if executor._scorer is not None else {}
+      t0 = time.perf_counter()
+      records = run_programs(model, examples, [pairs[j] for j in members], tasks[name],
+                             share_prefixes=name == "one_pass_shared", **kwargs)
+      seconds[name] += time.perf_counter() - t0
+      for j, record in zip(members, records):
+        results[name][j] = record
+      if name == "one_pass_shared":
+        for key, value in executor._scorer.totals.items():
+          work[key] = work.get(key, 0) + value - totals.get(key, 0)
+  n = len(pairs)
+  rate = {name: n / seconds[name] for name in tasks}
+  agree_b = sum(a.correct == b.correct for a, b in zip(results["generate"], results["one_pass"]))
+  agree_c = sum(a.correct == c.correct for a, c in zip(results["generate"], results["one_pass_shared"]))
+  decided = {name: sum(r.decided_by == "one_pass" for r in results[name]) / n for name in ("one_pass", "one_pass_shared")}
 
-  index_of = {ex.id: i for i, ex in enumerate(examples)}
-  pairs = [(index_of[r.id], e.program, e.answer) for r in records for e in r.valid + r.invalid]
-  evaluations = len(pairs)
-  repeats = [len(set(p)) < len(p) for _, p, _ in pairs]
+  # FLOPs. (a): every row's program over its prompt (prefill) and its generated tokens (decode), plus the LM
+  # head per generated token. (c): the completion scorer's counted token-layers and head positions, plus the
+  # generation of its undecided pairs.
+  cfg = model.config
+  per_layer, head = _layer_flops(cfg), 2.0 * cfg.hidden_size * cfg.vocab_size
+  ids = prompt_ids(model, examples, tasks["generate"])
+  def generate_flops(records, rows):
+    return sum(len(r.program) * (len(ids[pairs[j][0]]) + r.generated_tokens) * per_layer + r.generated_tokens * head
+               for j, r in zip(rows, records))
+  flops_a = generate_flops(results["generate"], range(n))
+  undecided = [j for j, r in enumerate(results["one_pass_shared"]) if r.decided_by != "one_pass"]
+  flops_c = (work.get("executed_token_layers", 0) * per_layer + work.get("head_tokens", 0) * head
+             + generate_flops([results["one_pass_shared"][j] for j in undecided], undecided))
+
+  # (d) the reference, on a stratified sample (skip-only vs repeating programs).
+  prompt_cfg = tasks["generate"].prompt
+  repeats = [len(set(p)) < len(p) for _, p in pairs]
   rng = np.random.default_rng(args.seed)
   sample = []
   for stratum in (False, True):
-    members = [i for i, r in enumerate(repeats) if r == stratum]
+    members = [j for j, r in enumerate(repeats) if r == stratum]
     take = min(len(members), args.reference_pairs // 2)
-    sample += [(stratum, pairs[i]) for i in rng.choice(members, size=take, replace=False)] if take else []
-
+    sample += [(stratum, int(j)) for j in rng.choice(members, size=take, replace=False)] if take else []
   reference = ReferenceRunner(model, prompt_cfg, args.max_new_tokens)
-  ids = prompt_ids(model, examples, task)  # The token ids our search fed the model.
-  reference.generate(ids[0], tuple(range(model.depth)))  # Warm-up.
+  reference.generate(ids[0], tuple(range(model.depth)))  # warm-up
   times = {False: [], True: []}
-  agree = 0
-  for stratum, (q, program, ours) in sample:
+  ref_agree = 0
+  for stratum, j in sample:
+    q, program = pairs[j]
     t0 = time.perf_counter()
     text = reference.generate(ids[q], program)
     times[stratum].append(time.perf_counter() - t0)
-    answer, _ = score_generation(text, examples[q], prompt_cfg.answer_format,
-                                 assistant_prefix=prompt_cfg.assistant_prefix)
-    agree += answer == ours
-  share = float(np.mean(repeats)) if repeats else 0.0
+    answer, _ = score_generation(text, examples[q], prompt_cfg.answer_format, assistant_prefix=prompt_cfg.assistant_prefix)
+    ref_agree += answer == results["generate"][j].answer
+  share = float(np.mean(repeats))
   mean = {k: float(np.mean(v)) if v else 0.0 for k, v in times.items()}
   per_eval = (1 - share) * mean[False] + share * mean[True]
   ref_rate = 1.0 / per_eval if per_eval > 0 else float("nan")
-  rate = evaluations / seconds
-  valid = [r for r in records if r.initial_score is not None]
+
   result = {
-      "evaluations": evaluations,
-      "distinct_programs": len({p for _, p, _ in pairs}),
-      "evals_per_s": rate,
-      "reference_evals_per_s": ref_rate,
-      "speedup": rate / ref_rate,
-      "questions": len(records),
-      "simulations": args.simulations,
-      "space": args.space,
+      "evals_per_s_generate": rate["generate"],
+      "evals_per_s_one_pass": rate["one_pass"],
+      "evals_per_s_one_pass_shared": rate["one_pass_shared"],
+      "evals_per_s_reference": ref_rate,
+      "agreement_pairs": n,
+      "agreement_equal": min(agree_b, agree_c),
+      "agreement_equal_one_pass": agree_b,
+      "agreement_equal_one_pass_shared": agree_c,
+      "scorer_gflops": flops_c / seconds["one_pass_shared"] / 1e9,
+      "matmul_gflops": _matmul_gflops(),
+      "ideal_speedup": flops_a / flops_c if flops_c else None,
+      "speedup_one_pass": rate["one_pass"] / rate["generate"],
+      "speedup_one_pass_shared": rate["one_pass_shared"] / rate["generate"],
+      "speedup_vs_reference": rate["one_pass_shared"] / ref_rate,
+      "decided_one_pass": decided["one_pass"],
+      "decided_one_pass_shared": decided["one_pass_shared"],
+      "base_accuracy": float(np.mean([r.correct for r, (_, p) in zip(results["generate"], pairs)
+                                      if len(p) == model.depth and p == tuple(range(model.depth))])),
       "seconds": seconds,
-      "compiles": scorer.executor.compiles,
-      "batches": scorer.stats.batches,
-      "rows_per_batch": scorer.stats.rows / max(scorer.stats.batches, 1),
-      "schedule_utilization": scorer.stats.schedule_utilization,
-      "generated_tokens_per_eval": scorer.stats.tokens / max(scorer.stats.rows, 1),
+      "gflop_generate": flops_a / 1e9, "gflop_one_pass_shared": flops_c / 1e9,
+      "completion_scorer_work": work,
+      "reference_pairs": len(sample), "reference_agreement": ref_agree / max(len(sample), 1),
+      "reference_seconds_skip_only": mean[False], "reference_seconds_repeating": mean[True],
       "repeat_share": share,
-      "reference_pairs": len(sample),
-      "reference_seconds_skip_only": mean[False],
-      "reference_seconds_repeating": mean[True],
-      "reference_agreement": agree / max(len(sample), 1),
-      "base_accuracy": float(np.mean([r.initial_score > VALID_THRESHOLD for r in valid])) if valid else None,
-      "oracle_accuracy": float(np.mean([bool(r.valid) for r in records])),
-      "model": args.model, "dataset": args.dataset, "split": args.split, "prompt": args.prompt,
-      "max_new_tokens": args.max_new_tokens, "max_batch": args.max_batch, "per_question": args.per_question,
-      "machine": machine(),
+      "questions": len(examples), "programs_per_question": args.programs, "chunk": args.chunk,
+      "model": args.model, "datasets": names, "split": args.split, "prompt": args.prompt,
+      "max_new_tokens": args.max_new_tokens, "max_batch": args.max_batch,
+      "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine": machine(),
   }
   emit(result, args.out)
 

@@ -44,7 +44,8 @@ def _one_pass_chunks(pairs, order: list[int], max_batch: int, per_question: bool
 
 def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Program]], task: TaskConfig, *,
               temperature: float, seed: int, max_batch: int, progress: bool | str, executor: Executor | None,
-              per_question: bool = False, share_prefixes: bool = True) -> Iterator[list[tuple[int, RunRecord]]]:
+              per_question: bool = False, share_prefixes: bool = True,
+              step_cost: float = 0.0) -> Iterator[list[tuple[int, RunRecord]]]:
   """Yields, batch by batch, (pair index, record) for every pair (arguments as in `run_programs`).
 
   With `task.reward == "teacher_forced"` and greedy decoding, the generated rows first go through one-pass
@@ -89,7 +90,8 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
       generated = [j for j in generated if j in keep]
     batches = []
     for group in (generated, [j for j in order if loglik[j]]):
-      plan = plan_batches([(pairs[j][0], pairs[j][1].ids) for j in group], max_batch, per_question=per_question)
+      plan = plan_batches([(pairs[j][0], pairs[j][1].ids) for j in group], max_batch, per_question=per_question,
+                          step_cost=step_cost, quantum=executor.schedule_quantum)
       batches += [[group[k] for k in b] for b in plan]
     for number, batch in enumerate(batches):
       if loglik[batch[0]]:
@@ -105,6 +107,7 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
 def run_programs(model, examples: Sequence[data.Example], programs: Any, task: TaskConfig, *,
                  temperature: float = 0.0, seed: int = 0, max_batch: int = 32, progress: bool | str = False,
                  executor: Executor | None = None, per_question: bool = False, share_prefixes: bool = True,
+                 step_cost: float = 0.0,
                  on_batch: Callable[[list[RunRecord]], None] | None = None) -> list[RunRecord]:
   """Runs (question, program) pairs and scores them; returns one record per pair, in input order.
 
@@ -121,13 +124,16 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     per_question: never batch two questions together (batch shapes, and so float rounding, then do not depend
       on which other questions are pending: what a search needs to reproduce itself exactly after a restart).
     share_prefixes: with the one-pass reward, rows of one question share their programs' common steps.
+    step_cost: a schedule step's fixed cost (weight reads, dispatch) in units of one row's step; above 0,
+      batches of unlike programs are coalesced where that cost model says it pays (`plan_batches`). 0 (the
+      default) keeps the plan that bounds each batch's schedule by `max_waste`, as the search relies on.
     on_batch: called with each device batch's records as it finishes (e.g. to count batches).
   """
   pairs = normalize_pairs(examples, programs, model.config.num_layers)
   out: list[RunRecord | None] = [None] * len(pairs)
   for batch in iter_runs(model, examples, pairs, task, temperature=temperature, seed=seed, max_batch=max_batch,
                          progress=progress, executor=executor, per_question=per_question,
-                         share_prefixes=share_prefixes):
+                         share_prefixes=share_prefixes, step_cost=step_cost):
     for j, record in batch:
       out[j] = record
     if on_batch is not None:
