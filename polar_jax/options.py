@@ -64,7 +64,6 @@ class TaskOptions:
   preset: str = "free_prefix"  # a `polar_jax.data` prompt preset (prompt, answer format, assistant prefix)
   max_new_tokens: int = 16
   choice_scoring: str = "generate"  # or "loglik" for multiple-choice datasets
-  reward: str = "generate"  # or "teacher_forced": one prefill decides a greedy pair where exact (search, menu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +85,21 @@ class SearchOptions(SearchConfig):
     per_question: never batch two questions together (bit-identical resume; slower).
     repair: move a half-written records line aside instead of refusing to resume.
     shard: "i/n" to search only this process's share of the questions ("" = all, or by process index).
+    reward: how the search decides a (question, program) pair: "teacher_forced" (one prefill of the canonical
+      gold completion decides it where that is exact, else it is generated: `program_eval.one_pass`) or
+      "generate". Evaluation always generates (its seconds are the deployable cost).
   """
   max_batch: int = 32
   max_active: int = 32
   per_question: bool = False
   repair: bool = False
   shard: str = ""
+  reward: str = "teacher_forced"
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.reward not in ("teacher_forced", "generate"):
+      raise ValueError(f"SearchOptions.reward must be 'teacher_forced' or 'generate', got {self.reward!r}.")
 
   def tree(self) -> SearchConfig:
     """The per-question search parameters alone (what a search record's `config` holds)."""

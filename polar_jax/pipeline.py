@@ -165,8 +165,7 @@ def load_model_for(config: Any):
 def task_config(config: Any):
   from polar_jax.program_eval import TaskConfig  # pylint: disable=import-outside-toplevel
   t = _options(config).task
-  return TaskConfig.from_preset(t.preset, max_new_tokens=t.max_new_tokens, choice_scoring=t.choice_scoring,
-                                reward=t.reward)
+  return TaskConfig.from_preset(t.preset, max_new_tokens=t.max_new_tokens, choice_scoring=t.choice_scoring)
 
 
 def search_config(config: Any):
@@ -201,7 +200,8 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
   records_path = out / "records.jsonl"
   examples = splits.searched()
   if workdir_lib.done(workdir, "search") is None:
-    scorer = TaskScorer(model, examples, task_config(opts), max_batch=s.max_batch, per_question=s.per_question)
+    task = dataclasses.replace(task_config(opts), reward=s.reward)
+    scorer = TaskScorer(model, examples, task, max_batch=s.max_batch, per_question=s.per_question)
     shard = parse_shard(s.shard) if s.shard else None
     bar = _progress(opts, len(examples), "search")
     finished = len(search_lib.read_records(records_path)) if records_path.exists() else 0

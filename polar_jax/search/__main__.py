@@ -17,6 +17,7 @@ are the pipeline's. The other commands take plain arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -75,7 +76,8 @@ def _run(argv: Sequence[str]) -> None:
     examples = _questions(pipeline.load_splits(config), FLAGS.set)
     model = pipeline.load_model_for(config)
     opts = pipeline.search_config(config)
-    scorer = TaskScorer(model, examples, pipeline.task_config(config), max_batch=opts.max_batch,
+    task = dataclasses.replace(pipeline.task_config(config), reward=opts.reward)
+    scorer = TaskScorer(model, examples, task, max_batch=opts.max_batch,
                         per_question=opts.per_question)
     shard = records.parse_shard(opts.shard) if opts.shard else None
     run = run_search(examples, scorer, opts.tree(), FLAGS.out, shard=shard, repair=opts.repair,
