@@ -24,6 +24,22 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> float:
   return statistics.median(times)
 
 
+def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+  """Wall milliseconds of every fn over `repeats` rounds in which the fns take turns (A B C, then C B A, ...),
+  after one untimed warm-up call each (the compile), so that a change of machine load hits all of them alike.
+  Returns each fn's list of times."""
+  for fn in fns.values():
+    fn()
+  times: dict[str, list[float]] = {name: [] for name in fns}
+  order = list(fns)
+  for r in range(repeats):
+    for name in (order if r % 2 == 0 else order[::-1]):
+      t0 = time.perf_counter()
+      fns[name]()
+      times[name].append((time.perf_counter() - t0) * 1e3)
+  return times
+
+
 def machine() -> dict[str, Any]:
   """What the figures were measured on."""
   import jax
