@@ -325,7 +325,8 @@ def train_predictor(config: TrainOptions | ml_collections.ConfigDict, workdir: s
           best = (step, result["val_loss"])
         checkpoints.save_best(step, state, meta(step), result["val_loss"])
       if _every(step, config.checkpoint.every_steps) or step == total_steps:
-        checkpoints.save(step, state, meta(step, history=history, best_step=best[0], best_val_loss=best[1]))
+        checkpoints.save(step, state, meta(step, history=list(history), best_step=best[0],
+                                             best_val_loss=best[1]))  # a copy: the save may be async
       if step_callback is not None:
         step_callback(step)
     writer.flush()
