@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 from polar_jax import options
-from polar_jax.search import FunctionScorer, SearchConfig, read_records, run_search, search, without_timing
+from polar_jax.search import FunctionScorer, SearchConfig, read_records, run_search, search
 from polar_jax.search.release import ReleaseTree, release_children, release_ucb
 from polar_jax.search.tree import RELEASE_MODEL_LENGTHS, release_length_bounds
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
