@@ -50,15 +50,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.name = "smollm2-135m-instruct"
   c.model.dtype = "float32"
 
-  c.data.datasets = "arith_level1,arith_level3"
+  c.data.datasets = "arith_level11,arith_level13"  # ladder v2: successor, last digit
   c.data.num_search = 48  # per dataset, from the train split: the predictor's supervision
   c.data.num_validation = 16  # per dataset, searched too: the predictor's validation loss / match rate
-  c.data.num_test = 64  # per dataset
+  c.data.num_test = 500  # per dataset: 1,000 held-out test questions
   c.data.num_calibration = 32  # ShortGPT's calibration questions (train split, not searched ones)
   c.data.ood = ""  # e.g. "arith_level2,arith_level5"
 
-  c.task.preset = "free_prefix"
-  c.task.max_new_tokens = 12
+  c.task.preset = "raw_qa_3shot"
+  c.task.max_new_tokens = 8
+
+  c.menu.top_k = 12  # + the full program
+  c.menu.num_train = 200  # per dataset (the 48 searched ones first)
+  c.menu.num_validation = 100  # per dataset
+  c.menu.chunk_questions = 50
 
   c.search.num_simulations = 24
   c.search.leaves_per_round = 8
@@ -72,11 +77,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if arg.quick:
     c.name += "-quick"
-    c.data.datasets = "arith_level1"
+    c.data.datasets = "arith_level11"
     c.data.num_search = 8
     c.data.num_validation = 4
     c.data.num_test = 12
     c.data.num_calibration = 4
+    c.menu.top_k = 3
+    c.menu.num_train = 12
+    c.menu.num_validation = 6
+    c.menu.chunk_questions = 10
     c.search.num_simulations = 8
     c.predictor.train.num_epochs = 4
     c.predictor.train.batch_size = 16

@@ -33,7 +33,7 @@ from polar_jax.predictor.decode import DecodeOptions
 from polar_jax.predictor.targets import TargetOptions
 from polar_jax.search.tree import SearchConfig
 
-STAGES = ("convert", "search", "train", "evaluate")
+STAGES = ("convert", "search", "menu", "train", "evaluate")
 EVAL_METHODS = ("full_depth", "sampling", "polar", "shortgpt", "random_programs", "search_ablations", "router")
 ENCODERS = ("minilm", "token_embeddings", "hf")
 
@@ -105,6 +105,38 @@ class SearchOptions(SearchConfig):
     """The per-question search parameters alone (what a search record's `config` holds)."""
     names = [f.name for f in dataclasses.fields(SearchConfig)]
     return SearchConfig(**{n: getattr(self, n) for n in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class MenuOptions:
+  """The menu stage (`polar_jax.menu`): the top_k searched programs by training questions they are valid for,
+  plus full depth, run on every train, validation and test question (a dense outcome matrix).
+
+  Attributes:
+    top_k: menu programs besides the full program.
+    num_train / num_validation: questions per dataset from the train / validation split (the first ones, so the
+      searched questions are among them); 0 = the data section's num_search / num_validation. Test rows are
+      the data section's test questions.
+    chunk_questions: questions per resumable chunk (each chunk runs every program).
+    reward: "teacher_forced" (one prefill decides a pair where exact; yields the gold log-probability) or
+      "generate".
+    max_batch: rows per device batch.
+  """
+  top_k: int = 64
+  num_train: int = 0
+  num_validation: int = 0
+  chunk_questions: int = 50
+  reward: str = "teacher_forced"
+  max_batch: int = 32
+
+  def __post_init__(self):
+    if self.reward not in ("teacher_forced", "generate"):
+      raise ValueError(f"MenuOptions.reward must be 'teacher_forced' or 'generate', got {self.reward!r}.")
+    for name in ("top_k", "num_train", "num_validation"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"MenuOptions.{name} must be >= 0, got {getattr(self, name)}.")
+    if self.chunk_questions < 1 or self.max_batch < 1:
+      raise ValueError("MenuOptions.chunk_questions and max_batch must be >= 1.")
 
 
 # --- train ----------------------------------------------------------------------------------------------------
@@ -264,6 +296,7 @@ class PipelineOptions:
   data: DataOptions = DataOptions()
   task: TaskOptions = TaskOptions()
   search: SearchOptions = SearchOptions()
+  menu: MenuOptions = MenuOptions()
   encoder: EncoderOptions = EncoderOptions()
   predictor: TrainOptions = TrainOptions()
   evaluate: EvalOptions = EvalOptions()

@@ -1,4 +1,4 @@
-"""The end-to-end pipeline as library functions: convert -> search -> train -> evaluate in one workdir.
+"""The end-to-end pipeline as library functions: convert -> search -> menu -> train -> evaluate in one workdir.
 
 `main.py` is a thin absl wrapper around `run_pipeline(config, workdir)`; a notebook can call the same
 function, or one stage at a time. The config (a ConfigDict from `configs/*.py` plus command-line overrides,
@@ -12,6 +12,8 @@ Workdir layout:
   convert/model.json       the model: name, source, depth, dtype, parameter count
   search/records.jsonl     one line per searched question (valid / invalid programs); summary.json,
                            layer_usage.png (the papers' findings)
+  menu/                    the program menu: plan.json, chunks/*.npz, then matrix.npz + menu.json (the dense
+                           outcome matrix, `polar_jax.menu`), lab.json / lab.md, coverage.png, programs.png
   predictor/               checkpoints, best/, tensorboard/ of the predictor's training
   evaluate/                per-method records, results.json, results.md, tradeoff.png, layer_usage.png
   results.json, results.md the final table (copied from evaluate/)
@@ -165,7 +167,14 @@ def load_model_for(config: Any):
 def task_config(config: Any):
   from polar_jax.program_eval import TaskConfig  # pylint: disable=import-outside-toplevel
   t = _options(config).task
-  return TaskConfig.from_preset(t.preset, max_new_tokens=t.max_new_tokens, choice_scoring=t.choice_scoring)
+  few_shot = "auto" if data_lib_preset(t.preset).few_shot > 0 else None  # each question's own dataset
+  return TaskConfig.from_preset(t.preset, max_new_tokens=t.max_new_tokens, choice_scoring=t.choice_scoring,
+                                few_shot_split=few_shot)
+
+
+def data_lib_preset(name: str):
+  from polar_jax import data  # pylint: disable=import-outside-toplevel
+  return data.get_preset(name)
 
 
 def search_config(config: Any):
@@ -219,6 +228,59 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
   return search_lib.read_records(records_path)
 
 
+def menu_parts(opts: PipelineOptions, splits: Splits) -> list[tuple[str, str, list]]:
+  """The menu's (split, dataset, examples): train and validation prefixes per dataset, then the test sets."""
+  from polar_jax import data  # pylint: disable=import-outside-toplevel
+  d, m = opts.data, opts.menu
+  kw = dict(seed=opts.seed, data_dir=d.data_dir or None)
+  if d.manual_dir:
+    kw["manual_dir"] = d.manual_dir
+  parts = []
+  for name in _csv(d.datasets):
+    n = m.num_train or d.num_search
+    parts.append(("train", name, data.load_split(name, "train", limit=n, **kw) if n else []))
+  for name in _csv(d.datasets):
+    n = m.num_validation or d.num_validation
+    parts.append(("validation", name, data.load_split(name, "validation", limit=n, **kw) if n else []))
+  for name, examples in splits.test.items():
+    parts.append(("test", name, list(examples)))
+  return parts
+
+
+def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list):
+  """Ranks the searched programs on the training questions and runs the top K + full depth everywhere."""
+  from polar_jax.menu import build  # pylint: disable=import-outside-toplevel
+  from polar_jax.menu.matrix import MenuMatrix  # pylint: disable=import-outside-toplevel
+  out = workdir / "menu"
+  if workdir_lib.done(workdir, "menu") is None:
+    start = time.perf_counter()
+    m = opts.menu
+    programs, counts = build.rank_programs(records, model.depth, splits.ids("search"), m.top_k)
+    questions, examples = build.menu_questions(menu_parts(opts, splits))
+    task = dataclasses.replace(task_config(opts), reward=m.reward)
+    n_chunks = -(-len(questions) // m.chunk_questions)
+    _say(opts, f"menu: {len(programs)} programs x {len(questions)} questions in {n_chunks} chunks")
+    bar = _progress(opts, n_chunks, "menu chunks")
+    bar.update(sum(1 for _ in (out / build.CHUNKS).glob("*.npz")) if (out / build.CHUNKS).exists() else 0)
+    info = {"config": options_lib.to_json(opts), "search_train_valid_counts": counts,
+            "ranking": "training questions the search found each program valid for"}
+    matrix = build.build_menu(model, task, questions, examples, programs, out, chunk_questions=m.chunk_questions,
+                              max_batch=m.max_batch, info=info, on_chunk=lambda i, n, sec: bar.update(1))
+    bar.close()
+    _write_menu_report(matrix, out)
+    workdir_lib.mark_done(workdir, "menu", {"programs": matrix.n_programs, "questions": len(questions),
+                                            "seconds": time.perf_counter() - start})
+  return MenuMatrix.load(out)
+
+
+def _write_menu_report(matrix, out: pathlib.Path) -> None:
+  from polar_jax.menu import lab, plots  # pylint: disable=import-outside-toplevel
+  table = lab.lab_table(matrix)
+  (out / "lab.json").write_text(json.dumps(table, indent=2))
+  (out / "lab.md").write_text(lab.markdown(table) + "\n")
+  plots.plot_menu(matrix, out)
+
+
 class _ProgressScorer:
   """Shows the program runs on the search's progress bar (questions finish in waves, runs are continuous)."""
 
@@ -258,7 +320,7 @@ def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spl
 
 
 def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list,
-                   encoder) -> dict:
+                   encoder, menu=None) -> dict:
   from polar_jax import evaluation  # pylint: disable=import-outside-toplevel
   from polar_jax.predictor import ProgramPredictor  # pylint: disable=import-outside-toplevel
 
@@ -306,6 +368,12 @@ def run_pipeline(config: Any, workdir: str | pathlib.Path) -> dict:
   elif (workdir / "search" / "records.jsonl").exists():
     from polar_jax.search import read_records  # pylint: disable=import-outside-toplevel
     records = read_records(workdir / "search" / "records.jsonl")
+  menu = None
+  if "menu" in stages:
+    menu = stage_menu(opts, workdir, model, splits, records)
+  elif workdir_lib.done(workdir, "menu") is not None:
+    from polar_jax.menu.matrix import MenuMatrix  # pylint: disable=import-outside-toplevel
+    menu = MenuMatrix.load(workdir / "menu")
   encoder = None
   if "train" in stages:
     encoder = stage_train(opts, workdir, model, splits, records)
@@ -314,7 +382,7 @@ def run_pipeline(config: Any, workdir: str | pathlib.Path) -> dict:
     if encoder is None:
       from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
       encoder = make_encoder(opts.encoder, model)
-    results = stage_evaluate(opts, workdir, model, splits, records, encoder)
+    results = stage_evaluate(opts, workdir, model, splits, records, encoder, menu)
     if opts.progress and (workdir / "results.md").exists():
       print((workdir / "results.md").read_text(), flush=True)
   _say(opts, f"done in {time.perf_counter() - start:.0f}s; outputs in {workdir}")

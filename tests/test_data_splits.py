@@ -112,6 +112,8 @@ def ladder_seed0():
 def test_ladder_sizes_disjointness_and_answers(ladder_seed0):
   for level, parts in ladder_seed0.items():
     sizes = {name: len(rows) for name, rows in parts.items()}
+    if ladder.LEVELS[level].version == 2:
+      continue  # test_ladder_v2_levels
     if level in (1, 3):
       assert sizes == {"train": 510, "validation": 100, "test": 200}
     else:
@@ -134,6 +136,8 @@ def _problem_key(ex):
 def test_ladder_problems_not_shared_across_splits(ladder_seed0):
   """Not only texts: a problem is never re-phrased into another split."""
   for level, parts in ladder_seed0.items():
+    if ladder.LEVELS[level].version == 2:
+      continue  # test_ladder_v2_levels
     keys = {name: {_problem_key(ex) for ex in rows} for name, rows in parts.items()}
     assert not keys["train"] & keys["test"], level
     assert not keys["validation"] & keys["test"] and not keys["train"] & keys["validation"], level
@@ -161,7 +165,7 @@ def test_ladder_is_deterministic_and_seeded(ladder_seed0):
   other = ladder.ladder_splits(4, seed=1)
   assert [ex.question for ex in other["test"]] != [ex.question for ex in ladder_seed0[4]["test"]]
   with pytest.raises(ValueError, match="level must be one of"):
-    ladder.ladder_splits(6)
+    ladder.ladder_splits(99)
 
 
 def test_catalog_names_and_description():
@@ -170,6 +174,48 @@ def test_catalog_names_and_description():
                "mawps_singleeq", "mawps_multiarith", "mathqa", "mmlu_stem", "jsonl"]:
     assert name in names
   assert [f"math_level{i}" for i in range(1, 6)] == [n for n in names if n.startswith("math_level")]
-  assert [f"arith_level{i}" for i in range(1, 6)] == [n for n in names if n.startswith("arith_level")]
+  assert [f"arith_level{i}" for i in range(1, 15)] == [n for n in names if n.startswith("arith_level")]
   assert "controlled synthetic benchmark" in catalog.dataset_spec("arith_level3").description
   assert catalog.read_split("arith_level2", "validation", seed=0) == ladder.ladder_splits(2)["validation"]
+
+
+def _v2_expected(ex):
+  """The answer of a v2 question, recomputed from its text alone."""
+  numbers = list(map(int, re.findall(r"\d+", ex.question)))
+  q = ex.question
+  if ex.subject == "comparison":
+    return max(numbers)
+  if ex.subject == "digits":
+    return numbers[0] % 10
+  if ex.subject in ("successor", "predecessor"):
+    return numbers[0] + (1 if ex.subject == "successor" else -1)
+  if ex.subject in ("doubling", "halving"):
+    return numbers[0] * 2 if ex.subject == "doubling" else numbers[0] // 2
+  if ex.subject == "subtraction" and re.search(r"[Ss]ubtract (\d+) from", q):
+    return numbers[1] - numbers[0]
+  if ex.subject == "subtraction":
+    return numbers[0] - numbers[1]
+  if ex.subject == "multiplication":
+    return numbers[0] * numbers[1]
+  return sum(numbers)
+
+
+def test_ladder_v2_levels(ladder_seed0):
+  """Every v2 level: 1,250 / 500 / 500 questions, one phrasing per problem, >= 2,000 distinct problems, problems
+  (operator and operands: `Example.group`) disjoint across splits, answers recomputed from the text."""
+  v2 = [level for level, spec in ladder.LEVELS.items() if spec.version == 2]
+  assert v2 == list(range(6, 15))
+  for level in v2:
+    parts = ladder_seed0[level]
+    assert {name: len(rows) for name, rows in parts.items()} == {"train": 1250, "validation": 500, "test": 500}
+    groups = {name: {ex.group for ex in rows} for name, rows in parts.items()}
+    assert sum(map(len, groups.values())) == 2250 >= 2000, level
+    assert not groups["train"] & groups["test"] and not groups["validation"] & groups["test"], level
+    assert not groups["train"] & groups["validation"], level
+    assert ladder.LEVELS[level].space > 2250
+    for rows in parts.values():
+      for ex in rows:
+        assert ex.level == level and ex.group.startswith(f"arith_level{level}:")
+        assert int(ex.answer) == _v2_expected(ex) >= 0, ex.question
+  # v1 groups: the problem shared by its ten phrasings.
+  assert len({ex.group for ex in ladder_seed0[1]["test"]}) == 20 and len(ladder_seed0[1]["test"]) == 200

@@ -29,6 +29,8 @@ class Example:
     level: difficulty 1-5 where the source has one (MATH, the arithmetic ladder), else 0.
     subject: the source's topic or problem type (`"Algebra"`, `"high_school_physics"`), else "".
     choices: option texts for multiple choice, in letter order (A, B, ...); empty otherwise.
+    group: the problem this question phrases, where one problem has several phrasings (the arithmetic ladder's
+      `arith_level1:+,3,4`); "" means the question is its own problem. Statistics resample groups.
   """
   id: str
   question: str
@@ -36,6 +38,7 @@ class Example:
   level: int = 0
   subject: str = ""
   choices: tuple[str, ...] = ()
+  group: str = ""
 
   def __post_init__(self):
     if not isinstance(self.id, str) or not self.id:
@@ -44,8 +47,8 @@ class Example:
       raise ValueError(f"Example {self.id!r} has an empty question.")
     if not isinstance(self.answer, str) or not self.answer.strip():
       raise ValueError(f"Example {self.id!r} has an empty answer (question: {self.question[:80]!r}).")
-    if not isinstance(self.level, int) or not 0 <= self.level <= 5:
-      raise ValueError(f"Example {self.id!r} has level {self.level!r}; use an int in 0..5 (0 = no level).")
+    if not isinstance(self.level, int) or self.level < 0:
+      raise ValueError(f"Example {self.id!r} has level {self.level!r}; use an int >= 0 (0 = no level).")
     if not isinstance(self.choices, tuple):  # Lists from callers are accepted and frozen.
       object.__setattr__(self, "choices", tuple(self.choices))
     if len(self.choices) > len(CHOICE_LETTERS):
@@ -60,8 +63,11 @@ class Example:
     return bool(self.choices)
 
   def to_dict(self) -> dict[str, Any]:
-    return {"id": self.id, "question": self.question, "answer": self.answer, "level": self.level,
-            "subject": self.subject, "choices": list(self.choices)}
+    out = {"id": self.id, "question": self.question, "answer": self.answer, "level": self.level,
+           "subject": self.subject, "choices": list(self.choices)}
+    if self.group:
+      out["group"] = self.group
+    return out
 
   def to_json(self) -> str:
     """One JSON object on one line (the jsonl form)."""
@@ -69,13 +75,13 @@ class Example:
 
   @classmethod
   def from_dict(cls, record: Mapping[str, Any]) -> Example:
-    unknown = set(record) - {"id", "question", "answer", "level", "subject", "choices"}
+    unknown = set(record) - {"id", "question", "answer", "level", "subject", "choices", "group"}
     if unknown:
       raise ValueError(f"Unknown Example fields {sorted(unknown)}; expected id, question, answer, level, subject, "
-                       "choices.")
+                       "choices, group.")
     return cls(id=record["id"], question=record["question"], answer=record["answer"],
                level=int(record.get("level", 0)), subject=record.get("subject", "") or "",
-               choices=tuple(record.get("choices", ()) or ()))
+               choices=tuple(record.get("choices", ()) or ()), group=record.get("group", "") or "")
 
   @classmethod
   def from_json(cls, line: str) -> Example:

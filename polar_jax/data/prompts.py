@@ -101,6 +101,8 @@ PRESETS: Mapping[str, PromptConfig] = {cfg.name: cfg for cfg in [
     PromptConfig("paper_llama_raw", use_chat_template=False),
     PromptConfig("free", template="question", answer_format="last_number"),
     PromptConfig("free_prefix", template="question", assistant_prefix=NUMBER_PREFIX, answer_format="last_number"),
+    PromptConfig("free_prefix_3shot", template="question", assistant_prefix=NUMBER_PREFIX,
+                 answer_format="last_number", few_shot=3),
     PromptConfig("raw_qa", template="qa", use_chat_template=False, assistant_prefix=RAW_NUMBER_PREFIX,
                  answer_format="last_number"),
     PromptConfig("raw_qa_3shot", template="qa", use_chat_template=False, assistant_prefix=RAW_NUMBER_PREFIX,

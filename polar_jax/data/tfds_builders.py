@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from polar_jax.data import catalog, ladder
 from polar_jax.data.example import Example
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: the `group` feature (the problem a ladder question phrases)
 _LADDER_PREFIX = "arith_level"
 
 
@@ -49,12 +49,13 @@ def _features() -> tfds.features.FeaturesDict:
       "level": tfds.features.Scalar(np.int32),
       "subject": tfds.features.Text(),
       "choices": tfds.features.Sequence(tfds.features.Text()),
+      "group": tfds.features.Text(),
   })
 
 
 def _record(example: Example) -> dict[str, Any]:
   return {"id": example.id, "question": example.question, "answer": example.answer, "level": example.level,
-          "subject": example.subject, "choices": list(example.choices)}
+          "subject": example.subject, "choices": list(example.choices), "group": example.group}
 
 
 def decode_record(record: Mapping[str, Any]) -> Example:
@@ -62,7 +63,7 @@ def decode_record(record: Mapping[str, Any]) -> Example:
   text = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)  # noqa: E731
   return Example(id=text(record["id"]), question=text(record["question"]), answer=text(record["answer"]),
                  level=int(record["level"]), subject=text(record["subject"]),
-                 choices=tuple(text(c) for c in record["choices"]))
+                 choices=tuple(text(c) for c in record["choices"]), group=text(record.get("group", b"")))
 
 
 class _CatalogBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

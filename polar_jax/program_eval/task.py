@@ -77,8 +77,13 @@ class TaskConfig:
                reward=obj.get("reward", "generate"))
 
 
+AUTO_FEW_SHOT = "auto"  # few-shot examples from each question's own dataset (its id's first part)
+
+
 def parse_split(spec: str) -> tuple[str, str]:
-  """"<dataset>:<split>" -> (dataset, split); anything else is a ValueError."""
+  """"<dataset>:<split>" -> (dataset, split); "auto" -> ("auto", ""); anything else is a ValueError."""
+  if spec == AUTO_FEW_SHOT:
+    return AUTO_FEW_SHOT, ""
   dataset, sep, split = str(spec).partition(":")
   if not sep or not dataset or not split:
     raise ValueError(f"few_shot_split must look like '<dataset>:<split>' (e.g. 'gsm8k:train'), got {spec!r}.")
@@ -91,14 +96,26 @@ class Prompts:
   def __init__(self, model, examples: Sequence[data.Example], task: TaskConfig):
     self.model, self.examples, self.task = model, examples, task
     self.few_shot: list[data.Example] = []
+    self._few_shot_by_dataset: dict[str, list[data.Example]] = {}
     if task.prompt.few_shot > 0:
       dataset, split = parse_split(task.few_shot_split)
-      self.few_shot = data.load_split(dataset, split, limit=task.prompt.few_shot + 1, seed=0)
+      if dataset != AUTO_FEW_SHOT:
+        self.few_shot = data.load_split(dataset, split, limit=task.prompt.few_shot + 1, seed=0)
     self._ids: dict[int, list[int]] = {}
+
+  def shots(self, example: data.Example) -> list[data.Example]:
+    """The few-shot candidates for one example (with "auto": drawn from its own dataset, once per dataset)."""
+    if self.task.prompt.few_shot == 0 or self.task.few_shot_split != AUTO_FEW_SHOT:
+      return self.few_shot
+    dataset = example.id.split("/")[0]
+    if dataset not in self._few_shot_by_dataset:
+      self._few_shot_by_dataset[dataset] = data.draw_few_shot(dataset, self.task.prompt.few_shot)
+    return self._few_shot_by_dataset[dataset]
 
   def text(self, index: int) -> str:
     """The rendered prompt text of one example (template, few-shot turns, assistant prefix)."""
-    return data.render_prompt(self.examples[index], self.task.prompt, self.model.tokenizer, self.few_shot)
+    example = self.examples[index]
+    return data.render_prompt(example, self.task.prompt, self.model.tokenizer, self.shots(example))
 
   def ids(self, index: int) -> list[int]:
     if index not in self._ids:

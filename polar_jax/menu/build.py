@@ -1,0 +1,127 @@
+"""Building the program menu: rank the searched programs, run the top K (plus full depth) on every question.
+
+Ranking (`rank_programs`): a program's score is the number of *training* questions (the searched train
+split, never validation or test) for which the search found it valid; the full program is always index 0,
+then the top K others by that count (ties: shorter, then lexicographic ids).
+
+Running (`build_menu`): the questions (train, validation, test rows in that order) are cut into chunks of
+`chunk_questions`; each chunk runs every menu program on its questions through `program_eval.run_programs`
+(the task's reward: with `teacher_forced` a pair is decided by one prefill where that is exact, and the gold
+log-probability comes with it) and is written atomically as `chunks/<index>.npz`. A killed run redoes at most
+the chunk it was in; when all chunks exist they are assembled into `matrix.npz` + `menu.json`
+(`polar_jax.menu.matrix`). The plan (`plan.json`: programs and question ids) is written first; a rerun that
+finds a different plan refuses to mix them.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from polar_jax.menu.matrix import ARRAYS, MenuFileError, MenuMatrix, MenuQuestion, empty_arrays
+from polar_jax.records import SearchRecord
+
+PLAN_FILE = "plan.json"
+CHUNKS = "chunks"
+
+
+def rank_programs(records: Iterable[SearchRecord], depth: int, train_ids: set[str], top_k: int) -> tuple[
+    list[tuple[int, ...]], list[int]]:
+  """(programs, counts): the full program, then the top_k programs by training questions they are valid for."""
+  full = tuple(range(depth))
+  counts: collections.Counter = collections.Counter()
+  for rec in records:
+    if rec.id in train_ids:
+      for program in set(rec.valid_programs):
+        if tuple(program) != full:
+          counts[tuple(program)] += 1
+  ranked = sorted(counts, key=lambda p: (-counts[p], len(p), p))[:max(0, int(top_k))]
+  full_count = sum(1 for rec in records if rec.id in train_ids and full in set(map(tuple, rec.valid_programs)))
+  return [full] + ranked, [full_count] + [counts[p] for p in ranked]
+
+
+def menu_questions(parts: Sequence[tuple[str, str, Sequence[Any]]]) -> tuple[list[MenuQuestion], list[Any]]:
+  """(questions, examples) from (split, dataset, examples) parts, in the given order."""
+  questions, examples = [], []
+  for split, dataset, exs in parts:
+    for ex in exs:
+      questions.append(MenuQuestion(ex.id, split, dataset, int(ex.level), ex.group or ex.id, ex.question,
+                                    ex.answer))
+      examples.append(ex)
+  ids = [q.id for q in questions]
+  if len(set(ids)) != len(ids):
+    dup = [i for i, c in collections.Counter(ids).items() if c > 1][:3]
+    raise ValueError(f"Menu question ids must be unique across splits; repeated: {dup}.")
+  return questions, examples
+
+
+def _write_npz_atomic(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez_compressed(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def _fill(arrays: dict[str, np.ndarray], row: int, col: int, record) -> None:
+  arrays["correct"][row, col] = bool(record.correct)
+  # A pair decided negative by one prefill (a wrong digit) knows only a prefix of its answer: not kept.
+  known = record.answer is not None and (record.decided_by != "one_pass" or bool(record.correct))
+  arrays["answer_known"][row, col] = known
+  arrays["answer"][row, col] = (record.answer or "")[:24] if known else ""
+  arrays["gold_logprob"][row, col] = np.nan if record.gold_logprob is None else record.gold_logprob
+  arrays["layers"][row, col] = int(record.layers)
+  arrays["generated_tokens"][row, col] = -1 if record.decided_by == "one_pass" else int(record.generated_tokens)
+
+
+def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequence[Any],
+               programs: Sequence[Sequence[int]], out_dir: os.PathLike | str, *, chunk_questions: int = 50,
+               max_batch: int = 32, info: dict[str, Any] | None = None,
+               on_chunk: Callable[[int, int, float], None] | None = None) -> MenuMatrix:
+  """Runs every program on every question in resumable chunks and returns the assembled matrix."""
+  from polar_jax.program_eval import run_programs  # pylint: disable=import-outside-toplevel
+  from polar_jax.programs import Program  # pylint: disable=import-outside-toplevel
+
+  out = pathlib.Path(out_dir)
+  (out / CHUNKS).mkdir(parents=True, exist_ok=True)
+  plan = {"programs": [list(p) for p in programs], "ids": [q.id for q in questions],
+          "chunk_questions": int(chunk_questions)}
+  plan_path = out / PLAN_FILE
+  if plan_path.exists():
+    if json.loads(plan_path.read_text()) != plan:
+      raise MenuFileError(f"{plan_path} holds a different menu plan (programs, questions or chunk size); delete "
+                          f"{out} to rebuild the menu.")
+  else:
+    plan_path.write_text(json.dumps(plan))
+  depth = model.config.num_layers
+  progs = [Program(tuple(p), depth) for p in programs]
+  n_chunks = -(-len(questions) // chunk_questions)
+  for c in range(n_chunks):
+    path = out / CHUNKS / f"{c:05d}.npz"
+    if path.exists():
+      continue
+    start = time.perf_counter()
+    lo, hi = c * chunk_questions, min(len(questions), (c + 1) * chunk_questions)
+    chunk_examples = list(examples[lo:hi])
+    cells = [(i, j) for i in range(len(chunk_examples)) for j in range(len(progs))]
+    records = run_programs(model, chunk_examples, [(i, progs[j]) for i, j in cells], task, max_batch=max_batch)
+    arrays = empty_arrays(hi - lo, len(progs))
+    for (i, j), record in zip(cells, records):
+      _fill(arrays, i, j, record)
+    _write_npz_atomic(path, arrays)
+    if on_chunk is not None:
+      on_chunk(c + 1, n_chunks, time.perf_counter() - start)
+  full = empty_arrays(len(questions), len(progs))
+  for c in range(n_chunks):
+    lo = c * chunk_questions
+    with np.load(out / CHUNKS / f"{c:05d}.npz", allow_pickle=False) as npz:
+      for k in ARRAYS:
+        full[k][lo:lo + len(npz[k])] = npz[k]
+  matrix = MenuMatrix(programs, depth, questions, full, info)
+  matrix.save(out)
+  return matrix
+

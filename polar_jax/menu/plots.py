@@ -1,0 +1,62 @@
+"""The menu's plots: coverage on test vs K (an ORACLE curve) and per-program accuracy vs length.
+
+Matplotlib is imported inside the functions and no backend is chosen here (entry points choose it), so a
+notebook shows the figures inline.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from polar_jax.menu import lab
+from polar_jax.menu.matrix import MenuMatrix
+
+
+def plot_menu(matrix: MenuMatrix, out_dir: os.PathLike | str, *, search_oracle: float | None = None) -> list[str]:
+  """Writes coverage.png and programs.png into out_dir; returns their paths."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  out = pathlib.Path(out_dir)
+  cov = lab.coverage_curve(matrix)
+  ks = [c["k"] for c in cov["curve"]]
+  ys = [100 * c["coverage"] for c in cov["curve"]]
+  err = [[100 * (c["coverage"] - c["ci95"][0]) for c in cov["curve"]],
+         [100 * (c["ci95"][1] - c["coverage"]) for c in cov["curve"]]]
+  fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+  ax.errorbar(ks, ys, yerr=err, marker="o", capsize=3, label="best of the first K menu programs (ORACLE)")
+  full, lo, hi = (100 * cov["full_depth"], 100 * cov["full_depth_ci95"][0], 100 * cov["full_depth_ci95"][1])
+  ax.axhline(full, color="k", ls="--", label=f"full depth {full:.1f}%")
+  ax.axhspan(lo, hi, color="k", alpha=0.08)
+  if search_oracle is not None:
+    ax.axhline(100 * search_oracle, color="tab:red", ls=":", label="search oracle (searched train questions)")
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(ks, [str(k) for k in ks])
+  ax.set_xlabel("K: menu programs (full depth + K-1 best-ranked)")
+  ax.set_ylabel("test questions solved (%)")
+  ax.set_title(f"Menu coverage on {cov['n_test']} test questions (95% Wilson intervals)", fontsize=10)
+  ax.legend(fontsize=8, loc="lower right")
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  paths = [str(out / "coverage.png")]
+  fig.savefig(paths[0])
+  plt.close(fig)
+
+  rows = lab.program_accuracy(matrix)
+  fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+  for r in rows:
+    color = "k" if r["index"] == 0 else "tab:blue"
+    ax.errorbar(r["length"], 100 * r["test_accuracy"],
+                yerr=[[100 * (r["test_accuracy"] - r["test_ci95"][0])], [100 * (r["test_ci95"][1] - r["test_accuracy"])]],
+                marker="s" if r["index"] == 0 else "o", color=color, capsize=2, alpha=0.8)
+  ax.scatter([], [], marker="s", color="k", label="full program")
+  ax.scatter([], [], marker="o", color="tab:blue", label="menu program")
+  ax.set_xlabel("program length (layers per token)")
+  ax.set_ylabel("test accuracy (%)")
+  ax.set_title(f"Per-program test accuracy ({len(rows)} menu programs, 95% Wilson intervals)", fontsize=10)
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  paths.append(str(out / "programs.png"))
+  fig.savefig(paths[1])
+  plt.close(fig)
+  return paths
