@@ -103,6 +103,11 @@ def default_selectors() -> list[Selector]:
   return [FullDepth(), BestFixedProgram()]
 
 
+def all_selectors() -> list[Selector]:
+  """The built-in baselines and every selection method the lab knows."""
+  return default_selectors()
+
+
 def lab_table(matrix: MenuMatrix, selectors: Iterable[Selector] | None = None, *, seed: int = 0,
               n_boot: int = stats.DEFAULT_BOOTSTRAP) -> dict[str, Any]:
   """Fits every selector on train (and validation), scores its test choices; adds the menu oracle."""
