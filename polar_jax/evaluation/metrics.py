@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from polar_jax.evaluation.outcomes import Candidate, MethodRun, QuestionOutcome
 from polar_jax.data import answer_normalize as norm
@@ -105,7 +105,7 @@ def method_rows(run: MethodRun, depth: int, ks: Sequence[int] = DEFAULT_KS) -> l
   n = len(run.outcomes)
   base = {"method": run.method, "label": run.label, "kind": run.kind, "test_set": run.test_set,
           "full_depth": depth}
-  timed = n > 0 and run.kind != "oracle"  # An oracle runs nothing here: its cost is the search's (in `info`).
+  timed = n > 0 and run.kind != "oracle" and run.info.get("from") != "menu matrix"  # An oracle runs nothing here: its cost is the search's (in `info`).
   seconds = {
       "seconds_per_question": (run.overhead_seconds + run.top1_seconds) / n if timed else None,
       "seconds_per_question_all": (run.overhead_seconds + run.top1_seconds + run.rest_seconds) / n if timed else None,
@@ -120,6 +120,35 @@ def method_rows(run: MethodRun, depth: int, ks: Sequence[int] = DEFAULT_KS) -> l
       subset = [o for o in run.outcomes if o.level == level]
       rows.append({**base, "level": level, **compute_metrics(subset, kind=run.kind, ks=ks)})
   return rows
+
+
+def add_intervals(rows: list[dict[str, Any]], runs: Sequence[MethodRun], test_sets: Mapping[str, Sequence[Any]],
+                  *, reference: str = "full_depth_greedy", seed: int = 0) -> None:
+  """Adds to each level-"all" row its 95% Wilson interval (`ci95`, of pass@1, or of the oracle share for an
+  oracle) and, against full-depth greedy on the same questions, the paired difference (`diff_vs_full`) with a
+  95% cluster-bootstrap interval (`diff_ci95`; clusters: `Example.group`), McNemar's exact p and a verdict.
+  Rows on questions the reference did not run (the search ablations) get the interval only."""
+  from polar_jax import stats  # pylint: disable=import-outside-toplevel
+  refs = {run.test_set: run for run in runs if run.method == reference}
+  by_key = {(run.method, run.test_set): run for run in runs}
+  for row in rows:
+    if row.get("level") != "all":
+      continue
+    run = by_key.get((row["method"], row["test_set"]))
+    if run is None or not run.outcomes:
+      continue
+    if run.kind == "oracle":
+      hits = [any(c.correct for c in o.candidates) for o in run.outcomes]
+    else:
+      hits = [pass_at_k(o, 1) for o in run.outcomes]
+    row["ci95"] = list(stats.wilson(sum(hits), len(hits)))
+    ref = refs.get(run.test_set)
+    if ref is None or [o.id for o in ref.outcomes] != [o.id for o in run.outcomes]:
+      continue
+    groups_of = {ex.id: (ex.group or ex.id) for ex in test_sets.get(run.test_set, ())}
+    groups = [groups_of.get(o.id, o.id) for o in run.outcomes]
+    cmp = stats.compare(hits, [pass_at_k(o, 1) for o in ref.outcomes], groups=groups, seed=seed)
+    row.update({k: cmp[k] for k in ("diff_vs_full", "diff_ci95", "mcnemar_p", "wins", "losses", "verdict")})
 
 
 def layer_usage(programs: Sequence[Sequence[int]], depth: int, max_count: int = 2) -> list[list[int]]:

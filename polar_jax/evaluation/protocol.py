@@ -108,6 +108,7 @@ class EvalContext:
   warmed: set[str] = dataclasses.field(default_factory=set)
   state: dict[str, Any] = dataclasses.field(default_factory=dict)  # what `prepare` steps fitted
   polar: dict[str, MethodRun] = dataclasses.field(default_factory=dict)  # test set -> PoLar run
+  menu: Any = None  # the menu stage's MenuMatrix, when there is one
 
   def say(self, message: str) -> None:
     if self.config.progress:
@@ -250,6 +251,18 @@ def _router(ctx: EvalContext, name: str, examples) -> None:
                                     warmup=bool(ctx.config.warmup), **ctx.common))
 
 
+def _menu(ctx: EvalContext, name: str, examples) -> None:
+  from polar_jax.evaluation import menu_rows  # pylint: disable=import-outside-toplevel
+  if ctx.menu is None:
+    if name == next(iter(ctx.state.setdefault("menu_test_sets", [name]))):
+      ctx.skip("menu", "no menu matrix (run the menu stage)")
+    return
+  runs = menu_rows.menu_runs(ctx.menu, examples, test_set=name)
+  if not runs:
+    ctx.skip("menu", f"the menu matrix lacks questions of {name!r}")
+  ctx.runs.extend(runs)
+
+
 # Run order per test set; `prepare` steps run in PREPARE_ORDER first. PoLar precedes the methods matched to it.
 METHOD_TABLE: dict[str, Method] = {
     "full_depth": Method(run=_full_depth),
@@ -257,6 +270,7 @@ METHOD_TABLE: dict[str, Method] = {
     "polar": Method(run=_polar, prepare=_polar_prepare),
     "shortgpt": Method(run=_shortgpt, prepare=_shortgpt_prepare),
     "random_programs": Method(run=_random_programs),
+    "menu": Method(run=_menu),
     "router": Method(run=_router, prepare=_router_prepare),
     "search_ablations": Method(finish=_search_ablations),
 }
@@ -266,7 +280,8 @@ assert set(METHOD_TABLE) == set(options_lib.EVAL_METHODS)
 
 def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, task,
                    test_sets: Mapping[str, Sequence[Any]], predictor=None,
-                   search_records: Sequence[SearchRecord] = (), calibration: Sequence[Any] = (), out_dir) -> dict:
+                   search_records: Sequence[SearchRecord] = (), calibration: Sequence[Any] = (), out_dir,
+                   menu=None) -> dict:
   """Runs the configured methods on every test set and writes the report (see the module docstring).
 
   Args:
@@ -277,6 +292,7 @@ def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, ta
     predictor: a `ProgramPredictor`, or None to skip the PoLar rows (and those matched to them).
     search_records: the search output (for the search ablations and `trust_search_cache`).
     calibration: training questions for ShortGPT's Block Influence.
+    menu: the menu stage's `MenuMatrix` (the best fixed program and menu oracle rows), or None.
     out_dir: where runs and the report go.
 
   Returns:
@@ -297,7 +313,7 @@ def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, ta
   common = dict(max_batch=int(config.max_batch), progress=bool(config.progress), executor=executor_for(model))
   ctx = EvalContext(config=config, model=model, task=task, predictor=predictor, search_records=search_records,
                     calibration=calibration, out=out, depth=model.config.num_layers, k=k, common=common,
-                    store=_RunStore(out))
+                    store=_RunStore(out), menu=menu)
   chosen = [m for m in METHOD_TABLE if m in methods]
   for name in PREPARE_ORDER:
     if name in chosen and METHOD_TABLE[name].prepare is not None:
@@ -328,6 +344,7 @@ def build_results(config, model, task, test_sets: Mapping[str, Sequence[Any]], r
   """The results dict: metadata, one row per (method, test set, level), PoLar's layer usage."""
   ks = tuple(range(1, k + 1))
   rows = [row for run in runs for row in metrics.method_rows(run, depth, ks)]
+  metrics.add_intervals(rows, runs, test_sets)
   sets = {}
   for name, examples in test_sets.items():
     levels: dict[str, int] = {}

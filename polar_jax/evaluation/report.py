@@ -31,6 +31,24 @@ def _secs(x: float | None) -> str:
   return "—" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
 
 
+def _with_ci(r: Mapping[str, Any]) -> str:
+  value = r["pass@1"] if r["kind"] != "oracle" else r.get("oracle")
+  ci = r.get("ci95")
+  text = _pct(value) + (" (oracle)" if r["kind"] == "oracle" else "")
+  return text if not ci or value is None else f"{text} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _diff(r: Mapping[str, Any]) -> str:
+  if r.get("diff_vs_full") is None:
+    return "—"
+  lo, hi = r["diff_ci95"]
+  return f"{100 * r['diff_vs_full']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _p(p: float | None) -> str:
+  return "—" if p is None else f"{p:.3g}"
+
+
 def _rows(results: Mapping[str, Any], test_set: str, level="all") -> list[Mapping[str, Any]]:
   return [r for r in results["rows"] if r["test_set"] == test_set and r["level"] == level]
 
@@ -59,12 +77,16 @@ def markdown(results: Mapping[str, Any]) -> str:
     rows = _rows(results, name)
     lines = []
     for r in rows:
-      lines.append([r["label"], str(r["n"]), _pct(r["pass@1"]), _pct((r["vote@k"] or {}).get(str(k))),
+      lines.append([r["label"], str(r["n"]), _with_ci(r), _diff(r), _p(r.get("mcnemar_p")),
+                    _pct((r["vote@k"] or {}).get(str(k))),
                     _pct((r["pass@k"] or {}).get(str(k))), _num(r["layers_per_token"]),
                     _num(r["layers_per_question"], 0), _secs(r["seconds_per_question"]),
                     _secs(r["seconds_per_question_all"])])
-    out += _table(["method", "n", "pass@1", f"vote@{k}", f"pass@{k} (oracle)", f"layers/token (full {depth})",
-                   "layers/question", "s/question", f"s/question (all {k})"], lines)
+    out += _table(["method", "n", "pass@1 [95% CI]", "vs full depth [95% CI]", "McNemar p", f"vote@{k}",
+                   f"pass@{k} (oracle)", f"layers/token (full {depth})", "layers/question", "s/question",
+                   f"s/question (all {k})"], lines)
+    out += ["", "pass@1 intervals: Wilson; differences: paired, 95% bootstrap over problems; an interval that "
+            "includes 0 is no difference. ORACLE rows show the share of questions with a correct candidate."]
     multi = [r for r in rows if r["pass@k"] and (r.get("candidates_mean") or 0) > 1]
     if multi:
       out += ["", f"pass@k (oracle) and vote@k, k = 1..{k}:", ""]
@@ -79,7 +101,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                     [[r["label"]] + [_pct(per_level.get((r["method"], int(lv)), {}).get("pass@1"))
                                      for lv in level_keys] for r in rows])
     out.append("")
-  search_rows = [r for r in results["rows"] if r["kind"] == "oracle" and r["level"] == "all"]
+  search_rows = [r for r in results["rows"] if str(r["method"]).startswith("search_oracle") and r["level"] == "all"]
   if search_rows:
     out += ["## Search ablations (oracles over the searched questions' valid programs)", ""]
     out += _table(["method", "n", "has a valid program", "layers/token (shortest valid)",
@@ -114,7 +136,8 @@ def _plt():
 
 _FAMILY_STYLE = (("polar", "#d62728", "*"), ("full_depth_greedy", "black", "o"),
                  ("full_depth_sampling", "#7f7f7f", "v"), ("shortgpt", "#1f77b4", "s"), ("random", "#2ca02c", "D"),
-                 ("router", "#9467bd", "P"), ("search_oracle", "#ff7f0e", "X"))
+                 ("router", "#9467bd", "P"), ("search_oracle", "#ff7f0e", "X"), ("best_fixed_program", "#17becf", "h"),
+                 ("menu_oracle", "#bcbd22", "p"))
 
 
 def _style(method: str) -> tuple[str, str]:
@@ -137,14 +160,17 @@ def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> None:
       color, marker = _style(r["method"])
       x = r["layers_per_token"]
       y = r["oracle"] if r["kind"] == "oracle" else r["pass@1"]
-      ax.scatter([x], [100 * y], color=color, marker=marker, s=80, label=r["label"], zorder=3)
+      ci = r.get("ci95")
+      yerr = [[max(0.0, 100 * (y - ci[0]))], [max(0.0, 100 * (ci[1] - y))]] if ci and y is not None else None
+      ax.errorbar([x], [100 * y], yerr=yerr, color=color, marker=marker, ms=8, capsize=3, ls="none",
+                  label=r["label"], zorder=3)
       top = (r["pass@k"] or {}).get(str(k))
       if r["kind"] != "oracle" and top is not None and (r.get("candidates_mean") or 0) > 1:
         ax.scatter([x], [100 * top], facecolors="none", edgecolors=color, marker=marker, s=80, zorder=3)
         ax.plot([x, x], [100 * y, 100 * top], color=color, lw=0.8, ls=":")
     ax.axvline(depth, color="gray", lw=0.8, ls="--")
     ax.set_xlabel(f"mean executed layers per token (full depth {depth})")
-    ax.set_ylabel(f"accuracy % (filled: pass@1, hollow: pass@{k} oracle)")
+    ax.set_ylabel(f"accuracy % (filled: pass@1 with 95% CI, hollow: pass@{k} oracle)")
     ax.set_title(name)
     ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)

@@ -20,8 +20,8 @@ def plot_menu(matrix: MenuMatrix, out_dir: os.PathLike | str, *, search_oracle: 
   cov = lab.coverage_curve(matrix)
   ks = [c["k"] for c in cov["curve"]]
   ys = [100 * c["coverage"] for c in cov["curve"]]
-  err = [[100 * (c["coverage"] - c["ci95"][0]) for c in cov["curve"]],
-         [100 * (c["ci95"][1] - c["coverage"]) for c in cov["curve"]]]
+  err = [[max(0.0, 100 * (c["coverage"] - c["ci95"][0])) for c in cov["curve"]],
+         [max(0.0, 100 * (c["ci95"][1] - c["coverage"])) for c in cov["curve"]]]
   fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
   ax.errorbar(ks, ys, yerr=err, marker="o", capsize=3, label="best of the first K menu programs (ORACLE)")
   full, lo, hi = (100 * cov["full_depth"], 100 * cov["full_depth_ci95"][0], 100 * cov["full_depth_ci95"][1])
@@ -46,7 +46,8 @@ def plot_menu(matrix: MenuMatrix, out_dir: os.PathLike | str, *, search_oracle: 
   for r in rows:
     color = "k" if r["index"] == 0 else "tab:blue"
     ax.errorbar(r["length"], 100 * r["test_accuracy"],
-                yerr=[[100 * (r["test_accuracy"] - r["test_ci95"][0])], [100 * (r["test_ci95"][1] - r["test_accuracy"])]],
+                yerr=[[max(0.0, 100 * (r["test_accuracy"] - r["test_ci95"][0]))],
+                      [max(0.0, 100 * (r["test_ci95"][1] - r["test_accuracy"]))]],
                 marker="s" if r["index"] == 0 else "o", color=color, capsize=2, alpha=0.8)
   ax.scatter([], [], marker="s", color="k", label="full program")
   ax.scatter([], [], marker="o", color="tab:blue", label="menu program")
