@@ -222,7 +222,7 @@ def test_report_files_exist_and_parse(tmp_path):
   md = (tmp_path / "results.md").read_text()
   header = next(line for line in md.splitlines() if line.startswith("| method | n | pass@1"))
   assert "vote@3" in header and "pass@3 (oracle)" in header and "full 4" in header
-  assert "| PoLar (top-3) | 3 | 33.3 |" in md and "skipped x: y" in md and "level 2" in md
+  assert "| PoLar (top-3) | 3 | 33.3 [" in md and "skipped x: y" in md and "level 2" in md
   for name in ("tradeoff.png", "layer_usage.png"):
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -24,19 +24,21 @@ LAYERS = {
     "workdir": 1, "options_io": 1,  # config identity and done markers; options <-> ConfigDicts
     # programs as data and the JSON contracts (light: numpy at most); `programs` is the package __init__
     "programs": 2, "programs.program": 2, "programs.segments": 2, "programs.schedule": 2, "programs.kinds": 2,
-    "programs.batching": 2, "programs.prefix_sharing": 2, "records": 2,
+    "programs.batching": 2, "programs.prefix_sharing": 2, "records": 2, "stats": 2,
     "search.tree": 3, "search.release": 3, "search.rewards": 3,  # the search trees, the reward protocol (light)
+    "menu": 3,  # the menu matrix, the offline lab, its plots (numpy; light)
     "models": 4,  # the decoder and checkpoints (jax)
     "data": 5, "testing": 5, "sharding": 5,  # datasets, prompts, answers; tiny test models; meshes
     "programs.executor": 6, "programs.executor_core": 6, "programs.stop_rules": 6,  # programs on a model
     "programs.completions": 6,
     "program_eval": 7,  # (question, program) pairs on a task
     "search": 8,  # the search driver, records I/O, scorers, interchange, summary
+    "menu.build": 8,  # ranking searched programs, running them on every question
     "predictor": 9,
     "options": 10,  # every stage's options (reads the light parts of the layers below)
     "train": 11,
     "evaluation": 12,  # the evaluation data model, metrics, every method, the protocol, the report
-    "pipeline": 13, "experiments": 14, "main": 14, "search.__main__": 14,  # apps (entry points above the pipeline)
+    "pipeline": 13, "experiments": 14, "main": 14, "search.__main__": 14, "lab": 14,  # apps (entry points above the pipeline)
 }
 LIGHT_PACKAGES = ("programs", "search", "predictor")  # their __init__ re-export lazily
 

@@ -122,10 +122,10 @@ def test_unknown_config_field_is_an_error(tmp_path):
 
 def test_bad_values_fail_before_the_model_loads(tmp_path):
   res = subprocess.run(main_command("--config=configs/default.py:quick", f"--workdir={tmp_path}",
-                                    "--config.data.datasets=arith_level9"), cwd=ROOT, capture_output=True,
+                                    "--config.data.datasets=arith_level99"), cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
   assert res.returncode == 2
-  assert "unknown dataset(s) ['arith_level9']" in res.stderr
+  assert "unknown dataset(s) ['arith_level99']" in res.stderr
   assert "Traceback" not in res.stderr
 
 
