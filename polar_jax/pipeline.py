@@ -128,13 +128,19 @@ class Splits:
     return {e.id for d in groups for e in groups[d]}
 
 
+def _load_kwargs(opts: PipelineOptions) -> dict[str, Any]:
+  """`data.load_split` keyword arguments from the data section (seed, data_dir, manual_dir)."""
+  kw: dict[str, Any] = dict(seed=opts.seed, data_dir=opts.data.data_dir or None)
+  if opts.data.manual_dir:
+    kw["manual_dir"] = opts.data.manual_dir
+  return kw
+
+
 def load_splits(config: Any) -> Splits:
   from polar_jax import data  # pylint: disable=import-outside-toplevel
   opts = _options(config)
   d = opts.data
-  kw = dict(seed=opts.seed, data_dir=d.data_dir or None)
-  if d.manual_dir:
-    kw["manual_dir"] = d.manual_dir
+  kw = _load_kwargs(opts)
   datasets = _csv(d.datasets)
   if not datasets:
     raise ConfigError("config.data.datasets is empty; name at least one dataset (see polar_jax.data.list_datasets()).")
@@ -167,14 +173,10 @@ def load_model_for(config: Any):
 def task_config(config: Any):
   from polar_jax.program_eval import TaskConfig  # pylint: disable=import-outside-toplevel
   t = _options(config).task
-  few_shot = "auto" if data_lib_preset(t.preset).few_shot > 0 else None  # each question's own dataset
+  from polar_jax import data  # pylint: disable=import-outside-toplevel
+  few_shot = "auto" if data.get_preset(t.preset).few_shot > 0 else None  # each question's own dataset
   return TaskConfig.from_preset(t.preset, max_new_tokens=t.max_new_tokens, choice_scoring=t.choice_scoring,
                                 few_shot_split=few_shot)
-
-
-def data_lib_preset(name: str):
-  from polar_jax import data  # pylint: disable=import-outside-toplevel
-  return data.get_preset(name)
 
 
 def search_config(config: Any):
@@ -232,9 +234,7 @@ def menu_parts(opts: PipelineOptions, splits: Splits) -> list[tuple[str, str, li
   """The menu's (split, dataset, examples): train and validation prefixes per dataset, then the test sets."""
   from polar_jax import data  # pylint: disable=import-outside-toplevel
   d, m = opts.data, opts.menu
-  kw = dict(seed=opts.seed, data_dir=d.data_dir or None)
-  if d.manual_dir:
-    kw["manual_dir"] = d.manual_dir
+  kw = _load_kwargs(opts)
   parts = []
   for name in _csv(d.datasets):
     n = m.num_train or d.num_search

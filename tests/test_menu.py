@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from polar_jax.menu import build, lab
-from polar_jax.menu.matrix import MenuFileError, MenuMatrix, MenuQuestion, TestRowsError, empty_arrays
+from polar_jax.menu.matrix import MenuFileError, MenuMatrix, MenuQuestion, empty_arrays
+from polar_jax.menu.matrix import TestRowsError as GuardError  # not a test class
 from polar_jax.records import ProgramEntry, SearchRecord
 
 DEPTH = 6
@@ -29,7 +30,7 @@ def synthetic(correct: np.ndarray, splits, programs=None) -> MenuMatrix:
 def test_guard_keeps_test_outcomes_from_fitting_code():
   m = synthetic(np.eye(6, 3, dtype=bool), ["train"] * 2 + ["validation"] * 2 + ["test"] * 2)
   assert len(m.fit_view("train")) == 2 and len(m.fit_view("validation")) == 2
-  with pytest.raises(TestRowsError, match="not for fitting"):
+  with pytest.raises(GuardError, match="not for fitting"):
     m.fit_view("test")
   questions = m.questions("test")
   assert [q.id for q in questions] == ["d/test/4", "d/test/5"]
@@ -54,8 +55,7 @@ def test_save_load_round_trip_without_pickle(tmp_path):
 
 
 def test_best_fixed_program_menu_oracle_and_full_depth():
-  # Train: program 2 right on 3 of 4, program 1 too but it is longer? No: all programs but 0 have DEPTH-1
-  # layers, so the tie goes to the lower index.
+  # Train accuracy: programs 2 and 3 both 3/4 and equally long (DEPTH - 1), so the tie goes to index 2.
   train = np.array([[1, 0, 1, 1], [0, 1, 1, 1], [0, 1, 1, 0], [1, 0, 0, 1]], bool)
   val = np.array([[1, 1, 1, 1]], bool)
   test = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 1]], bool)

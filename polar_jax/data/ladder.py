@@ -99,7 +99,7 @@ class LadderLevel:
   sample: Callable[[Callable[[int, int], int]], Problem | None]  # randint(lo, hi) -> problem (None: reject)
   enumerate_all: Callable[[], list[Problem]] | None = None  # Small spaces are enumerated exhaustively.
   text: Callable[[Problem, int], str] = _v1_text
-  answer: Callable[[Problem], int] = None  # type: ignore[assignment]  # None: the v1 arithmetic (_answer)
+  answer: Callable[[Problem], int] = _answer
   subject: Callable[[Problem], str] = _v1_subject
   space: int | None = None
   version: int = 1
@@ -108,9 +108,6 @@ class LadderLevel:
   def split_sizes(self) -> dict[str, int]:
     """v1: the MATH protocol's 1,250 / 250 / 500; v2: 1,250 / 500 / 500 (validation large enough to measure)."""
     return dict(SPLIT_SIZES) if self.version == 1 else V2_SPLIT_SIZES
-
-  def answer_of(self, problem: Problem) -> int:
-    return (self.answer or _answer)(problem)
 
 
 def _two_digit(randint):
@@ -332,7 +329,7 @@ def ladder_splits(level: int, seed: int = 0) -> dict[str, list[Example]]:
     rows = sorted(((p, k) for p in chosen for k in phrasings(p)), key=lambda row: _hash_int("row", seed, level, *row))
     rows = rows[:sizes[split]]
     splits[split] = [Example(id=f"arith_level{level}/{split}/{i}", question=spec.text(p, k),
-                             answer=str(spec.answer_of(p)), level=level, subject=spec.subject(p),
+                             answer=str(spec.answer(p)), level=level, subject=spec.subject(p),
                              group=problem_id(level, p)) for i, (p, k) in enumerate(rows)]
   assert_disjoint(splits)
   return {split: splits[split] for split in SPLIT_SIZES}

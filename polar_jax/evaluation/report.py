@@ -170,7 +170,7 @@ def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> None:
         ax.plot([x, x], [100 * y, 100 * top], color=color, lw=0.8, ls=":")
     ax.axvline(depth, color="gray", lw=0.8, ls="--")
     ax.set_xlabel(f"mean executed layers per token (full depth {depth})")
-    ax.set_ylabel(f"accuracy % (filled: pass@1 with 95% CI, hollow: pass@{k} oracle)")
+    ax.set_ylabel(f"accuracy %\n(filled: pass@1 with 95% CI; hollow: pass@{k}, oracle)")
     ax.set_title(name)
     ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)

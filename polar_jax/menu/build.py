@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from polar_jax.menu.matrix import ARRAYS, MenuFileError, MenuMatrix, MenuQuestion, empty_arrays
+from polar_jax.menu.matrix import ARRAYS, MenuFileError, MenuMatrix, MenuQuestion, empty_arrays, write_npz_atomic
 from polar_jax.records import SearchRecord
 
 PLAN_FILE = "plan.json"
@@ -57,14 +57,9 @@ def menu_questions(parts: Sequence[tuple[str, str, Sequence[Any]]]) -> tuple[lis
   ids = [q.id for q in questions]
   if len(set(ids)) != len(ids):
     dup = [i for i, c in collections.Counter(ids).items() if c > 1][:3]
-    raise ValueError(f"Menu question ids must be unique across splits; repeated: {dup}.")
+    raise ValueError(f"Menu question ids must be unique across splits; repeated: {dup}. Is a dataset named twice "
+                     "in config.data.datasets?")
   return questions, examples
-
-
-def _write_npz_atomic(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-  tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez_compressed(tmp, **arrays)
-  os.replace(tmp, path)
 
 
 def _fill(arrays: dict[str, np.ndarray], row: int, col: int, record) -> None:
@@ -112,7 +107,7 @@ def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequenc
     arrays = empty_arrays(hi - lo, len(progs))
     for (i, j), record in zip(cells, records):
       _fill(arrays, i, j, record)
-    _write_npz_atomic(path, arrays)
+    write_npz_atomic(path, arrays)
     if on_chunk is not None:
       on_chunk(c + 1, n_chunks, time.perf_counter() - start)
   full = empty_arrays(len(questions), len(progs))

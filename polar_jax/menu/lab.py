@@ -3,7 +3,7 @@
 A *selector* is fitted on the matrix's train rows (`fit(train, validation)`: `MenuView`s with outcomes; tune
 on validation) and then names one menu program per test question from the questions alone
 (`choose(questions) -> program indices`). `lab_table` fits each selector, asks it for its test choices and
-scores them here, the only place that reads test outcomes (`MenuMatrix.scoring_view`): pass@1 with its
+scores them here, the only place that reads test outcomes (`scoring_view` below): pass@1 with its
 Wilson interval, the paired difference against full depth (program 0) with a cluster-bootstrap interval and
 McNemar's exact p (`polar_jax.stats`), and the executed layers per token (the chosen program's length) and
 per question (the matrix's `layers` of the chosen run).

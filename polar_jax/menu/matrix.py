@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from polar_jax.errors import UserError
+from polar_jax.workdir import write_json_atomic
 
 MENU_FILE = "menu.json"
 MATRIX_FILE = "matrix.npz"
@@ -151,14 +152,10 @@ class MenuMatrix:
     """Writes matrix.npz then menu.json, each atomically (menu.json last: its presence means complete)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (MATRIX_FILE + ".tmp.npz")
-    np.savez_compressed(tmp, **self._arrays)
-    os.replace(tmp, directory / MATRIX_FILE)
+    write_npz_atomic(directory / MATRIX_FILE, self._arrays)
     meta = {"format_version": FORMAT_VERSION, "depth": self.depth, "programs": [list(p) for p in self.programs],
             "questions": [q.to_json() for q in self._questions], "info": self.info}
-    tmp_json = directory / (MENU_FILE + ".tmp")
-    tmp_json.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_json, directory / MENU_FILE)
+    write_json_atomic(directory / MENU_FILE, meta)
 
   @classmethod
   def load(cls, directory: os.PathLike | str) -> MenuMatrix:
@@ -180,6 +177,13 @@ class MenuMatrix:
       raise MenuFileError(f"{meta_path}: format_version {meta.get('format_version')!r}, this code reads "
                           f"{FORMAT_VERSION}.")
     return cls(meta["programs"], meta["depth"], questions, arrays, meta.get("info"))
+
+
+def write_npz_atomic(path: pathlib.Path, arrays: Mapping[str, np.ndarray]) -> None:
+  """A compressed .npz written next to `path` and renamed into place (a killed write leaves no half file)."""
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez_compressed(tmp, **arrays)
+  os.replace(tmp, path)
 
 
 def empty_arrays(n_questions: int, n_programs: int) -> dict[str, np.ndarray]:
