@@ -2,13 +2,17 @@
 
   python -m polar_jax.lab                                  # the shipped matrix of the embedded default
   python -m polar_jax.lab --matrix=/tmp/polar_default/menu --out=/tmp/lab.json
+  python -m polar_jax.lab --learning_curve=/tmp/curve     # + test pass@1 vs training questions (JSON, PNG)
 
 Prints the table (pass@1 with 95% Wilson intervals; against full depth the paired difference with its 95%
 cluster-bootstrap interval and McNemar's exact p; layers per token) and writes JSON (`--out`):
   {"n_test", "n_programs", "methods": {name: {"pass1", "ci95", "diff_vs_full", "diff_ci95", "mcnemar_p",
    "layers_per_token", "deployable", ...}}}
+Rows: full depth, the best fixed program, every selection method of `polar_jax.menu.select` (menu selectors on
+each feature set, program votes and confidence selection at k = 3, 5, gated fallbacks) and the menu oracle.
 Selectors are fitted on the matrix's train rows and tuned on its validation rows; only the scorer reads test
-outcomes (`polar_jax.menu.matrix`).
+outcomes (`polar_jax.menu.matrix`). The question features are read from the menu's `features/` folder
+(shipped with the default matrix; `--compute_features` computes missing ones).
 """
 
 from __future__ import annotations
@@ -27,16 +31,51 @@ _MATRIX = flags.DEFINE_string("matrix", None, "A menu directory (a workdir's men
 _OUT = flags.DEFINE_string("out", None, "Write the table as JSON here.")
 _SEED = flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
 _N_BOOT = flags.DEFINE_integer("n_boot", 10000, "Bootstrap resamples.")
+_FEATURES = flags.DEFINE_list("features", ["minilm", "llm"], "Question feature sets for the menu selectors.")
+_COMPUTE = flags.DEFINE_bool("compute_features", False, "Compute missing feature files (MiniLM; the LLM's "
+                             "feature loads the model of the matrix's generating config) and cache them.")
+_CURVE = flags.DEFINE_string("learning_curve", None, "Also write the learning curve (JSON and PNG) to this "
+                             "folder.")
+
+
+def _model_and_task(matrix):
+  """The model and prompt of the config that generated the matrix (menu.json's info.config)."""
+  from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
+  from polar_jax.menu.matrix import MenuFileError  # pylint: disable=import-outside-toplevel
+  config = matrix.info.get("config")
+  if not config:
+    raise MenuFileError("This menu's menu.json has no generating config; compute its LLM features in Python "
+                        "with polar_jax.menu.features.ensure_features(dir, matrix, model=..., task=...).")
+  opts = pipeline.validate_config(config)
+  return pipeline.load_model_for(opts), pipeline.task_config(opts)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from polar_jax.menu import lab  # pylint: disable=import-outside-toplevel
+  from polar_jax.menu import features, lab  # pylint: disable=import-outside-toplevel
   from polar_jax.menu.matrix import MenuMatrix  # pylint: disable=import-outside-toplevel
   try:
-    matrix = MenuMatrix.load(_MATRIX.value or SHIPPED)
-    table = lab.lab_table(matrix, lab.all_selectors(), seed=_SEED.value, n_boot=_N_BOOT.value)
+    directory = _MATRIX.value or SHIPPED
+    matrix = MenuMatrix.load(directory)
+    names = [n for n in _FEATURES.value if n]
+    if _COMPUTE.value:
+      missing = [n for n in names if not features.feature_path(directory, n).exists()]
+      model, task = _model_and_task(matrix) if "llm" in missing else (None, None)
+      tables = features.ensure_features(directory, matrix, model=model, task=task, names=names)
+    else:
+      tables = features.load_features(directory, matrix, names)
+    selectors = lab.all_selectors(tables, matrix.depth, with_answers=lab.has_answers(matrix))
+    table = lab.lab_table(matrix, selectors, seed=_SEED.value, n_boot=_N_BOOT.value)
+    if _CURVE.value:
+      from polar_jax.menu import plots  # pylint: disable=import-outside-toplevel
+      curve = lab.learning_curve(matrix, lambda: lab.all_selectors(tables, matrix.depth,
+                                                                   with_answers=lab.has_answers(matrix)),
+                                 seed=_SEED.value)
+      out = pathlib.Path(_CURVE.value)
+      out.mkdir(parents=True, exist_ok=True)
+      (out / "learning_curve.json").write_text(json.dumps(curve, indent=2))
+      plots.plot_learning_curve(curve, out / "learning_curve.png")
   except user_errors() as e:
     print(f"polar_jax.lab: error: {e}", file=sys.stderr)
     return 2

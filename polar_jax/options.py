@@ -122,6 +122,8 @@ class MenuOptions:
     reward: "teacher_forced" (one prefill decides a pair where exact; yields the gold log-probability) or
       "generate".
     max_batch: rows per device batch.
+    answers: keep every cell's reply in full (its answer and the model's confidence in it), which answer voting
+      and confidence selection need: with the one-pass reward, pairs it does not certify correct are generated.
   """
   top_k: int = 64
   num_train: int = 0
@@ -129,6 +131,7 @@ class MenuOptions:
   chunk_questions: int = 50
   reward: str = "teacher_forced"
   max_batch: int = 32
+  answers: bool = True
 
   def __post_init__(self):
     if self.reward not in ("teacher_forced", "generate"):

@@ -265,8 +265,11 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     info = {"config": options_lib.to_json(opts), "search_train_valid_counts": counts,
             "ranking": "training questions the search found each program valid for"}
     matrix = build.build_menu(model, task, questions, examples, programs, out, chunk_questions=m.chunk_questions,
-                              max_batch=m.max_batch, info=info, on_chunk=lambda i, n, sec: bar.update(1))
+                              max_batch=m.max_batch, answers=m.answers, info=info, on_chunk=lambda i, n, sec: bar.update(1))
     bar.close()
+    from polar_jax.menu import features  # pylint: disable=import-outside-toplevel
+    _say(opts, "menu: question features for the selectors (MiniLM; the LLM's prompt state at full depth)")
+    features.ensure_features(out, matrix, model=model, task=task)
     _write_menu_report(matrix, out)
     workdir_lib.mark_done(workdir, "menu", {"programs": matrix.n_programs, "questions": len(questions),
                                             "seconds": time.perf_counter() - start})
@@ -274,8 +277,10 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
 
 
 def _write_menu_report(matrix, out: pathlib.Path) -> None:
-  from polar_jax.menu import lab, plots  # pylint: disable=import-outside-toplevel
-  table = lab.lab_table(matrix)
+  from polar_jax.menu import features, lab, plots  # pylint: disable=import-outside-toplevel
+  selectors = lab.all_selectors(features.load_features(out, matrix), matrix.depth,
+                                with_answers=lab.has_answers(matrix))
+  table = lab.lab_table(matrix, selectors)
   (out / "lab.json").write_text(json.dumps(table, indent=2))
   (out / "lab.md").write_text(lab.markdown(table) + "\n")
   plots.plot_menu(matrix, out)

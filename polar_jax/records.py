@@ -194,6 +194,9 @@ class RunRecord:
       canonical gold completion, `program_eval.one_pass`), or "loglik" (options compared by log-likelihood).
     gold_logprob: log-probability of the canonical gold completion under the program, when a one-pass
       prefill computed it (None otherwise): a graded signal beside the 0/1 verdict.
+    answer_logprob: the model's confidence in the answer it wrote, without the gold: the mean log-probability
+      of the reply's tokens up to and including the answer's last token (`program_eval.confidence`); None
+      where the reply is not known token by token (a one-pass negative) or has no answer.
   """
   id: str
   program: tuple[int, ...]
@@ -206,6 +209,7 @@ class RunRecord:
   answer_format: str
   decided_by: str = "generate"
   gold_logprob: float | None = None
+  answer_logprob: float | None = None
 
   def to_json(self) -> dict[str, Any]:
     out = dataclasses.asdict(self)
@@ -218,7 +222,7 @@ class RunRecord:
     if not isinstance(obj, Mapping):
       raise ValueError(f"a run record must be a JSON object, got {type(obj).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
-    optional = {"decided_by", "gold_logprob"}  # absent in records written before they existed
+    optional = {"decided_by", "gold_logprob", "answer_logprob"}  # absent in records written before they existed
     missing = [n for n in names if n not in obj and n not in optional]
     unknown = sorted(set(obj) - set(names))
     if missing or unknown:
@@ -231,7 +235,9 @@ class RunRecord:
               "seconds": isinstance(obj["seconds"], (int, float)) and not isinstance(obj["seconds"], bool),
               "decided_by": isinstance(obj.get("decided_by", ""), str),
               "gold_logprob": obj.get("gold_logprob") is None or (isinstance(obj["gold_logprob"], (int, float))
-                                                                  and not isinstance(obj["gold_logprob"], bool))}
+                                                                  and not isinstance(obj["gold_logprob"], bool)),
+              "answer_logprob": obj.get("answer_logprob") is None or (
+                  isinstance(obj["answer_logprob"], (int, float)) and not isinstance(obj["answer_logprob"], bool))}
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
       raise ValueError(f"run record fields {bad} have the wrong type")

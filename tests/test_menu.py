@@ -44,7 +44,8 @@ def test_save_load_round_trip_without_pickle(tmp_path):
   m = synthetic(rng.random((10, 4)) < 0.5, ["train"] * 4 + ["validation"] * 2 + ["test"] * 4)
   m.save(tmp_path)
   with np.load(tmp_path / "matrix.npz", allow_pickle=False) as npz:
-    assert set(npz.files) == {"correct", "answer", "answer_known", "gold_logprob", "layers", "generated_tokens"}
+    assert set(npz.files) == {"correct", "answer", "answer_known", "gold_logprob", "answer_logprob", "layers",
+                          "generated_tokens"}
   back = MenuMatrix.load(tmp_path)
   assert back.programs == m.programs and back.info == m.info
   assert np.array_equal(back.fit_view("train").correct, m.fit_view("train").correct)

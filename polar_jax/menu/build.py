@@ -6,8 +6,9 @@ then the top K others by that count (ties: shorter, then lexicographic ids).
 
 Running (`build_menu`): the questions (train, validation, test rows in that order) are cut into chunks of
 `chunk_questions`; each chunk runs every menu program on its questions through `program_eval.run_programs`
-(the task's reward: with `teacher_forced` a pair is decided by one prefill where that is exact, and the gold
-log-probability comes with it) and is written atomically as `chunks/<index>.npz`. A killed run redoes at most
+(the task's reward: with `teacher_forced` a pair is certified correct by one prefill where that is exact, and
+the gold log-probability comes with it; with `answers` every other pair is generated so that its answer and
+the model's confidence in it are known) and is written atomically as `chunks/<index>.npz`. A killed run redoes at most
 the chunk it was in; when all chunks exist they are assembled into `matrix.npz` + `menu.json`
 (`polar_jax.menu.matrix`). The plan (`plan.json`: programs and question ids) is written first; a rerun that
 finds a different plan refuses to mix them.
@@ -16,6 +17,7 @@ finds a different plan refuses to mix them.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import pathlib
@@ -29,6 +31,7 @@ from polar_jax.records import SearchRecord
 
 PLAN_FILE = "plan.json"
 CHUNKS = "chunks"
+ANSWERS_FLAG = "complete_answers"  # a chunk's 0-d bool: every cell's reply is known in full
 
 
 def rank_programs(records: Iterable[SearchRecord], depth: int, train_ids: set[str], top_k: int) -> tuple[
@@ -69,15 +72,49 @@ def _fill(arrays: dict[str, np.ndarray], row: int, col: int, record) -> None:
   arrays["answer_known"][row, col] = known
   arrays["answer"][row, col] = (record.answer or "")[:24] if known else ""
   arrays["gold_logprob"][row, col] = np.nan if record.gold_logprob is None else record.gold_logprob
+  arrays["answer_logprob"][row, col] = np.nan if record.answer_logprob is None else record.answer_logprob
   arrays["layers"][row, col] = int(record.layers)
   arrays["generated_tokens"][row, col] = -1 if record.decided_by == "one_pass" else int(record.generated_tokens)
 
 
+def _complete_chunk(model, task, examples: Sequence[Any], programs, arrays: dict[str, np.ndarray],
+                    max_batch: int) -> dict[str, np.ndarray]:
+  """Completes a chunk written before answers were kept in full (no `answer_logprob`, one-pass negatives with
+  unknown answers): the pairs one prefill certified correct get their confidence from the stored gold
+  log-probability (the reply is the canonical completion through the gold, `program_eval.confidence`); every
+  other pair is generated, which is what a fresh build with answers does for it."""
+  from polar_jax.program_eval import run_programs  # pylint: disable=import-outside-toplevel
+  from polar_jax.program_eval.one_pass import canonical_completion  # pylint: disable=import-outside-toplevel
+  from polar_jax.program_eval.task import Prompts  # pylint: disable=import-outside-toplevel
+  arrays = {k: np.array(v) for k, v in arrays.items()}
+  arrays.setdefault("answer_logprob", np.full(arrays["correct"].shape, np.nan, np.float32))
+  certified = arrays["correct"] & (arrays["generated_tokens"] == -1)
+  prompts = Prompts(model, examples, task)
+  for i in range(len(examples)):
+    completion = canonical_completion(prompts, i)
+    for j in np.flatnonzero(certified[i]):
+      arrays["answer_logprob"][i, j] = arrays["gold_logprob"][i, j] / completion.gold_end
+  cells = [(int(i), int(j)) for i, j in zip(*np.nonzero(~certified))]
+  generate = dataclasses.replace(task, reward="generate")
+  records = run_programs(model, examples, [(i, programs[j]) for i, j in cells], generate, max_batch=max_batch)
+  for (i, j), record in zip(cells, records):
+    keep_gold = arrays["gold_logprob"][i, j]
+    _fill(arrays, i, j, record)
+    arrays["gold_logprob"][i, j] = keep_gold  # the prefill's value; generation computes none
+  return arrays
+
+
 def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequence[Any],
                programs: Sequence[Sequence[int]], out_dir: os.PathLike | str, *, chunk_questions: int = 50,
-               max_batch: int = 32, info: dict[str, Any] | None = None,
+               max_batch: int = 32, answers: bool = True, info: dict[str, Any] | None = None,
                on_chunk: Callable[[int, int, float], None] | None = None) -> MenuMatrix:
-  """Runs every program on every question in resumable chunks and returns the assembled matrix."""
+  """Runs every program on every question in resumable chunks and returns the assembled matrix.
+
+  With `answers` (the default) every cell's reply is known in full (`run_programs(answers=True)`: one prefill
+  certifies the correct pairs, the others are generated), so answer voting and confidence selection can be
+  scored on the matrix; without it one-pass negatives keep no answer (cheaper). A chunk written without
+  answers is completed in place when answers are asked for.
+  """
   from polar_jax.program_eval import run_programs  # pylint: disable=import-outside-toplevel
   from polar_jax.programs import Program  # pylint: disable=import-outside-toplevel
 
@@ -97,17 +134,23 @@ def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequenc
   n_chunks = -(-len(questions) // chunk_questions)
   for c in range(n_chunks):
     path = out / CHUNKS / f"{c:05d}.npz"
-    if path.exists():
-      continue
-    start = time.perf_counter()
     lo, hi = c * chunk_questions, min(len(questions), (c + 1) * chunk_questions)
     chunk_examples = list(examples[lo:hi])
-    cells = [(i, j) for i in range(len(chunk_examples)) for j in range(len(progs))]
-    records = run_programs(model, chunk_examples, [(i, progs[j]) for i, j in cells], task, max_batch=max_batch)
-    arrays = empty_arrays(hi - lo, len(progs))
-    for (i, j), record in zip(cells, records):
-      _fill(arrays, i, j, record)
-    write_npz_atomic(path, arrays)
+    start = time.perf_counter()
+    if path.exists():
+      with np.load(path, allow_pickle=False) as npz:
+        stored = {k: npz[k] for k in npz.files}
+      if not answers or bool(stored.get(ANSWERS_FLAG, False)):
+        continue
+      arrays = _complete_chunk(model, task, chunk_examples, progs, stored, max_batch)
+    else:
+      cells = [(i, j) for i in range(len(chunk_examples)) for j in range(len(progs))]
+      records = run_programs(model, chunk_examples, [(i, progs[j]) for i, j in cells], task, max_batch=max_batch,
+                             answers=answers)
+      arrays = empty_arrays(hi - lo, len(progs))
+      for (i, j), record in zip(cells, records):
+        _fill(arrays, i, j, record)
+    write_npz_atomic(path, {**{k: arrays[k] for k in ARRAYS}, ANSWERS_FLAG: np.array(answers)})
     if on_chunk is not None:
       on_chunk(c + 1, n_chunks, time.perf_counter() - start)
   full = empty_arrays(len(questions), len(progs))
@@ -115,8 +158,9 @@ def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequenc
     lo = c * chunk_questions
     with np.load(out / CHUNKS / f"{c:05d}.npz", allow_pickle=False) as npz:
       for k in ARRAYS:
-        full[k][lo:lo + len(npz[k])] = npz[k]
+        if k in npz.files:
+          full[k][lo:lo + len(npz[k])] = npz[k]
+  info = {**(info or {}), "answers": bool(answers)}
   matrix = MenuMatrix(programs, depth, questions, full, info)
   matrix.save(out)
   return matrix
-

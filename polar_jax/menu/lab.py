@@ -1,30 +1,35 @@
 """The offline selection lab: score any per-question choice of a menu program exactly, without the LLM.
 
 A *selector* is fitted on the matrix's train rows (`fit(train, validation)`: `MenuView`s with outcomes; tune
-on validation) and then names one menu program per test question from the questions alone
-(`choose(questions) -> program indices`). `lab_table` fits each selector, asks it for its test choices and
-scores them here, the only place that reads test outcomes (`scoring_view` below): pass@1 with its
-Wilson interval, the paired difference against full depth (program 0) with a cluster-bootstrap interval and
-McNemar's exact p (`polar_jax.stats`), and the executed layers per token (the chosen program's length) and
-per question (the matrix's `layers` of the chosen run).
+on validation) and then names one menu program per test question (`choose(questions, answers) -> program
+indices`) from the questions and, for multi-run methods, from `answers` (`MenuMatrix.answers_view`: the
+answers and confidences of the programs it runs, no outcome). `lab_table` fits each selector, asks it for its
+test choices and scores them here, the only place that reads test outcomes (`scoring_view` below): pass@1 with
+its Wilson interval, the paired difference against full depth (program 0) and against the best fixed program
+with cluster-bootstrap intervals and McNemar's exact p (`polar_jax.stats`), and the cost: runs per question,
+executed layers per token (the summed lengths of every program run on the question: the chosen one and each one
+whose answer was read) and per question (the matrix's `layers` of those runs).
 
 Built in:
 - `full_depth`: program 0 everywhere.
 - `best_fixed_program`: the one program with the highest training accuracy (ties: the shorter, then the
   better-ranked), applied to every test question. A per-input selector that cannot beat it adds nothing.
+- `best_fixed_per_dataset`: the best training program of each question's dataset (it knows the task label).
+  A per-input selector that only beats this by recognizing the task has learned the task, not the question.
 - `menu_oracle` (ORACLE, not deployable): a question counts when any menu program answers it correctly
   (the first correct program in menu order is "chosen"; full depth when none is).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
 from polar_jax import stats
-from polar_jax.menu.matrix import MenuMatrix, MenuQuestion, MenuView
+from polar_jax.menu.matrix import AnswersView, MenuMatrix, MenuQuestion, MenuView
 
 
 class Selector(Protocol):
@@ -33,7 +38,7 @@ class Selector(Protocol):
 
   def fit(self, train: MenuView, validation: MenuView) -> None: ...
 
-  def choose(self, questions: Sequence[MenuQuestion]) -> np.ndarray: ...
+  def choose(self, questions: Sequence[MenuQuestion], answers: AnswersView | None = None) -> np.ndarray: ...
 
 
 class FullDepth:
@@ -42,7 +47,8 @@ class FullDepth:
   def fit(self, train: MenuView, validation: MenuView) -> None:
     del train, validation
 
-  def choose(self, questions: Sequence[MenuQuestion]) -> np.ndarray:
+  def choose(self, questions: Sequence[MenuQuestion], answers: AnswersView | None = None) -> np.ndarray:
+    del answers
     return np.zeros(len(questions), dtype=np.int64)
 
 
@@ -64,7 +70,8 @@ class BestFixedProgram:
     del validation
     self.index = best_fixed_index(train)
 
-  def choose(self, questions: Sequence[MenuQuestion]) -> np.ndarray:
+  def choose(self, questions: Sequence[MenuQuestion], answers: AnswersView | None = None) -> np.ndarray:
+    del answers
     return np.full(len(questions), self.index, dtype=np.int64)
 
 
@@ -80,8 +87,14 @@ def oracle_choice(test: MenuView) -> np.ndarray:
 
 
 def score_choice(test: MenuView, choice: Sequence[int], *, deployable: bool = True, seed: int = 0,
-                 n_boot: int = stats.DEFAULT_BOOTSTRAP) -> dict[str, Any]:
-  """The lab's row for one per-question choice of program indices on the test rows."""
+                 n_boot: int = stats.DEFAULT_BOOTSTRAP, ran: np.ndarray | None = None,
+                 references: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+  """The lab's row for one per-question choice of program indices on the test rows.
+
+  ran: bool [n, programs], the programs whose runs the method read (the chosen one always counts): the cost.
+  references: other choices by name (the best fixed program's, ...) to compare with as well (`vs_<name>`: the
+    paired difference, its cluster-bootstrap interval, McNemar p and the verdict).
+  """
   choice = np.asarray(choice, dtype=np.int64)
   if choice.shape != (len(test),):
     raise ValueError(f"A choice names one program per test question: got shape {choice.shape}, "
@@ -92,20 +105,38 @@ def score_choice(test: MenuView, choice: Sequence[int], *, deployable: bool = Tr
   correct = test.correct[rows, choice]
   row = stats.compare(correct, test.correct[:, 0], groups=test.groups, seed=seed, n_boot=n_boot)
   lengths = np.array([len(p) for p in test.programs])
-  row.update({"layers_per_token": float(lengths[choice].mean()) if len(test) else None,
-              "layers_per_question": float(test.layers[rows, choice].mean()) if len(test) else None,
+  runs = np.zeros(test.correct.shape, bool) if ran is None else np.array(ran, bool)
+  runs[rows, choice] = True
+  row.update({"layers_per_token": float((runs * lengths[None]).sum(axis=1).mean()) if len(test) else None,
+              "layers_per_question": float((runs * test.layers).sum(axis=1).mean()) if len(test) else None,
+              "runs_per_question": float(runs.sum(axis=1).mean()) if len(test) else None,
               "full_depth_layers_per_token": float(lengths[0]), "deployable": bool(deployable),
               "programs_used": int(len(set(choice.tolist())))})
+  for name, reference in (references or {}).items():
+    ref = stats.compare(correct, test.correct[rows, np.asarray(reference, np.int64)], groups=test.groups,
+                        seed=seed, n_boot=n_boot)
+    row[f"vs_{name}"] = {"diff": ref["diff_vs_full"], "diff_ci95": ref["diff_ci95"],
+                         "mcnemar_p": ref["mcnemar_p"], "verdict": ref["verdict"]}
   return row
 
 
 def default_selectors() -> list[Selector]:
-  return [FullDepth(), BestFixedProgram()]
+  return [FullDepth(), BestFixedProgram(), BestFixedPerDataset()]
 
 
-def all_selectors() -> list[Selector]:
-  """The built-in baselines and every selection method the lab knows."""
-  return default_selectors()
+def all_selectors(features=None, depth: int | None = None, *, with_answers: bool = True) -> list[Selector]:
+  """The built-in baselines and every selection method the lab knows (`polar_jax.menu.select`; the feature-
+  based ones for each table in `features`, the answer-based ones with `with_answers`)."""
+  from polar_jax.menu import select  # pylint: disable=import-outside-toplevel
+  out = default_selectors()
+  if depth is not None:
+    out += select.selection_methods(features or {}, depth, with_answers=with_answers)
+  return out
+
+
+def has_answers(matrix: MenuMatrix) -> bool:
+  """Whether the matrix keeps every reply (answers and confidences): what answer-based selectors need."""
+  return bool(matrix.info.get("answers"))
 
 
 def lab_table(matrix: MenuMatrix, selectors: Iterable[Selector] | None = None, *, seed: int = 0,
@@ -116,16 +147,82 @@ def lab_table(matrix: MenuMatrix, selectors: Iterable[Selector] | None = None, *
   questions = matrix.questions("test")
   test = scoring_view(matrix)
   methods: dict[str, Any] = {}
+  per_dataset = BestFixedPerDataset()
+  per_dataset.fit(train, validation)
+  references = {"best_fixed": np.full(len(test), best_fixed_index(train), dtype=np.int64),
+                "best_fixed_per_dataset": per_dataset.choose(questions)}
   for sel in selectors:
     start = time.perf_counter()
     sel.fit(train, validation)
-    choice = sel.choose(questions)
+    answers = matrix.answers_view("test")
+    choice = sel.choose(questions, answers)
     seconds = time.perf_counter() - start
-    methods[sel.name] = {**score_choice(test, choice, deployable=sel.deployable, seed=seed, n_boot=n_boot),
+    methods[sel.name] = {**score_choice(test, choice, deployable=sel.deployable, seed=seed, n_boot=n_boot,
+                                        ran=answers.ran, references=references),
                          "fit_choose_seconds": seconds}
+    if hasattr(sel, "describe"):
+      methods[sel.name]["fitted"] = sel.describe()
   methods["menu_oracle"] = score_choice(test, oracle_choice(test), deployable=False, seed=seed, n_boot=n_boot)
   return {"n_test": len(test), "n_train": len(train), "n_validation": len(validation),
           "n_programs": matrix.n_programs, "methods": methods}
+
+
+class BestFixedPerDataset:
+  """The best training program of each question's dataset (a baseline that knows the task label: what a
+  per-input selector must beat to show it does more than recognize the task)."""
+  name, deployable = "best_fixed_per_dataset", True
+
+  def __init__(self):
+    self.by_dataset: dict[str, int] = {}
+    self.default = 0
+
+  def fit(self, train: MenuView, validation: MenuView) -> None:
+    del validation
+    self.default = best_fixed_index(train)
+    datasets = np.array([q.dataset for q in train.questions])
+    for d in sorted(set(datasets)):
+      self.by_dataset[str(d)] = best_fixed_index(subset_view(train, np.flatnonzero(datasets == d)))
+
+  def choose(self, questions: Sequence[MenuQuestion], answers: AnswersView | None = None) -> np.ndarray:
+    del answers
+    return np.array([self.by_dataset.get(q.dataset, self.default) for q in questions], dtype=np.int64)
+
+  def describe(self) -> dict[str, Any]:
+    return {"programs": dict(self.by_dataset)}
+
+
+def subset_view(view: MenuView, rows: Sequence[int]) -> MenuView:
+  """The given rows of a view (e.g. fewer training questions for a learning curve)."""
+  rows = np.asarray(rows, dtype=np.int64)
+  arrays = {f.name: getattr(view, f.name)[rows] for f in dataclasses.fields(view)
+            if isinstance(getattr(view, f.name), np.ndarray)}
+  return dataclasses.replace(view, questions=tuple(view.questions[i] for i in rows), **arrays)
+
+
+def learning_curve(matrix: MenuMatrix, make_selectors: Callable[[], Iterable[Selector]], *,
+                   sizes: Sequence[int] = (50, 100, 200, 0), seed: int = 0) -> dict[str, Any]:
+  """Each selector's test pass@1 (Wilson interval) when fitted on the first n of a seeded permutation of the
+  training questions (nested subsets; 0 = all), validation and test unchanged."""
+  train, validation = matrix.fit_view("train"), matrix.fit_view("validation")
+  order = np.random.default_rng(seed).permutation(len(train))
+  test, questions = scoring_view(matrix), matrix.questions("test")
+  rows = np.arange(len(test))
+  out: dict[str, Any] = {"n_test": len(test), "sizes": [], "methods": {}}
+  for size in sizes:
+    n = len(train) if size <= 0 or size > len(train) else int(size)
+    if n in out["sizes"]:
+      continue
+    out["sizes"].append(n)
+    part = subset_view(train, np.sort(order[:n]))
+    for sel in make_selectors():
+      sel.fit(part, validation)
+      answers = matrix.answers_view("test")
+      k = int(test.correct[rows, sel.choose(questions, answers)].sum())
+      out["methods"].setdefault(sel.name, []).append(
+          {"n_train": n, "pass1": k / len(test), "ci95": list(stats.wilson(k, len(test)))})
+  full = int(test.correct[:, 0].sum())
+  out["full_depth"] = {"pass1": full / len(test), "ci95": list(stats.wilson(full, len(test)))}
+  return out
 
 
 def coverage_curve(matrix: MenuMatrix, ks: Sequence[int] | None = None) -> dict[str, Any]:
@@ -147,12 +244,20 @@ def markdown(table: dict[str, Any]) -> str:
   """The lab table as Markdown (a row per method)."""
   lines = [f"Offline lab: {table['n_test']} test questions, {table['n_programs']} menu programs "
            f"(fitted on {table['n_train']} train, tuned on {table['n_validation']} validation questions).", "",
-           "| method | pass@1 [95% CI] | vs full depth [95% CI] | McNemar p | layers/token | deployable |",
-           "|---|---:|---:|---:|---:|---|"]
+           "| method | pass@1 [95% CI] | vs full depth [95% CI] | McNemar p | vs best fixed [95% CI] | "
+           "vs best per dataset [95% CI] | runs | layers/token | deployable |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+
+  def vs(r, name):
+    bf = r.get(f"vs_{name}")
+    return (f"{100 * bf['diff']:+.1f} [{100 * bf['diff_ci95'][0]:+.1f}, {100 * bf['diff_ci95'][1]:+.1f}]"
+            if bf else "")
   for name, r in table["methods"].items():
+    vs_bf = f"{vs(r, 'best_fixed')} | {vs(r, 'best_fixed_per_dataset')}"
     lines.append(f"| {name} | {100 * r['pass1']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] | "
                  f"{100 * r['diff_vs_full']:+.1f} [{100 * r['diff_ci95'][0]:+.1f}, {100 * r['diff_ci95'][1]:+.1f}] | "
-                 f"{r['mcnemar_p']:.3g} | {r['layers_per_token']:.1f} | {'yes' if r['deployable'] else 'ORACLE'} |")
+                 f"{r['mcnemar_p']:.3g} | {vs_bf} | {r['runs_per_question']:.2f} | {r['layers_per_token']:.1f} | "
+                 f"{'yes' if r['deployable'] else 'ORACLE'} |")
   return "\n".join(lines)
 
 

@@ -4,13 +4,21 @@ Storage (no pickle; `numpy.load(..., allow_pickle=False)` reads it):
   menu.json    programs (layer ids; index 0 is the full program), depth, the questions in row order (id, split,
                dataset, level, group, question, gold), how the programs were ranked, the generating config
   matrix.npz   [questions, programs] arrays: correct (bool), answer (str, "" where unknown), answer_known
-               (bool), gold_logprob (float32, NaN where no one-pass prefill computed it), layers (int32: layer
-               executions of the run), generated_tokens (int16; -1 where the run was decided by one prefill)
+               (bool), gold_logprob (float32, NaN where no one-pass prefill computed it), answer_logprob
+               (float32: the model's confidence in the answer it wrote, `RunRecord.answer_logprob`; NaN where
+               unknown), layers (int32: layer executions of the run), generated_tokens (int16; -1 where the run
+               was decided by one prefill)
 
 The guard: test rows are for exact offline scoring only. Fitting code gets `fit_view("train")` /
 `fit_view("validation")` (outcomes included) and `questions("test")` (ids, texts, levels: no outcome); asking
 `fit_view("test")` raises `TestRowsError`. Only the scorer (`polar_jax.menu.lab`) reads test outcomes, through
 `scoring_view`, which no selector receives.
+
+Multi-run selectors (answer voting, confidence selection, gated fallback) decide from what running programs on
+a test question would show at deployment: the answers the model wrote and its confidence in them, never
+whether they are right. They get `answers_view("test")`, an `AnswersView` that holds exactly those arrays and
+records every (question, program) cell read: the lab counts each read program as a run of that question, so a
+method's cost is what it looked at.
 """
 
 from __future__ import annotations
@@ -30,8 +38,8 @@ MENU_FILE = "menu.json"
 MATRIX_FILE = "matrix.npz"
 SPLITS = ("train", "validation", "test")
 FIT_SPLITS = ("train", "validation")
-ARRAYS = ("correct", "answer", "answer_known", "gold_logprob", "layers", "generated_tokens")
-FORMAT_VERSION = 1
+ARRAYS = ("correct", "answer", "answer_known", "gold_logprob", "answer_logprob", "layers", "generated_tokens")
+FORMAT_VERSION = 2
 
 
 class TestRowsError(RuntimeError):
@@ -66,6 +74,7 @@ class MenuView:
   answer: np.ndarray
   answer_known: np.ndarray
   gold_logprob: np.ndarray
+  answer_logprob: np.ndarray
   layers: np.ndarray
   generated_tokens: np.ndarray
 
@@ -85,6 +94,34 @@ def _frozen(a: np.ndarray) -> np.ndarray:
   a = np.asarray(a)
   a.setflags(write=False)
   return a
+
+
+class AnswersView:
+  """What running menu programs on a split's questions shows without the gold answer: per cell the extracted
+  answer (`answer`, "" where none), whether it is known, the model's confidence (`answer_logprob`, NaN where
+  unknown) and the layers the run cost. Reading a column marks those cells as run (`ran`)."""
+
+  def __init__(self, questions: Sequence[MenuQuestion], programs, answer, answer_known, answer_logprob, layers):
+    self.questions, self.programs = tuple(questions), tuple(programs)
+    self._answer, self._known = np.asarray(answer), np.asarray(answer_known)
+    self._logprob, self._layers = np.asarray(answer_logprob), np.asarray(layers)
+    self.ran = np.zeros(self._answer.shape, bool)
+
+  def __len__(self) -> int:
+    return len(self.questions)
+
+  def run(self, program: int, rows: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Runs `program` on `rows` (default: every question): {"answer", "known", "logprob"} for those rows."""
+    rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+    self.ran[rows, program] = True
+    return {"answer": self._answer[rows, program].copy(), "known": self._known[rows, program].copy(),
+            "logprob": self._logprob[rows, program].astype(np.float64)}
+
+  def layers_of_runs(self, choice: np.ndarray) -> np.ndarray:
+    """Per question the layers of every program run on it (the chosen one counts as run)."""
+    ran = self.ran.copy()
+    ran[np.arange(len(self)), choice] = True
+    return np.where(ran, self._layers, 0).sum(axis=1)
 
 
 class MenuMatrix:
@@ -136,6 +173,13 @@ class MenuMatrix:
                           f"only polar_jax.menu.lab scores test rows.")
     return self._view(split)
 
+  def answers_view(self, split: str) -> AnswersView:
+    """A split's answers without outcomes (the module docstring): what multi-run selectors may see of test rows."""
+    rows = self._rows[self._split(split)]
+    a = self._arrays
+    return AnswersView(self.questions(split), self.programs, a["answer"][rows], a["answer_known"][rows],
+                       a["answer_logprob"][rows], a["layers"][rows])
+
   def _split(self, split: str) -> str:
     if split not in SPLITS:
       raise ValueError(f"Unknown menu split {split!r}; use one of {SPLITS}.")
@@ -173,7 +217,9 @@ class MenuMatrix:
     except (ValueError, KeyError, TypeError, OSError) as e:
       raise MenuFileError(f"{directory}: cannot read the menu ({type(e).__name__}: {e}); regenerate it with the "
                           "pipeline's menu stage.") from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") == 1 and "answer_logprob" not in arrays:  # written before confidences existed
+      arrays["answer_logprob"] = np.full(arrays["correct"].shape, np.nan, np.float32)
+    elif meta.get("format_version") != FORMAT_VERSION:
       raise MenuFileError(f"{meta_path}: format_version {meta.get('format_version')!r}, this code reads "
                           f"{FORMAT_VERSION}.")
     return cls(meta["programs"], meta["depth"], questions, arrays, meta.get("info"))
@@ -190,4 +236,5 @@ def empty_arrays(n_questions: int, n_programs: int) -> dict[str, np.ndarray]:
   shape = (n_questions, n_programs)
   return {"correct": np.zeros(shape, bool), "answer": np.full(shape, "", dtype="<U24"),
           "answer_known": np.zeros(shape, bool), "gold_logprob": np.full(shape, np.nan, np.float32),
+          "answer_logprob": np.full(shape, np.nan, np.float32),
           "layers": np.zeros(shape, np.int32), "generated_tokens": np.full(shape, -1, np.int16)}

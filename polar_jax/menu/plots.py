@@ -1,4 +1,5 @@
-"""The menu's plots: coverage on test vs K (an ORACLE curve) and per-program accuracy vs length.
+"""The menu's plots: coverage on test vs K (an ORACLE curve), per-program accuracy vs length, and the selectors'
+learning curve (test pass@1 vs training questions).
 
 Matplotlib is imported inside the functions and no backend is chosen here (entry points choose it), so a
 notebook shows the figures inline.
@@ -61,3 +62,34 @@ def plot_menu(matrix: MenuMatrix, out_dir: os.PathLike | str, *, search_oracle: 
   fig.savefig(paths[1])
   plt.close(fig)
   return paths
+
+
+def plot_learning_curve(curve: dict, path: os.PathLike | str) -> str:
+  """Test pass@1 vs the number of training questions, one line per selector (95% Wilson intervals), with the
+  full-depth band; returns the path."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120)
+  names = [n for n in curve["methods"] if n != "full_depth"]
+  markers = "osD^v<>phX*P"
+  colors = plt.get_cmap("tab20").colors
+  for i, name in enumerate(names):
+    pts = curve["methods"][name]
+    xs = [p["n_train"] * (1 + 0.015 * (i - len(names) / 2)) for p in pts]  # small offsets: bars stay apart
+    ys = [100 * p["pass1"] for p in pts]
+    err = [[100 * (p["pass1"] - p["ci95"][0]) for p in pts], [100 * (p["ci95"][1] - p["pass1"]) for p in pts]]
+    ax.errorbar(xs, ys, yerr=err, marker=markers[i % len(markers)], color=colors[(2 * i) % 20 + (2 * i) // 20],
+                capsize=2, lw=1.2, ms=5, label=name)
+  full = curve["full_depth"]
+  ax.axhline(100 * full["pass1"], color="k", ls="--", lw=1, label=f"full depth {100 * full['pass1']:.1f}%")
+  ax.axhspan(100 * full["ci95"][0], 100 * full["ci95"][1], color="k", alpha=0.08)
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(curve["sizes"], [str(n) for n in curve["sizes"]])
+  ax.set_xlabel("training questions the selector is fitted on (validation and test fixed)")
+  ax.set_ylabel(f"test pass@1 (%), n = {curve['n_test']}")
+  ax.set_title("Learning curves of the selection methods (95% Wilson intervals)", fontsize=10)
+  ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return str(path)

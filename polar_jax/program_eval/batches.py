@@ -13,6 +13,7 @@ import numpy as np
 from polar_jax import data
 from polar_jax.data.example import CHOICE_LETTERS
 from polar_jax.records import RunRecord
+from polar_jax.program_eval.confidence import answer_logprob
 from polar_jax.program_eval.task import Prompts, TaskConfig
 from polar_jax.programs import Program
 from polar_jax.programs.executor import Executor, StopRule
@@ -35,8 +36,10 @@ def generate_batch(executor: Executor, prompts: Prompts, batch: list[tuple[int, 
     text = result.texts[row]
     answer, correct = data.score_generation(text, prompts.examples[i], cfg.answer_format,
                                             assistant_prefix=cfg.assistant_prefix)
+    confidence = answer_logprob(prompts.model.tokenizer, result.tokens[row], result.token_logprobs[row], answer)
     out.append(RunRecord(prompts.examples[i].id, program.ids, text, answer, bool(correct),
-                         int(result.layers_executed[row]), int(result.num_generated[row]), 0.0, cfg.answer_format))
+                         int(result.layers_executed[row]), int(result.num_generated[row]), 0.0, cfg.answer_format,
+                         answer_logprob=confidence))
   return out
 
 

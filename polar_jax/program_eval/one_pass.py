@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from polar_jax import data
+from polar_jax.program_eval.confidence import answer_end_token
 from polar_jax.program_eval.task import Prompts, TaskConfig
 from polar_jax.programs import Program
 from polar_jax.records import RunRecord
@@ -132,9 +133,25 @@ def decide(argmax: Sequence[int], completion: Completion, example: data.Example,
   return Decision(False)  # the whole canonical completion was generated without a stop
 
 
+def _confidence(tokenizer, argmax, logprobs, completion: Completion, decision: Decision) -> float | None:
+  """`RunRecord.answer_logprob` of a decided pair where the reply is known through its answer's last token
+  (generated tokens that equal the completion's, whose log-probabilities the prefill gave)."""
+  generated = [int(t) for t in argmax[:decision.generated]]
+  matched = next((j for j, t in enumerate(generated) if j >= len(completion.tokens) or t != completion.tokens[j]),
+                 len(generated))
+  k = answer_end_token(tokenizer, generated, decision.answer)
+  if k is None or k > matched:
+    return None
+  return float(np.mean(np.asarray(logprobs[:k], np.float64)))
+
+
 def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]], task: TaskConfig, *,
-                   share_prefixes: bool = True) -> list[RunRecord | None]:
-  """One-pass records for the decided rows of a batch; None for rows that must be generated."""
+                   share_prefixes: bool = True, positives_only: bool = False,
+                   gold_logprobs: dict[int, float] | None = None) -> list[RunRecord | None]:
+  """One-pass records for the decided rows of a batch; None for rows that must be generated (with
+  positives_only, every row not decided correct: its full reply and confidence then come from generation).
+  `gold_logprobs`, when given, receives row -> gold log-probability for every row the prefill scored (decided
+  or not), so that a generated row can keep it."""
   completions = {i: canonical_completion(prompts, i) for i in {i for i, _ in batch}}
   rows = [r for r, (i, _) in enumerate(batch) if completions[i] is not None]
   out: list[RunRecord | None] = [None] * len(batch)
@@ -148,8 +165,11 @@ def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]],
     i, program = batch[r]
     example = prompts.examples[i]
     decision = decide(argmax, completions[i], example, task, tokenizer, tokenizer.stop_ids)
-    if decision.decided:
+    if gold_logprobs is not None:
+      gold_logprobs[r] = float(np.sum(logprobs[:completions[i].gold_end]))
+    if decision.decided and (decision.correct or not positives_only):
       out[r] = RunRecord(example.id, program.ids, decision.text, decision.answer, decision.correct, len(program),
                          decision.generated, 0.0, task.prompt.answer_format, decided_by=ONE_PASS,
-                         gold_logprob=float(np.sum(logprobs[:completions[i].gold_end])))
+                         gold_logprob=float(np.sum(logprobs[:completions[i].gold_end])),
+                         answer_logprob=_confidence(tokenizer, argmax, logprobs, completions[i], decision))
   return out

@@ -44,8 +44,8 @@ def _one_pass_chunks(pairs, order: list[int], max_batch: int, per_question: bool
 
 def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Program]], task: TaskConfig, *,
               temperature: float, seed: int, max_batch: int, progress: bool | str, executor: Executor | None,
-              per_question: bool = False, share_prefixes: bool = True,
-              step_cost: float = 0.0) -> Iterator[list[tuple[int, RunRecord]]]:
+              per_question: bool = False, share_prefixes: bool = True, step_cost: float = 0.0,
+              answers: bool = False) -> Iterator[list[tuple[int, RunRecord]]]:
   """Yields, batch by batch, (pair index, record) for every pair (arguments as in `run_programs`).
 
   With `task.reward == "teacher_forced"` and greedy decoding, the generated rows first go through one-pass
@@ -77,11 +77,15 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
 
   try:
     generated = [j for j in order if not loglik[j]]
+    gold: dict[int, float] = {}  # pair index -> the prefill's gold log-probability, kept by generated pairs
     if task.reward == "teacher_forced" and temperature == 0 and generated:
       undecided = []
       for chunk in _one_pass_chunks(pairs, generated, max_batch, per_question):
+        scored: dict[int, float] = {}
         decided = timed(chunk, lambda rows: one_pass_batch(executor, prompts, rows, task,
-                                                           share_prefixes=share_prefixes))
+                                                           share_prefixes=share_prefixes, positives_only=answers,
+                                                           gold_logprobs=scored))
+        gold.update({chunk[r]: v for r, v in scored.items()})
         done = {j for j, _ in decided}
         undecided += [j for j in chunk if j not in done]
         if decided:
@@ -98,7 +102,8 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
         yield timed(batch, lambda rows: loglik_batch(executor, prompts, rows))
       else:
         batch_seed = (int(seed) * 1_000_003 + number) % (2 ** 31 - 1)
-        yield timed(batch, lambda rows: generate_batch(executor, prompts, rows, task, temperature, batch_seed))
+        records = timed(batch, lambda rows: generate_batch(executor, prompts, rows, task, temperature, batch_seed))
+        yield [(j, dataclasses.replace(r, gold_logprob=gold[j]) if j in gold else r) for j, r in records]
   finally:
     if bar is not None:
       bar.close()
@@ -107,7 +112,7 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
 def run_programs(model, examples: Sequence[data.Example], programs: Any, task: TaskConfig, *,
                  temperature: float = 0.0, seed: int = 0, max_batch: int = 32, progress: bool | str = False,
                  executor: Executor | None = None, per_question: bool = False, share_prefixes: bool = True,
-                 step_cost: float = 0.0,
+                 step_cost: float = 0.0, answers: bool = False,
                  on_batch: Callable[[list[RunRecord]], None] | None = None) -> list[RunRecord]:
   """Runs (question, program) pairs and scores them; returns one record per pair, in input order.
 
@@ -127,13 +132,16 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     step_cost: a schedule step's fixed cost (weight reads, dispatch) in units of one row's step; above 0,
       batches of unlike programs are coalesced where that cost model says it pays (`plan_batches`). 0 (the
       default) keeps the plan that bounds each batch's schedule by `max_waste`, as the search relies on.
+    answers: every record's reply known in full (its answer and `answer_logprob`): with the one-pass reward, only
+      pairs it certifies correct are decided by one prefill and every other pair is generated (what answer
+      voting and confidence selection need; a one-pass wrong-digit negative knows only a prefix of its reply).
     on_batch: called with each device batch's records as it finishes (e.g. to count batches).
   """
   pairs = normalize_pairs(examples, programs, model.config.num_layers)
   out: list[RunRecord | None] = [None] * len(pairs)
   for batch in iter_runs(model, examples, pairs, task, temperature=temperature, seed=seed, max_batch=max_batch,
                          progress=progress, executor=executor, per_question=per_question,
-                         share_prefixes=share_prefixes, step_cost=step_cost):
+                         share_prefixes=share_prefixes, step_cost=step_cost, answers=answers):
     for j, record in batch:
       out[j] = record
     if on_batch is not None:

@@ -36,6 +36,8 @@ class GenerationResult:
     layers_executed: [B] layer executions spent per row: program length x (1 prefill pass + decode passes).
     stopped: [B] whether the row met its stop rule (False: it hit max_new_tokens).
     schedule_length: real steps of the shared schedule.
+    token_logprobs: per row, float32 [num_generated]: each generated token's log-probability under the row's
+      program (untempered softmax, also when sampling): the model's own confidence in what it wrote.
   """
   tokens: list[list[int]]
   texts: list[str]
@@ -43,6 +45,7 @@ class GenerationResult:
   layers_executed: np.ndarray
   stopped: np.ndarray
   schedule_length: int
+  token_logprobs: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
 def _next_pow2(n: int) -> int:
@@ -213,7 +216,8 @@ class Executor:
         num_generated=np.concatenate([r.num_generated for r in results]),
         layers_executed=np.concatenate([r.layers_executed for r in results]),
         stopped=np.concatenate([r.stopped for r in results]),
-        schedule_length=max(r.schedule_length for r in results))
+        schedule_length=max(r.schedule_length for r in results),
+        token_logprobs=[x for r in results for x in r.token_logprobs])
 
   def _stop_arrays(self, stop: StopRule) -> dict:
     """The stop rule as device arrays; the per-token tables are built once per executor."""
@@ -226,18 +230,19 @@ class Executor:
     batch_pad = self._batch_pad(len(ids))
     prompt, active, row_valid = self._prompt_arrays(ids, sched, progs, batch_pad)
     new_cap = bucket_length(max_new_tokens, self.new_token_quantum)
-    out, n_gen, stopped = self._generate(
+    out, n_gen, stopped, lps = self._generate(
         self.model.params, jnp.asarray(sched.ids), jnp.asarray(active), jnp.int32(sched.length), prompt,
         jnp.asarray(row_valid), jnp.int32(max_new_tokens), jnp.float32(temperature), jax.random.key(seed),
         self._stop_arrays(stop), new_cap=new_cap)
-    out, n_gen, stopped = np.asarray(out), np.asarray(n_gen), np.asarray(stopped)
+    out, n_gen, stopped, lps = np.asarray(out), np.asarray(n_gen), np.asarray(stopped), np.asarray(lps)
     n = len(ids)
     tokens_out = [out[r, :n_gen[r]].tolist() for r in range(n)]
     texts = [self.model.tokenizer.decode(t) for t in tokens_out]
     lengths = np.array([len(p) for p in progs], np.int64)
     return GenerationResult(tokens=tokens_out, texts=texts, num_generated=n_gen[:n].astype(np.int64),
                             layers_executed=lengths * np.maximum(n_gen[:n], 1),
-                            stopped=stopped[:n], schedule_length=sched.length)
+                            stopped=stopped[:n], schedule_length=sched.length,
+                            token_logprobs=[lps[r, :n_gen[r]].astype(np.float32) for r in range(n)])
 
   def prefill_logits(self, prompts, programs) -> list[np.ndarray]:
     """Full-sequence logits under each row's program: a list of [len_i, V] float32 arrays (one prefill)."""

@@ -127,7 +127,8 @@ def _select(logits, key, temperature):
 
 def generate_core(params, steps, active, length, prompt, row_valid, max_new, temperature, key, stop,
                   *, cfg: ModelConfig, new_cap: int, counter: list):
-  """Prefill + decode loop. Returns (tokens [B, new_cap], generated counts [B], stopped [B]).
+  """Prefill + decode loop. Returns (tokens [B, new_cap], generated counts [B], stopped [B], logprobs
+  [B, new_cap]: each emitted token's log-probability under the untempered model, 0 after a row stopped).
 
   `prompt` holds `tokens`, `attn_mask` [B, S] (left-padded) and, when the rows share a prefix, `prefix` [P],
   `group_active` [G, T] and `row_group` [B] (see `prefill_shared`). `stop` holds the stop rule as arrays
@@ -151,20 +152,25 @@ def generate_core(params, steps, active, length, prompt, row_valid, max_new, tem
   key_valid = jnp.concatenate([prompt_valid, jnp.zeros((b, new_cap), bool)], axis=1)
   next_pos = jnp.sum(prompt_valid, axis=1).astype(jnp.int32)  # [B]
 
-  def emit(i, logits, key, scan, done, out, n_gen):
-    """Picks the next token of every row, records it for live rows, and updates the stop state."""
+  def emit(i, logits, key, scan, done, out, lps, n_gen):
+    """Picks the next token of every row, records it (and its log-probability) for live rows, and updates the
+    stop state."""
     key, sub = jax.random.split(key)
     tok = _select(logits, sub, temperature)
     live = ~done
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    tok_lp = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
     out = out.at[:, i].set(jnp.where(live, tok, 0))
+    lps = lps.at[:, i].set(jnp.where(live, tok_lp, 0.0))
     n_gen = n_gen + live.astype(jnp.int32)
     ends, scan = stop_rules.advance(stop, tok, scan)
-    return tok, key, scan, done | (live & ends), out, n_gen
+    return tok, key, scan, done | (live & ends), out, lps, n_gen
 
   out = jnp.zeros((b, new_cap), jnp.int32)
+  lps = jnp.zeros((b, new_cap), jnp.float32)
   n_gen = jnp.zeros((b,), jnp.int32)
   scan = stop_rules.initial_state(stop, b)
-  tok, key, scan, stopped, out, n_gen = emit(0, logits, key, scan, ~row_valid, out, n_gen)
+  tok, key, scan, stopped, out, lps, n_gen = emit(0, logits, key, scan, ~row_valid, out, lps, n_gen)
   stopped = stopped & row_valid
 
   def cond(carry):
@@ -172,18 +178,18 @@ def generate_core(params, steps, active, length, prompt, row_valid, max_new, tem
     return (i < max_new) & ~jnp.all(stopped | ~row_valid)
 
   def body(carry):
-    i, tok, key, scan, stopped, out, n_gen, cache_k, cache_v, key_valid = carry
+    i, tok, key, scan, stopped, out, lps, n_gen, cache_k, cache_v, key_valid = carry
     column = s + i - 1
     key_valid = key_valid.at[:, column].set(True)
     position = next_pos + i - 1
     logits, cache_k, cache_v = decode_step(params, cfg, steps, active, length, tok, position, column,
                                            key_valid, cache_k, cache_v)
-    tok, key, scan, stopped, out, n_gen = emit(i, logits, key, scan, stopped | ~row_valid, out, n_gen)
-    return i + 1, tok, key, scan, stopped & row_valid, out, n_gen, cache_k, cache_v, key_valid
+    tok, key, scan, stopped, out, lps, n_gen = emit(i, logits, key, scan, stopped | ~row_valid, out, lps, n_gen)
+    return i + 1, tok, key, scan, stopped & row_valid, out, lps, n_gen, cache_k, cache_v, key_valid
 
-  carry = (jnp.int32(1), tok, key, scan, stopped, out, n_gen, cache_k, cache_v, key_valid)
-  _, _, _, _, stopped, out, n_gen, _, _, _ = jax.lax.while_loop(cond, body, carry)
-  return out, n_gen, stopped
+  carry = (jnp.int32(1), tok, key, scan, stopped, out, lps, n_gen, cache_k, cache_v, key_valid)
+  _, _, _, _, stopped, out, lps, n_gen, _, _, _ = jax.lax.while_loop(cond, body, carry)
+  return out, n_gen, stopped, lps
 
 
 def prefill_logits_core(params, steps, active, length, tokens, attn_mask, *, cfg: ModelConfig, counter: list):
