@@ -50,6 +50,18 @@ def test_cached_generation_equals_uncached(model, executor, program):
   assert res.tokens[0] == naive_greedy(model, PROMPTS[0], program, 10)
 
 
+@pytest.mark.parametrize("program", [[0, 1, 1, 2, 3], [0, 2, 3]])
+def test_token_logprobs_are_the_reference_log_softmax(model, executor, program):
+  """Each generated token's log-probability equals the uncached reference's log-softmax at that token."""
+  res = executor.generate([PROMPTS[0]], program, 6, stop=StopRule(stop_ids=()))
+  tokens = res.tokens[0]
+  logits = naive_logits(model, PROMPTS[0] + tokens[:-1], program).astype(np.float64)  # [S, V]
+  at = logits[len(PROMPTS[0]) - 1:]  # the positions that produced each generated token
+  logp = at - at.max(axis=-1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(axis=-1, keepdims=True))
+  np.testing.assert_allclose(res.token_logprobs[0], logp[np.arange(len(tokens)), tokens], atol=1e-4)
+
+
 def test_mixed_batch_equals_rows_alone(model, executor):
   programs = [[0, 1, 1, 2, 3], [0, 2, 3], [3, 2, 1, 0]]
   together = executor.generate(PROMPTS, programs, 8, stop=StopRule(stop_ids=()))

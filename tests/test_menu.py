@@ -1,6 +1,7 @@
 """The program menu: the matrix files, the test-row guard, ranking, the lab's baselines, and the stage on
 SmolLM2 (its matrix equals run_programs on the same pairs; an interrupted build resumes to the same matrix)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -100,6 +101,9 @@ def test_lab_command_json_and_bad_path(tmp_path):
   out = tmp_path / "lab.json"
   res = subprocess.run([sys.executable, "-m", "polar_jax.lab", f"--matrix={tmp_path / 'm'}", f"--out={out}",
                         "--n_boot=200"], capture_output=True, text=True, check=False)
+  assert res.returncode == 2 and "features/minilm.npz is missing" in res.stderr  # the selectors need features
+  res = subprocess.run([sys.executable, "-m", "polar_jax.lab", f"--matrix={tmp_path / 'm'}", f"--out={out}",
+                        "--n_boot=200", "--features="], capture_output=True, text=True, check=False)
   assert res.returncode == 0, res.stderr
   table = json.loads(out.read_text())
   assert table["n_test"] == 6 and {"full_depth", "best_fixed_program", "menu_oracle"} <= set(table["methods"])
@@ -155,3 +159,24 @@ def test_stage_matrix_equals_run_programs_and_resumes(smollm2, tmp_path):
   np.testing.assert_allclose(logprob, np.asarray(expected, np.float32), atol=1e-4, equal_nan=True)  # batch shapes differ
   with pytest.raises(MenuFileError, match="different menu plan"):
     build.build_menu(smollm2, task, questions, examples, programs[:2], tmp_path, chunk_questions=4)
+
+  # Every cell's reply is known: the answers and confidences equal plain generation's.
+  generated = run_programs(smollm2, examples, pairs, dataclasses.replace(task, reward="generate"))
+  views = [matrix.answers_view(s) for s in ("train", "validation", "test")]
+  cells = np.concatenate([np.stack([v.run(j)["answer"] for j in range(3)], axis=1) for v in views]).reshape(-1)
+  conf = np.concatenate([np.stack([v.run(j)["logprob"] for j in range(3)], axis=1) for v in views]).reshape(-1)
+  assert cells.tolist() == [(r.answer or "")[:24] for r in generated]
+  np.testing.assert_allclose(conf, [r.answer_logprob for r in generated], atol=2e-3)
+
+  # A menu built without answers is completed in place to the same matrix as a fresh build with answers.
+  other = tmp_path / "without_answers"
+  build.build_menu(smollm2, task, questions, examples, programs, other, chunk_questions=4, answers=False)
+  partial = MenuMatrix.load(other)
+  assert not all(partial.answers_view(s).run(j)["known"].all() for s in ("train", "test") for j in range(3))
+  completed = build.build_menu(smollm2, task, questions, examples, programs, other, chunk_questions=4)
+  for s in ("train", "validation", "test"):
+    a, b = completed.answers_view(s), matrix.answers_view(s)
+    for j in range(3):
+      x, y = a.run(j), b.run(j)
+      assert x["answer"].tolist() == y["answer"].tolist() and x["known"].tolist() == y["known"].tolist()
+      np.testing.assert_allclose(x["logprob"], y["logprob"], atol=2e-3)
