@@ -34,8 +34,8 @@ from polar_jax.predictor.targets import TargetOptions
 from polar_jax.search.tree import SearchConfig
 
 STAGES = ("convert", "search", "menu", "train", "evaluate")
-EVAL_METHODS = ("full_depth", "sampling", "polar", "shortgpt", "random_programs", "menu", "search_ablations",
-                "router")
+EVAL_METHODS = ("full_depth", "sampling", "polar", "shortgpt", "random_programs", "menu", "selection",
+                "search_ablations", "router")
 ENCODERS = ("minilm", "token_embeddings", "hf")
 
 # --- the pipeline's own sections ------------------------------------------------------------------------------

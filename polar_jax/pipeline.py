@@ -341,7 +341,8 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
     calibration = [e for d in splits.calibration for e in splits.calibration[d]]
     evaluation.run_evaluation(dataclasses.replace(opts.evaluate, progress=opts.progress), model=model,
                             task=task_config(opts), test_sets=test_sets, predictor=predictor,
-                            search_records=records, calibration=calibration, out_dir=out, menu=menu)
+                            search_records=records, calibration=calibration, out_dir=out, menu=menu,
+                            menu_dir=workdir / "menu" if menu is not None else None)
     workdir_lib.mark_done(workdir, "evaluate", {"results": str(results_path)})
   for name in workdir_lib.RESULT_FILES:
     if (out / name).exists():

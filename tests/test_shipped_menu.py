@@ -7,7 +7,7 @@ import pytest
 
 from polar_jax import lab as lab_app
 from polar_jax import options
-from polar_jax.menu import lab
+from polar_jax.menu import features, lab
 from polar_jax.menu.matrix import MenuMatrix
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -24,7 +24,8 @@ def _default_config():
 
 def test_shipped_matrix_matches_its_generator_and_scores():
   shipped = lab_app.SHIPPED
-  assert (shipped / "matrix.npz").stat().st_size + (shipped / "menu.json").stat().st_size < 5_000_000
+  files = [shipped / "matrix.npz", shipped / "menu.json"] + sorted((shipped / "features").glob("*.npz"))
+  assert sum(f.stat().st_size for f in files) < 5_000_000
   matrix = MenuMatrix.load(shipped)
   generator = matrix.info["config"]
   now = _default_config()
@@ -37,3 +38,12 @@ def test_shipped_matrix_matches_its_generator_and_scores():
   full = table["methods"]["full_depth"]
   assert 0.2 < full["pass1"] < 0.8
   assert table["methods"]["menu_oracle"]["pass1"] >= full["pass1"]
+  # Every cell's reply is kept (answers and confidences), and the selectors' features cover every question.
+  assert matrix.info["answers"] and lab.has_answers(matrix)
+  tables = features.load_features(shipped, matrix)
+  assert set(tables) == {"minilm", "llm"}
+  selectors = lab.all_selectors(tables, matrix.depth)
+  table = lab.lab_table(matrix, selectors, n_boot=200)
+  for sel in selectors:
+    row = table["methods"][sel.name]
+    assert row["deployable"] and 0 <= row["pass1"] <= 1 and row["runs_per_question"] >= 1

@@ -109,6 +109,7 @@ class EvalContext:
   state: dict[str, Any] = dataclasses.field(default_factory=dict)  # what `prepare` steps fitted
   polar: dict[str, MethodRun] = dataclasses.field(default_factory=dict)  # test set -> PoLar run
   menu: Any = None  # the menu stage's MenuMatrix, when there is one
+  menu_dir: Any = None  # its directory (the selectors' cached question features)
 
   def say(self, message: str) -> None:
     if self.config.progress:
@@ -264,6 +265,22 @@ def _menu(ctx: EvalContext, name: str, examples) -> None:
   ctx.runs.extend(runs)
 
 
+def _selection(ctx: EvalContext, name: str, examples) -> None:
+  from polar_jax.evaluation import selection  # pylint: disable=import-outside-toplevel
+  if ctx.menu is None or ctx.menu_dir is None:
+    if not ctx.state.get("selection_skipped"):
+      ctx.state["selection_skipped"] = True
+      ctx.skip("selection", "no menu matrix (run the menu stage)")
+    return
+  menu_ids = {q.id for q in ctx.menu.questions("test")}
+  if any(ex.id not in menu_ids for ex in examples):
+    ctx.skip("selection", f"the menu matrix lacks questions of {name!r}")
+    return
+  ctx.say(f"evaluate: menu selectors on {name} ({len(examples)} questions)")
+  ctx.runs.extend(selection.selection_runs(ctx.model, ctx.task, ctx.menu, ctx.menu_dir, examples, test_set=name,
+                                           **ctx.common))
+
+
 # Run order per test set; `prepare` steps run in PREPARE_ORDER first. PoLar precedes the methods matched to it.
 METHOD_TABLE: dict[str, Method] = {
     "full_depth": Method(run=_full_depth),
@@ -272,6 +289,7 @@ METHOD_TABLE: dict[str, Method] = {
     "shortgpt": Method(run=_shortgpt, prepare=_shortgpt_prepare),
     "random_programs": Method(run=_random_programs),
     "menu": Method(run=_menu),
+    "selection": Method(run=_selection),
     "router": Method(run=_router, prepare=_router_prepare),
     "search_ablations": Method(finish=_search_ablations),
 }
@@ -282,7 +300,7 @@ assert set(METHOD_TABLE) == set(options_lib.EVAL_METHODS)
 def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, task,
                    test_sets: Mapping[str, Sequence[Any]], predictor=None,
                    search_records: Sequence[SearchRecord] = (), calibration: Sequence[Any] = (), out_dir,
-                   menu=None) -> dict:
+                   menu=None, menu_dir=None) -> dict:
   """Runs the configured methods on every test set and writes the report (see the module docstring).
 
   Args:
@@ -294,6 +312,7 @@ def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, ta
     search_records: the search output (for the search ablations and `trust_search_cache`).
     calibration: training questions for ShortGPT's Block Influence.
     menu: the menu stage's `MenuMatrix` (the best fixed program and menu oracle rows), or None.
+    menu_dir: its directory (the menu selectors read their fitting features there).
     out_dir: where runs and the report go.
 
   Returns:
@@ -314,7 +333,7 @@ def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, ta
   common = dict(max_batch=int(config.max_batch), progress=bool(config.progress), executor=executor_for(model))
   ctx = EvalContext(config=config, model=model, task=task, predictor=predictor, search_records=search_records,
                     calibration=calibration, out=out, depth=model.config.num_layers, k=k, common=common,
-                    store=_RunStore(out), menu=menu)
+                    store=_RunStore(out), menu=menu, menu_dir=menu_dir)
   chosen = [m for m in METHOD_TABLE if m in methods]
   for name in PREPARE_ORDER:
     if name in chosen and METHOD_TABLE[name].prepare is not None:
