@@ -25,7 +25,7 @@ from absl import app, flags
 
 from polar_jax.errors import user_errors
 
-SHIPPED = pathlib.Path(__file__).resolve().parent / "menu" / "shipped" / "smollm2_arith_v2"
+from polar_jax.menu.matrix import SHIPPED  # pylint: disable=wrong-import-position
 
 _MATRIX = flags.DEFINE_string("matrix", None, "A menu directory (a workdir's menu/); default: the shipped one.")
 _OUT = flags.DEFINE_string("out", None, "Write the table as JSON here.")

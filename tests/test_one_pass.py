@@ -76,8 +76,12 @@ def test_one_pass_equals_generate_then_verify(model, preset):
     for g, o in zip(generated, one_pass):
       assert o.correct == g.correct, (preset, g.text, o.text)
       assert o.decided_by in ("one_pass", "generate")
-      if o.decided_by == "generate":
-        assert o == dataclasses.replace(g, seconds=o.seconds)  # generated exactly as before
+      if o.decided_by == "generate":  # generated exactly as before, keeping the prefill's gold log-probability
+        assert o == dataclasses.replace(g, seconds=o.seconds, gold_logprob=o.gold_logprob,
+                                        answer_logprob=o.answer_logprob)
+        assert o.gold_logprob is None or o.gold_logprob < 0
+        assert (o.answer_logprob is None) == (g.answer_logprob is None)
+        assert o.answer_logprob is None or abs(o.answer_logprob - g.answer_logprob) < 1e-3  # batch shapes differ
       else:
         assert o.gold_logprob is not None and o.gold_logprob < 0 and o.layers == len(o.program)
         if o.correct:
