@@ -279,10 +279,14 @@ class VoteSelector:
     runs = [answers.run(j) for j in self.programs]
     out = np.full(len(questions), self.programs[0], dtype=np.int64)
     for i in range(len(questions)):
-      pos = vote([r["answer"][i] for r in runs], [bool(r["known"][i]) for r in runs])
+      pos = self.pick(runs, i)
       if pos is not None:
         out[i] = self.programs[pos]
     return out
+
+  def pick(self, runs: Sequence[dict[str, np.ndarray]], i: int) -> int | None:
+    """The position (in rank order) of the program whose answer question i takes, or None."""
+    return vote([r["answer"][i] for r in runs], [bool(r["known"][i]) for r in runs])
 
   def describe(self) -> dict[str, Any]:
     return {"programs": list(self.programs)}
@@ -294,14 +298,8 @@ class ConfidenceSelector(VoteSelector):
   def __init__(self, k: int, *, name: str | None = None):
     super().__init__(k, name=name or f"confidence[k={k}]")
 
-  def choose(self, questions: Sequence[MenuQuestion], answers: AnswersView) -> np.ndarray:
-    runs = [answers.run(j) for j in self.programs]
-    out = np.full(len(questions), self.programs[0], dtype=np.int64)
-    for i in range(len(questions)):
-      pos = most_confident([r["logprob"][i] for r in runs], [bool(r["known"][i]) for r in runs])
-      if pos is not None:
-        out[i] = self.programs[pos]
-    return out
+  def pick(self, runs: Sequence[dict[str, np.ndarray]], i: int) -> int | None:
+    return most_confident([r["logprob"][i] for r in runs], [bool(r["known"][i]) for r in runs])
 
 
 def _gate_inputs(features: FeatureTable, questions, logprob: np.ndarray) -> np.ndarray:
