@@ -270,20 +270,22 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     from polar_jax.menu import features  # pylint: disable=import-outside-toplevel
     _say(opts, "menu: question features for the selectors (MiniLM; the LLM's prompt state at full depth)")
     features.ensure_features(out, matrix, model=model, task=task)
-    _write_menu_report(matrix, out)
+    searched = [r for r in records if r.id in splits.ids("search")]
+    oracle = sum(1 for r in searched if r.valid) / len(searched) if searched else None
+    _write_menu_report(matrix, out, search_oracle=oracle)
     workdir_lib.mark_done(workdir, "menu", {"programs": matrix.n_programs, "questions": len(questions),
                                             "seconds": time.perf_counter() - start})
   return MenuMatrix.load(out)
 
 
-def _write_menu_report(matrix, out: pathlib.Path) -> None:
+def _write_menu_report(matrix, out: pathlib.Path, *, search_oracle: float | None = None) -> None:
   from polar_jax.menu import features, lab, plots  # pylint: disable=import-outside-toplevel
   selectors = lab.all_selectors(features.load_features(out, matrix), matrix.depth,
                                 with_answers=lab.has_answers(matrix))
   table = lab.lab_table(matrix, selectors)
   (out / "lab.json").write_text(json.dumps(table, indent=2))
   (out / "lab.md").write_text(lab.markdown(table) + "\n")
-  plots.plot_menu(matrix, out)
+  plots.plot_menu(matrix, out, search_oracle=search_oracle)
 
 
 class _ProgressScorer:

@@ -29,7 +29,8 @@ def plot_menu(matrix: MenuMatrix, out_dir: os.PathLike | str, *, search_oracle: 
   ax.axhline(full, color="k", ls="--", label=f"full depth {full:.1f}%")
   ax.axhspan(lo, hi, color="k", alpha=0.08)
   if search_oracle is not None:
-    ax.axhline(100 * search_oracle, color="tab:red", ls=":", label="search oracle (searched train questions)")
+    ax.axhline(100 * search_oracle, color="tab:red", ls=":",
+               label=f"search oracle {100 * search_oracle:.1f}% (searched train questions, not test)")
   ax.set_xscale("log", base=2)
   ax.set_xticks(ks, [str(k) for k in ks])
   ax.set_xlabel("K: menu programs (full depth + K-1 best-ranked)")
