@@ -107,6 +107,9 @@ def test_lab_command_json_and_bad_path(tmp_path):
   assert res.returncode == 0, res.stderr
   table = json.loads(out.read_text())
   assert table["n_test"] == 6 and {"full_depth", "best_fixed_program", "menu_oracle"} <= set(table["methods"])
+  res = subprocess.run([sys.executable, "-m", "polar_jax.lab", f"--matrix={tmp_path / 'm'}", "--features=minlm"],
+                       capture_output=True, text=True, check=False)
+  assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "minilm" in res.stderr
   res = subprocess.run([sys.executable, "-m", "polar_jax.lab", f"--matrix={tmp_path / 'none'}"],
                        capture_output=True, text=True, check=False)
   assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "missing" in res.stderr

@@ -84,6 +84,9 @@ def load_features(menu_dir, matrix: MenuMatrix, names: Sequence[str] = FEATURE_S
   """The cached feature tables of a menu directory; MenuFileError names a missing or stale one."""
   ids = [q.id for s in ("train", "validation", "test") for q in matrix.questions(s)]
   out = {}
+  unknown = [n for n in names if n not in FEATURE_SETS]
+  if unknown:
+    raise MenuFileError(f"Unknown feature sets {unknown}; use {list(FEATURE_SETS)} (--features=minilm,llm).")
   for name in names:
     path = feature_path(menu_dir, name)
     if not path.exists():
@@ -116,7 +119,7 @@ def ensure_features(menu_dir, matrix: MenuMatrix, *, model=None, task=None,
                             "the matrix's generating config).")
       vectors = llm_features(model, task, questions)
     else:
-      raise ValueError(f"Unknown feature set {name!r}; use one of {FEATURE_SETS}.")
+      raise MenuFileError(f"Unknown feature set {name!r}; use one of {FEATURE_SETS} (--features=minilm,llm).")
     save_features(menu_dir, name, ids, vectors)
   return load_features(menu_dir, matrix, names)
 
