@@ -102,7 +102,8 @@ def selection_runs(model, task, matrix, menu_dir, examples: Sequence[Any], *, te
       selector.fit(train, validation)
       kind = "most confident answer" if isinstance(selector, select.ConfidenceSelector) else "majority answer"
       runs.append(multi_run(live, selector, questions, examples, test_set=test_set, overhead_seconds=0.0,
-                            label=f"{selector.k} best training programs, {kind} ({selector.k} runs)"))
+                            label=f"{len(selector.programs)} best training programs, {kind} "
+                                  f"({len(selector.programs)} runs)"))
   for name in feature_sets:
     start = time.perf_counter()
     if name == "minilm":
