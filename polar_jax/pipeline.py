@@ -210,7 +210,7 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
   out.mkdir(exist_ok=True)
   records_path = out / "records.jsonl"
   examples = splits.searched()
-  if workdir_lib.done(workdir, "search") is None:
+  if _finished(opts, workdir, "search") is None:
     task = dataclasses.replace(task_config(opts), reward=s.reward)
     scorer = TaskScorer(model, examples, task, max_batch=s.max_batch, per_question=s.per_question)
     shard = parse_shard(s.shard) if s.shard else None
@@ -252,7 +252,7 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
   from polar_jax.menu import build  # pylint: disable=import-outside-toplevel
   from polar_jax.menu.matrix import MenuMatrix  # pylint: disable=import-outside-toplevel
   out = workdir / "menu"
-  if workdir_lib.done(workdir, "menu") is None:
+  if _finished(opts, workdir, "menu") is None:
     start = time.perf_counter()
     m = opts.menu
     programs, counts = build.rank_programs(records, model.depth, splits.ids("search"), m.top_k)
@@ -260,8 +260,7 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     task = dataclasses.replace(task_config(opts), reward=m.reward)
     n_chunks = -(-len(questions) // m.chunk_questions)
     _say(opts, f"menu: {len(programs)} programs x {len(questions)} questions in {n_chunks} chunks")
-    bar = _progress(opts, n_chunks, "menu chunks")
-    bar.update(sum(1 for _ in (out / build.CHUNKS).glob("*.npz")) if (out / build.CHUNKS).exists() else 0)
+    bar = _progress(opts, n_chunks, "menu chunks", initial=build.finished_chunks(out, m.answers))
     info = {"config": options_lib.to_json(opts), "search_train_valid_counts": counts,
             "ranking": "training questions the search found each program valid for"}
     matrix = build.build_menu(model, task, questions, examples, programs, out, chunk_questions=m.chunk_questions,
@@ -308,7 +307,7 @@ def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spl
   from polar_jax.predictor.supervision import supervision_from_search  # pylint: disable=import-outside-toplevel
   out = workdir / "predictor"
   encoder = make_encoder(opts.encoder, model)
-  if workdir_lib.done(workdir, "train") is None:
+  if _finished(opts, workdir, "train") is None:
     where = str(workdir / "search" / "records.jsonl")
     train_ids, val_ids = splits.ids("search"), splits.ids("validation")
     train_sup = supervision_from_search(records, model.depth, train_ids, where)
@@ -333,7 +332,7 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
 
   out = workdir / "evaluate"
   results_path = out / "results.json"
-  if workdir_lib.done(workdir, "evaluate") is None:
+  if _finished(opts, workdir, "evaluate") is None:
     predictor = None
     if (workdir / "predictor").exists():
       predictor = ProgramPredictor.from_checkpoint(workdir / "predictor", encoder, depth=model.depth,
@@ -352,9 +351,18 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
   return json.loads(results_path.read_text())
 
 
-def _progress(opts: PipelineOptions, total: int, desc: str):
+def _progress(opts: PipelineOptions, total: int, desc: str, initial: int = 0):
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-  return tqdm(total=total, desc=desc, disable=not opts.progress, file=sys.stdout, dynamic_ncols=True)
+  return tqdm(total=total, desc=desc, disable=not opts.progress, file=sys.stdout, dynamic_ncols=True,
+              initial=initial)
+
+
+def _finished(opts: PipelineOptions, workdir: pathlib.Path, stage: str) -> dict | None:
+  """The stage's done marker; says so when a rerun skips the finished stage."""
+  marker = workdir_lib.done(workdir, stage)
+  if marker is not None:
+    _say(opts, f"{stage}: finished earlier, skipped ({workdir / stage / 'done.json'} says so)")
+  return marker
 
 
 # --- all together --------------------------------------------------------------------------------------------

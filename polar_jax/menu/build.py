@@ -104,6 +104,15 @@ def _complete_chunk(model, task, examples: Sequence[Any], programs, arrays: dict
   return arrays
 
 
+def finished_chunks(out_dir: os.PathLike | str, answers: bool = True) -> int:
+  """How many chunks a build in out_dir would skip (written, and with every reply kept if answers are asked)."""
+  done = 0
+  for path in sorted((pathlib.Path(out_dir) / CHUNKS).glob("*.npz")):
+    with np.load(path, allow_pickle=False) as npz:
+      done += int(not answers or (ANSWERS_FLAG in npz.files and bool(npz[ANSWERS_FLAG])))
+  return done
+
+
 def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequence[Any],
                programs: Sequence[Sequence[int]], out_dir: os.PathLike | str, *, chunk_questions: int = 50,
                max_batch: int = 32, answers: bool = True, info: dict[str, Any] | None = None,
