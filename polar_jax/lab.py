@@ -24,8 +24,8 @@ import sys
 from absl import app, flags
 
 from polar_jax.errors import user_errors
+from polar_jax.menu.matrix import SHIPPED
 
-from polar_jax.menu.matrix import SHIPPED  # pylint: disable=wrong-import-position
 
 _MATRIX = flags.DEFINE_string("matrix", None, "A menu directory (a workdir's menu/); default: the shipped one.")
 _OUT = flags.DEFINE_string("out", None, "Write the table as JSON here.")

@@ -54,15 +54,15 @@ def llm_features(model, task, questions: Sequence[MenuQuestion]) -> np.ndarray:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from polar_jax.models import transformer  # pylint: disable=import-outside-toplevel
-  from polar_jax.program_eval.task import Prompts  # pylint: disable=import-outside-toplevel
-  prompts = Prompts(model, examples_of(questions), task)
-  ids = [prompts.ids(i) for i in range(len(questions))]
+  from polar_jax.program_eval import prompt_ids  # pylint: disable=import-outside-toplevel
+  from polar_jax.programs import bucket_length  # pylint: disable=import-outside-toplevel
+  ids = prompt_ids(model, examples_of(questions), task)
   hidden = jax.jit(lambda p, t, m: transformer.hidden_states(p, model.config, t, m))
   out = np.zeros((len(ids), model.config.hidden_size), np.float32)
   order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
   for lo in range(0, len(order), LLM_BATCH):
     rows = order[lo:lo + LLM_BATCH]
-    s = -(-max(len(ids[i]) for i in rows) // LLM_LENGTH_QUANTUM) * LLM_LENGTH_QUANTUM
+    s = bucket_length(max(len(ids[i]) for i in rows), LLM_LENGTH_QUANTUM)
     tokens = np.full((LLM_BATCH, s), model.tokenizer.pad_id or 0, np.int32)
     mask = np.zeros((LLM_BATCH, s), np.int32)
     for r, i in enumerate(rows):  # right padding: real tokens keep positions 0..n-1 (causal attention)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from polar_jax import stats
+from polar_jax.menu import select
 from polar_jax.menu.matrix import AnswersView, MenuMatrix, MenuQuestion, MenuView
 
 
@@ -54,10 +55,7 @@ class FullDepth:
 
 def best_fixed_index(view: MenuView) -> int:
   """The program with the highest accuracy on `view` (ties: shorter, then lower index)."""
-  acc = view.correct.mean(axis=0)
-  lengths = np.array([len(p) for p in view.programs])
-  order = sorted(range(len(acc)), key=lambda j: (-acc[j], lengths[j], j))
-  return int(order[0])
+  return int(select.ranked_programs(view)[0])
 
 
 class BestFixedProgram:
@@ -127,7 +125,6 @@ def default_selectors() -> list[Selector]:
 def all_selectors(features=None, depth: int | None = None, *, with_answers: bool = True) -> list[Selector]:
   """The built-in baselines and every selection method the lab knows (`polar_jax.menu.select`; the feature-
   based ones for each table in `features`, the answer-based ones with `with_answers`)."""
-  from polar_jax.menu import select  # pylint: disable=import-outside-toplevel
   out = default_selectors()
   if depth is not None:
     out += select.selection_methods(features or {}, depth, with_answers=with_answers)
