@@ -72,13 +72,13 @@ def plot_learning_curve(curve: dict, path: os.PathLike | str) -> str:
   fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120)
   names = [n for n in curve["methods"] if n != "full_depth"]
   markers = "osD^v<>phX*P"
-  colors = plt.get_cmap("tab20").colors
+  colors = list(plt.get_cmap("tab10").colors) + ["navy", "magenta", "saddlebrown", "lime"]  # 14 distinct hues
   for i, name in enumerate(names):
     pts = curve["methods"][name]
     xs = [p["n_train"] * (1 + 0.015 * (i - len(names) / 2)) for p in pts]  # small offsets: bars stay apart
     ys = [100 * p["pass1"] for p in pts]
     err = [[100 * (p["pass1"] - p["ci95"][0]) for p in pts], [100 * (p["ci95"][1] - p["pass1"]) for p in pts]]
-    ax.errorbar(xs, ys, yerr=err, marker=markers[i % len(markers)], color=colors[(2 * i) % 20 + (2 * i) // 20],
+    ax.errorbar(xs, ys, yerr=err, marker=markers[i % len(markers)], color=colors[i % len(colors)],
                 capsize=2, lw=1.2, ms=5, label=name)
   full = curve["full_depth"]
   ax.axhline(100 * full["pass1"], color="k", ls="--", lw=1, label=f"full depth {100 * full['pass1']:.1f}%")
