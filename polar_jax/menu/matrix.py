@@ -100,13 +100,14 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 class AnswersView:
   """What running menu programs on a split's questions shows without the gold answer: per cell the extracted
-  answer (`answer`, "" where none), whether it is known, the model's confidence (`answer_logprob`, NaN where
-  unknown) and the layers the run cost. Reading a column marks those cells as run (`ran`)."""
+  answer (`answer`, "" where none), whether it is known and the model's confidence (`answer_logprob`, NaN where
+  unknown). Reading a column marks those cells as run (`ran`); the lab prices the runs from the matrix's
+  `layers`."""
 
-  def __init__(self, questions: Sequence[MenuQuestion], programs, answer, answer_known, answer_logprob, layers):
+  def __init__(self, questions: Sequence[MenuQuestion], programs, answer, answer_known, answer_logprob):
     self.questions, self.programs = tuple(questions), tuple(programs)
     self._answer, self._known = np.asarray(answer), np.asarray(answer_known)
-    self._logprob, self._layers = np.asarray(answer_logprob), np.asarray(layers)
+    self._logprob = np.asarray(answer_logprob)
     self.ran = np.zeros(self._answer.shape, bool)
 
   def __len__(self) -> int:
@@ -118,12 +119,6 @@ class AnswersView:
     self.ran[rows, program] = True
     return {"answer": self._answer[rows, program].copy(), "known": self._known[rows, program].copy(),
             "logprob": self._logprob[rows, program].astype(np.float64)}
-
-  def layers_of_runs(self, choice: np.ndarray) -> np.ndarray:
-    """Per question the layers of every program run on it (the chosen one counts as run)."""
-    ran = self.ran.copy()
-    ran[np.arange(len(self)), choice] = True
-    return np.where(ran, self._layers, 0).sum(axis=1)
 
 
 class MenuMatrix:
@@ -180,7 +175,7 @@ class MenuMatrix:
     rows = self._rows[self._split(split)]
     a = self._arrays
     return AnswersView(self.questions(split), self.programs, a["answer"][rows], a["answer_known"][rows],
-                       a["answer_logprob"][rows], a["layers"][rows])
+                       a["answer_logprob"][rows])
 
   def _split(self, split: str) -> str:
     if split not in SPLITS:
