@@ -104,6 +104,20 @@ def test_sampling_is_seeded(model, executor):
   assert a.tokens == b.tokens and a.tokens != c.tokens
 
 
+def test_a_rows_sample_does_not_depend_on_its_batch(model, executor):
+  """Per-row keys: a row sampled alone equals the same row (same seed) beside other rows and other programs."""
+  progs = [Program.full(4), Program([0, 1, 1, 2, 3], 4), Program([0, 2, 3], 4)]
+  together = executor.generate(PROMPTS, progs, 8, temperature=1.0, seed=[11, 12, 13], stop=StopRule(stop_ids=()))
+  for r in range(3):
+    alone = executor.generate([PROMPTS[r]], [progs[r]], 8, temperature=1.0, seed=[11 + r],
+                              stop=StopRule(stop_ids=()))
+    assert alone.tokens[0] == together.tokens[r]
+  swapped = executor.generate(PROMPTS, progs, 8, temperature=1.0, seed=[12, 11, 13], stop=StopRule(stop_ids=()))
+  assert swapped.tokens != together.tokens
+  with pytest.raises(ValueError, match="2 sampling seeds for 3 prompts"):
+    executor.generate(PROMPTS, progs, 8, temperature=1.0, seed=[1, 2])
+
+
 def test_bad_programs_fail_before_tracing():
   ex = Executor(tiny_model("llama"))
   with pytest.raises(ProgramError, match=r"Program index 4 out of range for a 4-layer model \(program position 2\)"):

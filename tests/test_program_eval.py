@@ -76,6 +76,21 @@ def test_mixed_programs_equal_each_pair_run_alone(tiny):
                                            for ex, (_, p) in zip(TINY_EXAMPLES, pairs[:4])]
 
 
+def test_a_pairs_sample_depends_on_its_seed_question_and_program_only(tiny):
+  """Sampling: the same pair gives the same record alone, in another batch size or after other pairs; repeats
+  of a pair in one call and other seeds draw other samples."""
+  pairs = [(0, Program.full(4)), (1, SKIP), (2, REPEAT), (0, REPEAT), (3, SKIP), (1, Program.full(4)),
+           (0, Program.full(4))]
+  common = dict(temperature=1.5, seed=5)
+  together = run_programs(tiny, TINY_EXAMPLES, pairs, TINY_TASK, max_batch=4, **common)
+  for (i, program), record in list(zip(pairs, together))[:6]:
+    alone = run_programs(tiny, TINY_EXAMPLES, [(i, program)], TINY_TASK, max_batch=1, **common)[0]
+    assert (record.text, record.layers) == (alone.text, alone.layers)
+  other_seed = run_programs(tiny, TINY_EXAMPLES, pairs, TINY_TASK, max_batch=4, temperature=1.5, seed=6)
+  assert [r.text for r in other_seed] != [r.text for r in together]
+  assert together[0].text != together[6].text  # the second copy of (0, full) draws its own sample
+
+
 def _hand_loglik(tiny, example, program, task):
   """Sum of log-softmax scores of each option's tokens after the prompt, one option alone per prefill."""
   tok = tiny.tokenizer

@@ -25,8 +25,9 @@ _LOGLIK_ROWS = 8
 
 
 def generate_batch(executor: Executor, prompts: Prompts, batch: list[tuple[int, Program]], task: TaskConfig,
-                   temperature: float, seed: int) -> list[RunRecord]:
-  """Generates every row under its program (the task's on-device stop rule) and scores the answers."""
+                   temperature: float, seed: int | Sequence[int]) -> list[RunRecord]:
+  """Generates every row under its program (the task's on-device stop rule) and scores the answers. `seed`: one
+  sampling seed per row, or an int (row r: seed + r)."""
   cfg = task.prompt
   stop = StopRule(**data.device_stop_kwargs(cfg.answer_format, cfg.assistant_prefix))
   result = executor.generate([prompts.ids(i) for i, _ in batch], [p for _, p in batch], task.max_new_tokens,

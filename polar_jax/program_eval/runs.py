@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 from typing import Any, Callable, Iterator, Sequence
 
 from polar_jax import data
@@ -40,6 +41,20 @@ def _one_pass_chunks(pairs, order: list[int], max_batch: int, per_question: bool
       current = []
     current += members
   return chunks + ([current] if current else [])
+
+
+def sampling_seeds(examples: Sequence[data.Example], pairs: Sequence[tuple[int, Program]], seed: int) -> list[int]:
+  """One sampling seed per pair: a hash of (seed, question id, program, repeat number), where the repeat number
+  counts earlier copies of the same (question, program) in `pairs` (so copies draw different samples)."""
+  seen: dict[tuple[str, tuple[int, ...]], int] = {}
+  out = []
+  for i, program in pairs:
+    key = (str(examples[i].id), tuple(program.ids))
+    repeat = seen.get(key, 0)
+    seen[key] = repeat + 1
+    text = f"{int(seed)}|{key[0]}|{','.join(map(str, key[1]))}|{repeat}"
+    out.append(zlib.crc32(text.encode("utf-8")))
+  return out
 
 
 def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Program]], task: TaskConfig, *,
@@ -92,6 +107,7 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
           yield decided
       keep = set(undecided)
       generated = [j for j in generated if j in keep]
+    pair_seeds = sampling_seeds(examples, pairs, seed) if temperature > 0 else [0] * len(pairs)
     batches = []
     for group in (generated, [j for j in order if loglik[j]]):
       plan = plan_batches([(pairs[j][0], pairs[j][1].ids) for j in group], max_batch, per_question=per_question,
@@ -101,8 +117,8 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
       if loglik[batch[0]]:
         yield timed(batch, lambda rows: loglik_batch(executor, prompts, rows))
       else:
-        batch_seed = (int(seed) * 1_000_003 + number) % (2 ** 31 - 1)
-        records = timed(batch, lambda rows: generate_batch(executor, prompts, rows, task, temperature, batch_seed))
+        seeds = [pair_seeds[j] for j in batch]
+        records = timed(batch, lambda rows: generate_batch(executor, prompts, rows, task, temperature, seeds))
         yield [(j, dataclasses.replace(r, gold_logprob=gold[j]) if j in gold else r) for j, r in records]
   finally:
     if bar is not None:
@@ -122,7 +138,8 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     programs: one Program (or id list) per example, a single one for all, or (example index, Program) pairs.
     task: prompt, token budget, multiple-choice scoring and how greedy pairs are decided (`task.reward`:
       "teacher_forced" decides a pair by one prefill where that is exact, `program_eval.one_pass`).
-    temperature: 0 for greedy decoding; > 0 samples (`seed` and the batch number seed each batch).
+    temperature: 0 for greedy decoding; > 0 samples. Each pair's sample depends on `seed`, its question id and
+      its program only (`sampling_seeds`): not on the batch it shares, `max_batch`, or which pairs were resumed.
     max_batch: rows per device batch (pairs sharing a program are packed first, `plan_batches`).
     progress: show a tqdm bar (a string is its label).
     executor: reuse an executor (default: the model's shared one, so compiles are reused).

@@ -48,6 +48,16 @@ class GenerationResult:
   token_logprobs: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
+def row_seeds(seed, n: int) -> np.ndarray:
+  """Per-row sampling seeds as uint32 [n]: `seed` itself when it is a sequence of n ints, else seed + r."""
+  if isinstance(seed, (int, np.integer)):
+    return (np.arange(n, dtype=np.int64) + int(seed)).astype(np.uint32)
+  seeds = np.asarray(list(seed), dtype=np.int64)
+  if seeds.shape != (n,):
+    raise ValueError(f"Got {seeds.size} sampling seeds for {n} prompts; give one per prompt or a single int.")
+  return seeds.astype(np.uint32)
+
+
 def _next_pow2(n: int) -> int:
   return 1 << max(0, (n - 1).bit_length())
 
@@ -189,7 +199,7 @@ class Executor:
   # -- public API --
 
   def generate(self, prompts, programs, max_new_tokens: int, *, stop: StopRule | None = None,
-               temperature: float = 0.0, seed: int = 0) -> GenerationResult:
+               temperature: float = 0.0, seed: int | Sequence[int] = 0) -> GenerationResult:
     """Generates for each prompt under its program.
 
     Args:
@@ -198,17 +208,19 @@ class Executor:
       max_new_tokens: generation budget per row.
       stop: when rows stop (default: the tokenizer's EOS / end-of-turn ids).
       temperature: 0 for greedy; > 0 samples.
-      seed: sampling seed.
+      seed: one sampling seed per prompt, or an int: prompt r then uses `seed + r`. A row's sample depends only
+        on its seed, prompt and program, not on the batch it shares (nor on `max_batch`).
     """
     if max_new_tokens < 1:
       raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     ids = self._tokenize(prompts)
     progs = self._programs(programs, len(ids))
+    seeds = row_seeds(seed, len(ids))
     results = []
     for start in range(0, len(ids), self.max_batch):
       chunk = slice(start, start + self.max_batch)
       results.append(self._generate_batch(ids[chunk], progs[chunk], max_new_tokens, stop or StopRule(),
-                                          temperature, seed + start))
+                                          temperature, seeds[chunk]))
     if len(results) == 1:
       return results[0]
     return GenerationResult(
@@ -225,14 +237,17 @@ class Executor:
       self._tables = stop_rules.token_tables(self.model.tokenizer)
     return stop_rules.stop_arrays(stop, self._tables, self.model.tokenizer.stop_ids)
 
-  def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seed):
+  def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seeds):
     sched = self.schedule(progs)
     batch_pad = self._batch_pad(len(ids))
     prompt, active, row_valid = self._prompt_arrays(ids, sched, progs, batch_pad)
+    padded_seeds = np.zeros(batch_pad, np.uint32)
+    padded_seeds[:len(ids)] = seeds
+    keys = jax.vmap(jax.random.key)(jnp.asarray(padded_seeds))
     new_cap = bucket_length(max_new_tokens, self.new_token_quantum)
     out, n_gen, stopped, lps = self._generate(
         self.model.params, jnp.asarray(sched.ids), jnp.asarray(active), jnp.int32(sched.length), prompt,
-        jnp.asarray(row_valid), jnp.int32(max_new_tokens), jnp.float32(temperature), jax.random.key(seed),
+        jnp.asarray(row_valid), jnp.int32(max_new_tokens), jnp.float32(temperature), keys,
         self._stop_arrays(stop), new_cap=new_cap)
     out, n_gen, stopped, lps = np.asarray(out), np.asarray(n_gen), np.asarray(stopped), np.asarray(lps)
     n = len(ids)
@@ -283,7 +298,7 @@ def executor_for(model: Model) -> Executor:
 
 
 def generate(model: Model, prompts, programs, max_new_tokens: int, *, stop: StopRule | None = None,
-             temperature: float = 0.0, seed: int = 0) -> GenerationResult:
+             temperature: float = 0.0, seed: int | Sequence[int] = 0) -> GenerationResult:
   """`Executor.generate` on the model's shared executor."""
   return executor_for(model).generate(prompts, programs, max_new_tokens, stop=stop, temperature=temperature,
                                       seed=seed)

@@ -117,22 +117,28 @@ def decode_step(params, cfg: ModelConfig, steps, active, length, token, position
   return logits, cache_k, cache_v
 
 
-def _select(logits, key, temperature):
-  """Greedy when temperature == 0, else a sample at that temperature. logits: [B, V] -> [B] int32."""
+def _select(logits, keys, step, temperature):
+  """Greedy when temperature == 0, else a sample at that temperature. logits: [B, V] -> [B] int32.
+
+  Row r's sample at decode step `step` draws from `fold_in(keys[r], step)`: a row's tokens depend on its own key
+  and logits only, never on which other rows share its batch.
+  """
   greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   safe_t = jnp.where(temperature > 0, temperature, 1.0)
-  sampled = jax.random.categorical(key, logits / safe_t, axis=-1).astype(jnp.int32)
+  step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+  sampled = jax.vmap(jax.random.categorical)(step_keys, logits / safe_t).astype(jnp.int32)
   return jnp.where(temperature > 0, sampled, greedy)
 
 
-def generate_core(params, steps, active, length, prompt, row_valid, max_new, temperature, key, stop,
+def generate_core(params, steps, active, length, prompt, row_valid, max_new, temperature, keys, stop,
                   *, cfg: ModelConfig, new_cap: int, counter: list):
   """Prefill + decode loop. Returns (tokens [B, new_cap], generated counts [B], stopped [B], logprobs
   [B, new_cap]: each emitted token's log-probability under the untempered model, 0 after a row stopped).
 
   `prompt` holds `tokens`, `attn_mask` [B, S] (left-padded) and, when the rows share a prefix, `prefix` [P],
-  `group_active` [G, T] and `row_group` [B] (see `prefill_shared`). `stop` holds the stop rule as arrays
-  (`stop_rules.stop_arrays`). `counter[0]` counts traces.
+  `group_active` [G, T] and `row_group` [B] (see `prefill_shared`). `keys` [B] are the rows' sampling keys
+  (unused when greedy). `stop` holds the stop rule as arrays (`stop_rules.stop_arrays`). `counter[0]` counts
+  traces.
   """
   counter[0] += 1  # Runs at trace time only: counts compiles.
   tokens, attn_mask = prompt["tokens"], prompt["attn_mask"]
@@ -152,11 +158,10 @@ def generate_core(params, steps, active, length, prompt, row_valid, max_new, tem
   key_valid = jnp.concatenate([prompt_valid, jnp.zeros((b, new_cap), bool)], axis=1)
   next_pos = jnp.sum(prompt_valid, axis=1).astype(jnp.int32)  # [B]
 
-  def emit(i, logits, key, scan, done, out, lps, n_gen):
+  def emit(i, logits, scan, done, out, lps, n_gen):
     """Picks the next token of every row, records it (and its log-probability) for live rows, and updates the
     stop state."""
-    key, sub = jax.random.split(key)
-    tok = _select(logits, sub, temperature)
+    tok = _select(logits, keys, i, temperature)
     live = ~done
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     tok_lp = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
@@ -164,31 +169,31 @@ def generate_core(params, steps, active, length, prompt, row_valid, max_new, tem
     lps = lps.at[:, i].set(jnp.where(live, tok_lp, 0.0))
     n_gen = n_gen + live.astype(jnp.int32)
     ends, scan = stop_rules.advance(stop, tok, scan)
-    return tok, key, scan, done | (live & ends), out, lps, n_gen
+    return tok, scan, done | (live & ends), out, lps, n_gen
 
   out = jnp.zeros((b, new_cap), jnp.int32)
   lps = jnp.zeros((b, new_cap), jnp.float32)
   n_gen = jnp.zeros((b,), jnp.int32)
   scan = stop_rules.initial_state(stop, b)
-  tok, key, scan, stopped, out, lps, n_gen = emit(0, logits, key, scan, ~row_valid, out, lps, n_gen)
+  tok, scan, stopped, out, lps, n_gen = emit(0, logits, scan, ~row_valid, out, lps, n_gen)
   stopped = stopped & row_valid
 
   def cond(carry):
-    i, _, _, _, stopped, *_ = carry
+    i, _, _, stopped, *_ = carry
     return (i < max_new) & ~jnp.all(stopped | ~row_valid)
 
   def body(carry):
-    i, tok, key, scan, stopped, out, lps, n_gen, cache_k, cache_v, key_valid = carry
+    i, tok, scan, stopped, out, lps, n_gen, cache_k, cache_v, key_valid = carry
     column = s + i - 1
     key_valid = key_valid.at[:, column].set(True)
     position = next_pos + i - 1
     logits, cache_k, cache_v = decode_step(params, cfg, steps, active, length, tok, position, column,
                                            key_valid, cache_k, cache_v)
-    tok, key, scan, stopped, out, lps, n_gen = emit(i, logits, key, scan, stopped | ~row_valid, out, lps, n_gen)
-    return i + 1, tok, key, scan, stopped & row_valid, out, lps, n_gen, cache_k, cache_v, key_valid
+    tok, scan, stopped, out, lps, n_gen = emit(i, logits, scan, stopped | ~row_valid, out, lps, n_gen)
+    return i + 1, tok, scan, stopped & row_valid, out, lps, n_gen, cache_k, cache_v, key_valid
 
-  carry = (jnp.int32(1), tok, key, scan, stopped, out, lps, n_gen, cache_k, cache_v, key_valid)
-  _, _, _, _, stopped, out, lps, n_gen, _, _, _ = jax.lax.while_loop(cond, body, carry)
+  carry = (jnp.int32(1), tok, scan, stopped, out, lps, n_gen, cache_k, cache_v, key_valid)
+  _, _, _, stopped, out, lps, n_gen, _, _, _ = jax.lax.while_loop(cond, body, carry)
   return out, n_gen, stopped, lps
 
 
