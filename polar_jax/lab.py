@@ -9,7 +9,9 @@ cluster-bootstrap interval and McNemar's exact p; layers per token) and writes J
   {"n_test", "n_programs", "methods": {name: {"pass1", "ci95", "diff_vs_full", "diff_ci95", "mcnemar_p",
    "layers_per_token", "deployable", ...}}}
 Rows: full depth, the best fixed program, every selection method of `polar_jax.menu.select` (menu selectors on
-each feature set, program votes and confidence selection at k = 3, 5, gated fallbacks) and the menu oracle.
+each feature set, program votes and confidence selection at k = 3, 5, gated fallbacks), full-depth sampling and
+its self-consistency at k = 3, 5 per temperature (from the menu's `samples/`; `--compute_samples` computes them)
+with the equal-runs comparison of every multi-run method, and the menu oracle.
 Selectors are fitted on the matrix's train rows and tuned on its validation rows; only the scorer reads test
 outcomes (`polar_jax.menu.matrix`). The question features are read from the menu's `features/` folder
 (shipped with the default matrix; `--compute_features` computes missing ones).
@@ -34,6 +36,13 @@ _N_BOOT = flags.DEFINE_integer("n_boot", 10000, "Bootstrap resamples.")
 _FEATURES = flags.DEFINE_list("features", ["minilm", "llm"], "Question feature sets for the menu selectors.")
 _COMPUTE = flags.DEFINE_bool("compute_features", False, "Compute missing feature files (MiniLM; the LLM's "
                              "feature loads the model of the matrix's generating config) and cache them.")
+_SAMPLING = flags.DEFINE_enum("sampling", "auto", ["auto", "on", "off"], "Full-depth sampling rows (self-"
+                              "consistency at equal runs) from the menu's samples/ folder: auto = the temperatures "
+                              "whose samples are all there; on = every --temperatures (missing ones are an error "
+                              "unless --compute_samples).")
+_TEMPERATURES = flags.DEFINE_list("temperatures", ["0.3", "0.7", "1.0"], "Sampling temperatures.")
+_COMPUTE_SAMPLES = flags.DEFINE_bool("compute_samples", False, "Compute missing full-depth samples (loads the "
+                                     "matrix's model; about 4 minutes per sample of 1000 questions on 2 cores).")
 _CURVE = flags.DEFINE_string("learning_curve", None, "Also write the learning curve (JSON and PNG) to this "
                              "folder.")
 
@@ -48,6 +57,25 @@ def _model_and_task(matrix):
                         "with polar_jax.menu.features.ensure_features(dir, matrix, model=..., task=...).")
   opts = pipeline.validate_config(config)
   return pipeline.load_model_for(opts), pipeline.task_config(opts)
+
+
+def _samples(directory, matrix):
+  """The sample tables the flags ask for (`--sampling`, `--temperatures`, `--compute_samples`)."""
+  from polar_jax.menu import samples  # pylint: disable=import-outside-toplevel
+  if _SAMPLING.value == "off":
+    return []
+  try:
+    temperatures = [float(t) for t in _TEMPERATURES.value]
+  except ValueError:
+    raise samples.MenuFileError(f"--temperatures must be numbers, got {_TEMPERATURES.value}.") from None
+  if _SAMPLING.value == "auto" and not _COMPUTE_SAMPLES.value:
+    temperatures = [t for t in temperatures if all(samples.sample_path(directory, t, j).exists()
+                                                   for j in range(samples.NUM_SAMPLES))]
+  if _COMPUTE_SAMPLES.value:
+    model, task = _model_and_task(matrix)
+    return list(samples.ensure_samples(directory, matrix, model=model, task=task, temperatures=temperatures,
+                                       progress=True).values())
+  return [samples.load_samples(directory, matrix, t) for t in temperatures]
 
 
 def main(argv):
@@ -66,7 +94,8 @@ def main(argv):
     else:
       tables = features.load_features(directory, matrix, names)
     selectors = lab.all_selectors(tables, matrix.depth, with_answers=lab.has_answers(matrix))
-    table = lab.lab_table(matrix, selectors, seed=_SEED.value, n_boot=_N_BOOT.value)
+    table = lab.lab_table(matrix, selectors, seed=_SEED.value, n_boot=_N_BOOT.value,
+                          samples=_samples(directory, matrix))
     if _CURVE.value:
       from polar_jax.menu import plots  # pylint: disable=import-outside-toplevel
       curve = lab.learning_curve(matrix, lambda: lab.all_selectors(tables, matrix.depth,

@@ -153,3 +153,46 @@ def test_logistic_matches_a_known_solution():
   y = (rng.random(2000) < p)[:, None]
   w = select.fit_logistic(x, y, l2=1e-3)
   np.testing.assert_allclose(w[:, 0], [2.0, -1.0, 0.5], atol=0.25)
+
+
+def _sample_table(matrix, answers, correct, temperature=0.7):
+  from polar_jax.menu.samples import SampleTable
+  answers = np.asarray(answers)
+  return SampleTable(temperature, tuple(q.id for q in matrix.questions("test")), answers, answers != "",
+                     np.asarray(correct, bool), np.full(answers.shape, 12, np.int32),
+                     np.zeros(answers.shape, np.float32))
+
+
+def test_sampling_rows_vote_by_hand_and_compare_at_equal_runs():
+  """Four test questions with hand-made samples: sampling[T] is the first sample, the k-vote takes the majority
+  (ties to the earlier sample, unknown answers abstain); every 3-run row gets its equal-runs comparison."""
+  matrix, _, _ = synthetic((30, 20, 4))
+  test = lab.scoring_view(matrix)
+  answers = [["4", "5", "5", "6", "6"],  # vote@3 "5" (sample 1), vote@5 tie 5/6 -> "5"
+             ["", "7", "8", "8", "8"],  # sample 0 unknown; vote@3 tie 7/8 -> "7", vote@5 "8"
+             ["1", "1", "2", "2", "2"],
+             ["", "", "", "", ""]]  # nothing known: wrong
+  correct = [[False, True, True, False, False], [False, False, True, True, True],
+             [True, True, False, False, False], [False] * 5]
+  rows, correct_of = lab.sampling_rows(test, [_sample_table(matrix, answers, correct)], n_boot=200)
+  assert correct_of["sampling[T=0.7]"].tolist() == [False, False, True, False]
+  assert correct_of["sampling_vote[k=3,T=0.7]"].tolist() == [True, False, True, False]
+  assert correct_of["sampling_vote[k=5,T=0.7]"].tolist() == [True, True, False, False]
+  assert rows["sampling_vote[k=5,T=0.7]"]["layers_per_token"] == 5 * DEPTH
+  assert rows["sampling_vote[k=3,T=0.7]"]["layers_per_question"] == 36
+  assert rows["sampling[T=0.7]"]["pass1"] == 0.25
+  table = lab.lab_table(matrix, [select.VoteSelector(3), lab.FullDepth()], n_boot=200,
+                        samples=[_sample_table(matrix, answers, correct)])
+  vote = table["methods"]["program_vote[k=3]"]
+  assert set(vote["vs_sampling"]) == {"sampling_vote[k=3,T=0.7]"}  # only the row with as many runs
+  program_correct = test.correct[np.arange(4), _vote_choice(matrix)]
+  assert vote["vs_sampling"]["sampling_vote[k=3,T=0.7]"]["diff"] == pytest.approx(
+      program_correct.mean() - 0.5)
+  assert "vs_sampling" not in table["methods"]["full_depth"]
+  assert "Equal runs" in lab.markdown(table)
+
+
+def _vote_choice(matrix):
+  selector = select.VoteSelector(3)
+  selector.fit(matrix.fit_view("train"), matrix.fit_view("validation"))
+  return selector.choose(matrix.questions("test"), matrix.answers_view("test"))

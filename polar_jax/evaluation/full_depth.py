@@ -1,7 +1,8 @@
 """Full-depth baselines: the plain model, greedy (the paper's "Base (tau=0)") and sampled ("Base (sampling)").
 
 Sampling draws k independent generations of the full program per question at one temperature; sample j of
-every question comes from one `run_programs` call with seed `seed + j`, so the first sample (what a user of
+every question comes from one `run_programs` call with seed `program_eval.sample_seed(seed, j)` (a pair's
+sample depends on that seed, its question and program only), so the first sample (what a user of
 sampling would deploy, pass@1) is timed on its own and pass@k / vote@k are over the k samples.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from polar_jax.evaluation.outcomes import Candidate, MethodRun, QuestionOutcome, run_pairs, run_ranked
+from polar_jax.program_eval.runs import sample_seed
 from polar_jax.programs import Program
 
 
@@ -40,7 +42,7 @@ def full_depth_sampling(model, examples: Sequence[Any], task, *, temperature: fl
   pairs = [(i, full) for i in range(len(examples))]
   samples, seconds = [], []
   for j in range(num_samples):
-    records, secs = run_pairs(model, examples, pairs, task, temperature=temperature, seed=seed + 1009 * j,
+    records, secs = run_pairs(model, examples, pairs, task, temperature=temperature, seed=sample_seed(seed, j),
                               max_batch=max_batch, progress=progress, executor=executor)
     samples.append(records)
     seconds.append(secs)

@@ -18,6 +18,9 @@ Built in:
   A per-input selector that only beats this by recognizing the task has learned the task, not the question.
 - `menu_oracle` (ORACLE, not deployable): a question counts when any menu program answers it correctly
   (the first correct program in menu order is "chosen"; full depth when none is).
+- with full-depth samples (`polar_jax.menu.samples`), `sampling[T=t]` (one sample) and `sampling_vote[k=K,T=t]`
+  (self-consistency over K samples), and on every multi-run row with K runs per question `vs_sampling`: the
+  equal-compute comparison with each `sampling_vote[k=K,...]` row.
 """
 
 from __future__ import annotations
@@ -90,8 +93,8 @@ def score_choice(test: MenuView, choice: Sequence[int], *, deployable: bool = Tr
   """The lab's row for one per-question choice of program indices on the test rows.
 
   ran: bool [n, programs], the programs whose runs the method read (the chosen one always counts): the cost.
-  references: other choices by name (the best fixed program's, ...) to compare with as well (`vs_<name>`: the
-    paired difference, its cluster-bootstrap interval, McNemar p and the verdict).
+  references: other methods' per-question correctness by name (the best fixed program's, ...) to compare with
+    as well (`vs_<name>`: the paired difference, its cluster-bootstrap interval, McNemar p and the verdict).
   """
   choice = np.asarray(choice, dtype=np.int64)
   if choice.shape != (len(test),):
@@ -100,22 +103,54 @@ def score_choice(test: MenuView, choice: Sequence[int], *, deployable: bool = Tr
   if len(test) and (choice.min() < 0 or choice.max() >= len(test.programs)):
     raise ValueError(f"Program indices must be in 0..{len(test.programs) - 1}.")
   rows = np.arange(len(test))
-  correct = test.correct[rows, choice]
-  row = stats.compare(correct, test.correct[:, 0], groups=test.groups, seed=seed, n_boot=n_boot)
   lengths = np.array([len(p) for p in test.programs])
   runs = np.zeros(test.correct.shape, bool) if ran is None else np.array(ran, bool)
   runs[rows, choice] = True
-  row.update({"layers_per_token": float((runs * lengths[None]).sum(axis=1).mean()) if len(test) else None,
-              "layers_per_question": float((runs * test.layers).sum(axis=1).mean()) if len(test) else None,
-              "runs_per_question": float(runs.sum(axis=1).mean()) if len(test) else None,
-              "full_depth_layers_per_token": float(lengths[0]), "deployable": bool(deployable),
-              "programs_used": int(len(set(choice.tolist())))})
+  cost = {"layers_per_token": float((runs * lengths[None]).sum(axis=1).mean()) if len(test) else None,
+          "layers_per_question": float((runs * test.layers).sum(axis=1).mean()) if len(test) else None,
+          "runs_per_question": float(runs.sum(axis=1).mean()) if len(test) else None,
+          "programs_used": int(len(set(choice.tolist())))}
+  return score_correct(test, test.correct[rows, choice], cost, deployable=deployable, seed=seed, n_boot=n_boot,
+                       references=references)
+
+
+def score_correct(test: MenuView, correct: np.ndarray, cost: dict[str, Any], *, deployable: bool = True,
+                  seed: int = 0, n_boot: int = stats.DEFAULT_BOOTSTRAP,
+                  references: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+  """The lab's row for per-question correctness on the test rows (`score_choice`'s, for methods whose answers
+  are not one menu program's, such as full-depth sampling); `cost` holds its layers and runs."""
+  correct = np.asarray(correct, dtype=bool)
+  row = stats.compare(correct, test.correct[:, 0], groups=test.groups, seed=seed, n_boot=n_boot)
+  row.update(cost)
+  row.update({"full_depth_layers_per_token": float(len(test.programs[0])), "deployable": bool(deployable)})
   for name, reference in (references or {}).items():
-    ref = stats.compare(correct, test.correct[rows, np.asarray(reference, np.int64)], groups=test.groups,
-                        seed=seed, n_boot=n_boot)
+    ref = stats.compare(correct, reference, groups=test.groups, seed=seed, n_boot=n_boot)
     row[f"vs_{name}"] = {"diff": ref["diff_vs_full"], "diff_ci95": ref["diff_ci95"],
                          "mcnemar_p": ref["mcnemar_p"], "verdict": ref["verdict"]}
   return row
+
+
+def sampling_rows(test: MenuView, tables: Sequence[Any], *, ks: Sequence[int] = (3, 5), seed: int = 0,
+                  n_boot: int = stats.DEFAULT_BOOTSTRAP, references: dict[str, np.ndarray] | None = None
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """Full-depth sampling rows from `menu.samples.SampleTable`s: `sampling[T=t]` (the first sample: one run) and
+  `sampling_vote[k=K,T=t]` (self-consistency: the majority answer of the first K samples, ties to the earlier
+  sample, the same vote as `select.VoteSelector`'s). Returns (rows, per-row correctness)."""
+  rows, correct_of = {}, {}
+  depth = len(test.programs[0])
+  for table in tables:
+    if list(table.ids) != [q.id for q in test.questions]:
+      raise ValueError(f"The T={table.temperature:g} samples are of other questions than the test rows.")
+    t = f"{table.temperature:g}"
+    variants = [(f"sampling[T={t}]", 1)] + [(f"sampling_vote[k={k},T={t}]", k) for k in ks if k <= table.k]
+    for name, k in variants:
+      picks = [select.vote(table.answer[i, :k], table.known[i, :k]) for i in range(len(test))]
+      correct = np.array([p is not None and bool(table.correct[i, p]) for i, p in enumerate(picks)])
+      cost = {"layers_per_token": float(k * depth), "layers_per_question": float(table.layers[:, :k].sum(1).mean()),
+              "runs_per_question": float(k), "programs_used": 1, "temperature": table.temperature}
+      rows[name] = score_correct(test, correct, cost, seed=seed, n_boot=n_boot, references=references)
+      correct_of[name] = correct
+  return rows, correct_of
 
 
 def default_selectors() -> list[Selector]:
@@ -137,8 +172,9 @@ def has_answers(matrix: MenuMatrix) -> bool:
 
 
 def lab_table(matrix: MenuMatrix, selectors: Iterable[Selector] | None = None, *, seed: int = 0,
-              n_boot: int = stats.DEFAULT_BOOTSTRAP) -> dict[str, Any]:
-  """Fits every selector on train (and validation), scores its test choices; adds the menu oracle."""
+              n_boot: int = stats.DEFAULT_BOOTSTRAP, samples: Sequence[Any] = ()) -> dict[str, Any]:
+  """Fits every selector on train (and validation), scores its test choices; adds the full-depth sampling rows
+  of `samples` (`menu.samples.SampleTable`s, with the equal-runs comparisons) and the menu oracle."""
   selectors = list(selectors) if selectors is not None else default_selectors()
   train, validation = matrix.fit_view("train"), matrix.fit_view("validation")
   questions = matrix.questions("test")
@@ -146,8 +182,10 @@ def lab_table(matrix: MenuMatrix, selectors: Iterable[Selector] | None = None, *
   methods: dict[str, Any] = {}
   per_dataset = BestFixedPerDataset()
   per_dataset.fit(train, validation)
-  references = {"best_fixed": np.full(len(test), best_fixed_index(train), dtype=np.int64),
-                "best_fixed_per_dataset": per_dataset.choose(questions)}
+  rows = np.arange(len(test))
+  references = {"best_fixed": test.correct[:, best_fixed_index(train)],
+                "best_fixed_per_dataset": test.correct[rows, per_dataset.choose(questions)]}
+  correct_of: dict[str, np.ndarray] = {}
   for sel in selectors:
     start = time.perf_counter()
     sel.fit(train, validation)
@@ -157,11 +195,34 @@ def lab_table(matrix: MenuMatrix, selectors: Iterable[Selector] | None = None, *
     methods[sel.name] = {**score_choice(test, choice, deployable=sel.deployable, seed=seed, n_boot=n_boot,
                                         ran=answers.ran, references=references),
                          "fit_choose_seconds": seconds}
+    correct_of[sel.name] = test.correct[rows, np.asarray(choice, np.int64)]
     if hasattr(sel, "describe"):
       methods[sel.name]["fitted"] = sel.describe()
+  if samples:
+    sampled, sampled_correct = sampling_rows(test, samples, seed=seed, n_boot=n_boot, references=references)
+    methods.update(sampled)
+    equal_runs_comparisons(methods, correct_of, sampled, sampled_correct, test, seed=seed, n_boot=n_boot)
   methods["menu_oracle"] = score_choice(test, oracle_choice(test), deployable=False, seed=seed, n_boot=n_boot)
   return {"n_test": len(test), "n_train": len(train), "n_validation": len(validation),
           "n_programs": matrix.n_programs, "methods": methods}
+
+
+def equal_runs_comparisons(methods: dict[str, Any], correct_of: dict[str, np.ndarray], sampled: dict[str, Any],
+                           sampled_correct: dict[str, np.ndarray], test: MenuView, *, seed: int, n_boot: int) -> None:
+  """Adds to every multi-run row `vs_sampling`: per sampling row with the same (whole) number of runs per
+  question, the paired difference, its interval, McNemar p and the verdict (the equal-compute comparison)."""
+  for name, row in methods.items():
+    runs = row.get("runs_per_question")
+    if name not in correct_of or runs is None or runs <= 1 or float(runs) != round(float(runs)):
+      continue
+    out = {}
+    for other, srow in sampled.items():
+      if srow["runs_per_question"] == runs:
+        ref = stats.compare(correct_of[name], sampled_correct[other], groups=test.groups, seed=seed, n_boot=n_boot)
+        out[other] = {"diff": ref["diff_vs_full"], "diff_ci95": ref["diff_ci95"], "mcnemar_p": ref["mcnemar_p"],
+                      "verdict": ref["verdict"], "layers_per_token": srow["layers_per_token"]}
+    if out:
+      row["vs_sampling"] = out
 
 
 class BestFixedPerDataset:
@@ -255,6 +316,16 @@ def markdown(table: dict[str, Any]) -> str:
                  f"{100 * r['diff_vs_full']:+.1f} [{100 * r['diff_ci95'][0]:+.1f}, {100 * r['diff_ci95'][1]:+.1f}] | "
                  f"{r['mcnemar_p']:.3g} | {vs_bf} | {r['runs_per_question']:.2f} | {r['layers_per_token']:.1f} | "
                  f"{'yes' if r['deployable'] else 'ORACLE'} |")
+  equal = [(name, other, c) for name, r in table["methods"].items() for other, c in r.get("vs_sampling", {}).items()]
+  if equal:
+    lines += ["", "Equal runs: each multi-run method against full-depth sampling self-consistency with as many runs "
+              "per question (paired difference, cluster-bootstrap 95% interval, McNemar p).", "",
+              "| method | layers/token | vs | its layers/token | difference [95% CI] | McNemar p | verdict |",
+              "|---|---:|---|---:|---:|---:|---|"]
+    for name, other, c in equal:
+      lines.append(f"| {name} | {table['methods'][name]['layers_per_token']:.1f} | {other} | "
+                   f"{c['layers_per_token']:.1f} | {100 * c['diff']:+.1f} [{100 * c['diff_ci95'][0]:+.1f}, "
+                   f"{100 * c['diff_ci95'][1]:+.1f}] | {c['mcnemar_p']:.3g} | {c['verdict']} |")
   return "\n".join(lines)
 
 

@@ -34,6 +34,8 @@ from polar_jax.program_eval.pairs import normalize_pairs
 from polar_jax.records import RunRecord
 from polar_jax.program_eval.runs import iter_runs
 from polar_jax.program_eval.runs import run_programs
+from polar_jax.program_eval.runs import sample_seed
+from polar_jax.program_eval.runs import sampling_seeds
 from polar_jax.program_eval.task import CHOICE_SCORINGS
 from polar_jax.program_eval.task import TaskConfig
 from polar_jax.program_eval.task import prompt_ids

@@ -43,6 +43,11 @@ def _one_pass_chunks(pairs, order: list[int], max_batch: int, per_question: bool
   return chunks + ([current] if current else [])
 
 
+def sample_seed(seed: int, j: int) -> int:
+  """The seed of sample j of a k-sample baseline (sample j of every question comes from one call)."""
+  return int(seed) + 1009 * int(j)
+
+
 def sampling_seeds(examples: Sequence[data.Example], pairs: Sequence[tuple[int, Program]], seed: int) -> list[int]:
   """One sampling seed per pair: a hash of (seed, question id, program, repeat number), where the repeat number
   counts earlier copies of the same (question, program) in `pairs` (so copies draw different samples)."""
