@@ -43,6 +43,11 @@ _SAMPLING = flags.DEFINE_enum("sampling", "auto", ["auto", "on", "off"], "Full-d
 _TEMPERATURES = flags.DEFINE_list("temperatures", ["0.3", "0.7", "1.0"], "Sampling temperatures.")
 _COMPUTE_SAMPLES = flags.DEFINE_bool("compute_samples", False, "Compute missing full-depth samples (loads the "
                                      "matrix's model; about 4 minutes per sample of 1000 questions on 2 cores).")
+_DENSE = flags.DEFINE_enum("dense_predictor", "auto", ["auto", "train", "off"], "The paper's predictor trained on "
+                           "the menu's dense supervision (polar_dense): auto = its row when the menu's "
+                           "dense_predictor.json is there; train = train it first if it is not (minutes).")
+_DENSE_CKPT = flags.DEFINE_string("dense_checkpoint", None, "Where --dense_predictor=train keeps its checkpoints "
+                                  "(default: the menu's dense_predictor/ folder).")
 _CURVE = flags.DEFINE_string("learning_curve", None, "Also write the learning curve (JSON and PNG) to this "
                              "folder.")
 
@@ -57,6 +62,22 @@ def _model_and_task(matrix):
                         "with polar_jax.menu.features.ensure_features(dir, matrix, model=..., task=...).")
   opts = pipeline.validate_config(config)
   return pipeline.load_model_for(opts), pipeline.task_config(opts)
+
+
+def _dense(directory, matrix):
+  """The dense predictor's lab row(s) as `--dense_predictor` asks."""
+  from polar_jax.menu import dense  # pylint: disable=import-outside-toplevel
+  if _DENSE.value == "off" or (_DENSE.value == "auto" and not dense.top1_path(directory).exists()):
+    return []
+  if _DENSE.value == "train" and not dense.top1_path(directory).exists():
+    import dataclasses  # pylint: disable=import-outside-toplevel
+    from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
+    from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
+    model, _ = _model_and_task(matrix)
+    opts = pipeline.validate_config(matrix.info["config"])
+    dense.ensure_dense(directory, matrix, trainer=dataclasses.replace(opts.predictor, progress=True),
+                       encoder=make_encoder(opts.encoder, model), checkpoint=_DENSE_CKPT.value)
+  return [dense.DensePredictorChoice(dense.load_top1(directory, matrix))]
 
 
 def _samples(directory, matrix):
@@ -94,6 +115,7 @@ def main(argv):
     else:
       tables = features.load_features(directory, matrix, names)
     selectors = lab.all_selectors(tables, matrix.depth, with_answers=lab.has_answers(matrix))
+    selectors += _dense(directory, matrix)
     table = lab.lab_table(matrix, selectors, seed=_SEED.value, n_boot=_N_BOOT.value,
                           samples=_samples(directory, matrix))
     if _CURVE.value:

@@ -34,7 +34,7 @@ from polar_jax.predictor.targets import TargetOptions
 from polar_jax.search.tree import SearchConfig
 
 STAGES = ("convert", "search", "menu", "train", "evaluate")
-EVAL_METHODS = ("full_depth", "sampling", "polar", "shortgpt", "random_programs", "menu", "selection",
+EVAL_METHODS = ("full_depth", "sampling", "polar", "polar_dense", "shortgpt", "random_programs", "menu", "selection",
                 "search_ablations", "router")
 ENCODERS = ("minilm", "token_embeddings", "hf")
 
@@ -124,6 +124,8 @@ class MenuOptions:
     max_batch: rows per device batch.
     answers: keep every cell's reply in full (its answer and the model's confidence in it), which answer voting
       and confidence selection need: with the one-pass reward, pairs it does not certify correct are generated.
+    dense_predictor: also train the paper's predictor on the matrix's train rows (`polar_jax.menu.dense`, with
+      the `predictor` section's options) for the `polar_dense` evaluation method and the lab's row.
   """
   top_k: int = 64
   num_train: int = 0
@@ -132,6 +134,7 @@ class MenuOptions:
   reward: str = "teacher_forced"
   max_batch: int = 32
   answers: bool = True
+  dense_predictor: bool = True
 
   def __post_init__(self):
     if self.reward not in ("teacher_forced", "generate"):

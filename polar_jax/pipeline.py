@@ -13,7 +13,9 @@ Workdir layout:
   search/records.jsonl     one line per searched question (valid / invalid programs); summary.json,
                            layer_usage.png (the papers' findings)
   menu/                    the program menu: plan.json, chunks/*.npz, then matrix.npz + menu.json (the dense
-                           outcome matrix, `polar_jax.menu`), lab.json / lab.md, coverage.png, programs.png
+                           outcome matrix, `polar_jax.menu`), features/, dense_predictor/ (the paper's
+                           predictor on the matrix's train rows) + dense_predictor.json (its test top-1s),
+                           lab.json / lab.md, coverage.png, programs.png
   predictor/               checkpoints, best/, tensorboard/ of the predictor's training
   evaluate/                per-method records, results.json, results.md, tradeoff.png, layer_usage.png
   results.json, results.md the final table (copied from evaluate/)
@@ -269,6 +271,12 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     from polar_jax.menu import features  # pylint: disable=import-outside-toplevel
     _say(opts, "menu: question features for the selectors (MiniLM; the LLM's prompt state at full depth)")
     features.ensure_features(out, matrix, model=model, task=task)
+    if m.dense_predictor:
+      from polar_jax.menu import dense  # pylint: disable=import-outside-toplevel
+      from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
+      _say(opts, "menu: the paper's predictor on the menu's dense supervision (train rows; polar_dense)")
+      dense.ensure_dense(out, matrix, trainer=dataclasses.replace(opts.predictor, progress=opts.progress),
+                         encoder=make_encoder(opts.encoder, model))
     searched = [r for r in records if r.id in splits.ids("search")]
     oracle = sum(1 for r in searched if r.valid) / len(searched) if searched else None
     _write_menu_report(matrix, out, search_oracle=oracle)
@@ -281,6 +289,9 @@ def _write_menu_report(matrix, out: pathlib.Path, *, search_oracle: float | None
   from polar_jax.menu import features, lab, plots  # pylint: disable=import-outside-toplevel
   selectors = lab.all_selectors(features.load_features(out, matrix), matrix.depth,
                                 with_answers=lab.has_answers(matrix))
+  from polar_jax.menu import dense  # pylint: disable=import-outside-toplevel
+  if dense.top1_path(out).exists():
+    selectors.append(dense.DensePredictorChoice(dense.load_top1(out, matrix)))
   table = lab.lab_table(matrix, selectors)
   (out / "lab.json").write_text(json.dumps(table, indent=2))
   (out / "lab.md").write_text(lab.markdown(table) + "\n")
@@ -337,13 +348,18 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
     if (workdir / "predictor").exists():
       predictor = ProgramPredictor.from_checkpoint(workdir / "predictor", encoder, depth=model.depth,
                                                    decode=opts.predictor.decode)
+    dense_predictor = None
+    if menu is not None and (workdir / "menu" / "dense_predictor").exists():
+      dense_predictor = ProgramPredictor.from_checkpoint(workdir / "menu" / "dense_predictor", encoder,
+                                                         depth=model.depth, decode=opts.predictor.decode)
     test_sets = dict(splits.test)
     test_sets.update({f"{name} (ood)": ex for name, ex in splits.ood.items()})
     calibration = [e for d in splits.calibration for e in splits.calibration[d]]
     evaluation.run_evaluation(dataclasses.replace(opts.evaluate, progress=opts.progress), model=model,
                             task=task_config(opts), test_sets=test_sets, predictor=predictor,
                             search_records=records, calibration=calibration, out_dir=out, menu=menu,
-                            menu_dir=workdir / "menu" if menu is not None else None)
+                            menu_dir=workdir / "menu" if menu is not None else None,
+                            dense_predictor=dense_predictor)
     workdir_lib.mark_done(workdir, "evaluate", {"results": str(results_path)})
   for name in workdir_lib.RESULT_FILES:
     if (out / name).exists():

@@ -150,7 +150,8 @@ def setup(model, tmp_path_factory):
   config.update(k=K, temperatures=(0.7,), shortgpt_sweep=(1,), trust_search_cache=True, max_batch=8, title="tiny")
   config.router.update(steps=20, batch_size=4)
   kwargs = dict(model=model, task=TaskConfig.from_preset("free_prefix", max_new_tokens=3), test_sets={"syn": test},
-                predictor=predictor, search_records=_search_records(calibration, depth), calibration=calibration,
+                predictor=predictor, dense_predictor=predictor,  # polar_dense runs any predictor's top-1
+                search_records=_search_records(calibration, depth), calibration=calibration,
                 out_dir=tmp_path_factory.mktemp("eval"))
   results = evaluate.run_evaluation(config, **kwargs)
   return results, config, kwargs
@@ -160,13 +161,20 @@ def _row(results, method, test_set="syn"):
   return next(r for r in results["rows"] if r["method"] == method and r["test_set"] == test_set and r["level"] == "all")
 
 
+def test_polar_dense_is_the_top1_of_its_predictor(setup):
+  results, _, _ = setup
+  polar, dense = _row(results, "polar"), _row(results, "polar_dense")
+  assert dense["pass@1"] == polar["pass@1"] and dense["layers_per_token"] == polar["layers_per_token"]
+  assert dense["candidates_mean"] == 1
+
+
 def test_every_method_and_the_report_files(setup):
   results, _, kwargs = setup
   out = kwargs["out_dir"]
   assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
   methods = {r["method"] for r in results["rows"] if r["test_set"] == "syn" and r["level"] == "all"}
   matched = _row(results, "shortgpt_matched")["info"]["n"]
-  assert methods == {"full_depth_greedy", "full_depth_sampling_t0.7", "polar", "polar_trust_search_cache",
+  assert methods == {"full_depth_greedy", "full_depth_sampling_t0.7", "polar", "polar_dense", "polar_trust_search_cache",
                      "shortgpt_matched", "random_programs", "router"} | ({"shortgpt_n1"} - {f"shortgpt_n{matched}"})
   assert {r["method"] for r in results["rows"] if r["test_set"] == "search records"} == {
       "search_oracle_joint", "search_oracle_skip_only", "search_oracle_repeat_only"}

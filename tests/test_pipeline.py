@@ -89,7 +89,8 @@ def test_quick_pipeline_killed_during_search_then_resumed(tmp_path):
   results = json.loads((workdir / "results.json").read_text())
   assert results
   table = (workdir / "results.md").read_text()
-  for method in ("Full depth, greedy", "PoLar", "ShortGPT", "Random programs", "Search oracle"):
+  for method in ("Full depth, greedy", "PoLar", "ShortGPT", "Random programs", "Search oracle",
+                 "trained on the menu's dense supervision"):
     assert method in table
   for plot in ("tradeoff.png", "layer_usage.png"):
     assert (workdir / "evaluate" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,3 +51,22 @@ def test_pipeline_selectors_agree_with_the_lab(shipped):
       assert cand.program == shipped.programs[got[i]]
       assert cand.correct == bool(test.correct[rows[i], got[i]]), (run.method, outcome.id)
   assert moved > 0  # the selectors leave full depth on some of these questions: the agreement is not trivial
+
+
+def test_pipeline_sampling_equals_the_shipped_samples(shipped):
+  """The evaluation's sampling method on 12 test questions draws the shipped samples of those questions (the
+  lab's equal-runs baseline), on the real model: a pair's sample depends on its seed, question and program only."""
+  from polar_jax.evaluation.full_depth import full_depth_sampling
+  from polar_jax.menu import samples
+  opts = pipeline.validate_config(shipped.info["config"])
+  model, task = pipeline.load_model_for(opts), pipeline.task_config(opts)
+  examples = data.load_split("arith_level12", "test", limit=6) + data.load_split("arith_level14", "test", limit=6)
+  row_of = {q.id: i for i, q in enumerate(shipped.questions("test"))}
+  rows = np.array([row_of[ex.id] for ex in examples])
+  table = samples.load_samples(SHIPPED, shipped, 0.7, 3)
+  run = full_depth_sampling(model, examples, task, temperature=0.7, num_samples=3, test_set="t",
+                            seed=opts.evaluate.sampling_seed, max_batch=8)
+  got = np.array([[c.answer or "" for c in o.candidates] for o in run.outcomes])
+  np.testing.assert_array_equal(got, table.answer[rows])
+  assert (np.array([[c.correct for c in o.candidates] for o in run.outcomes]) == table.correct[rows]).all()
+  assert len(set(got.ravel().tolist())) > 3  # the samples differ: the comparison means something

@@ -22,7 +22,8 @@ from polar_jax.records import SearchRecord
 
 
 def polar_run(model, examples: Sequence[Any], task, predictor, *, k: int, test_set: str, max_batch: int = 32,
-              progress: bool = False, executor=None, warmup: bool = True) -> MethodRun:
+              progress: bool = False, executor=None, warmup: bool = True, method: str = "polar",
+              label: str | None = None) -> MethodRun:
   """Decodes the predictor's top-k programs per question (timed: encoder + predictor + beam search) and runs
   them all (rank-1 programs timed on their own). `warmup` first predicts one question untimed (compiles)."""
   depth = model.config.num_layers
@@ -36,7 +37,7 @@ def polar_run(model, examples: Sequence[Any], task, predictor, *, k: int, test_s
   overhead = time.perf_counter() - start
   ranked = [[c.program for c in d.candidates[:k]] for d in decoded]
   scores = [[c.score for c in d.candidates[:k]] for d in decoded]
-  return run_ranked(model, examples, ranked, task, method="polar", label=f"PoLar (top-{k} predicted programs)",
+  return run_ranked(model, examples, ranked, task, method=method, label=label or f"PoLar (top-{k} predicted programs)",
                     test_set=test_set, scores=scores, overhead_seconds=overhead, max_batch=max_batch,
                     progress=progress, executor=executor,
                     info={"k": k, "empty_programs_dropped": int(sum(d.num_empty for d in decoded)),

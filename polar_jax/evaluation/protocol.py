@@ -8,6 +8,7 @@ Methods (`EvalOptions.methods`; `METHOD_TABLE` below, run in this order on every
   full_depth        the plain model, greedy
   sampling          the full program sampled k times at each of `temperatures`
   polar             the predictor's top-k programs per question, all run (pass@1 = the top program)
+  polar_dense       the same predictor trained on the menu's dense supervision (`menu.dense`): its top-1, run
   shortgpt          ShortGPT with n chosen to match PoLar's mean executed layers, plus `shortgpt_sweep`
   random_programs   random programs of PoLar's per-question lengths, in PoLar's program space
   router            the DR.LLM-style per-layer router (`evaluation/router.py`), trained on the search records
@@ -110,6 +111,7 @@ class EvalContext:
   polar: dict[str, MethodRun] = dataclasses.field(default_factory=dict)  # test set -> PoLar run
   menu: Any = None  # the menu stage's MenuMatrix, when there is one
   menu_dir: Any = None  # its directory (the selectors' cached question features)
+  dense_predictor: Any = None  # the predictor trained on the menu's dense supervision (`menu.dense`)
 
   def say(self, message: str) -> None:
     if self.config.progress:
@@ -173,6 +175,20 @@ def _polar(ctx: EvalContext, name: str, examples) -> None:
   ctx.polar[name] = run
   if ctx.config.trust_search_cache:
     ctx.runs.append(trust_search_cache(run, examples, ctx.search_records))
+
+
+def _polar_dense(ctx: EvalContext, name: str, examples) -> None:
+  """The paper's predictor trained on the menu's dense supervision (`menu.dense`): its top-1 program, run."""
+  if ctx.dense_predictor is None:
+    if not ctx.state.get("polar_dense_skipped"):
+      ctx.state["polar_dense_skipped"] = True
+      ctx.skip("polar_dense", "no dense predictor (the menu stage trains it with menu.dense_predictor=True)")
+    return
+  ctx.run(name, examples, "polar_dense",
+          lambda: polar_run(ctx.model, examples, ctx.task, ctx.dense_predictor, k=1, test_set=name,
+                            warmup=bool(ctx.config.warmup), method="polar_dense",
+                            label="PoLar's predictor trained on the menu's dense supervision (top-1)",
+                            **ctx.common))
 
 
 def _shortgpt_prepare(ctx: EvalContext) -> None:
@@ -286,6 +302,7 @@ METHOD_TABLE: dict[str, Method] = {
     "full_depth": Method(run=_full_depth),
     "sampling": Method(run=_sampling),
     "polar": Method(run=_polar, prepare=_polar_prepare),
+    "polar_dense": Method(run=_polar_dense),
     "shortgpt": Method(run=_shortgpt, prepare=_shortgpt_prepare),
     "random_programs": Method(run=_random_programs),
     "menu": Method(run=_menu),
@@ -300,7 +317,7 @@ assert set(METHOD_TABLE) == set(options_lib.EVAL_METHODS)
 def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, task,
                    test_sets: Mapping[str, Sequence[Any]], predictor=None,
                    search_records: Sequence[SearchRecord] = (), calibration: Sequence[Any] = (), out_dir,
-                   menu=None, menu_dir=None) -> dict:
+                   menu=None, menu_dir=None, dense_predictor=None) -> dict:
   """Runs the configured methods on every test set and writes the report (see the module docstring).
 
   Args:
@@ -313,6 +330,7 @@ def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, ta
     calibration: training questions for ShortGPT's Block Influence.
     menu: the menu stage's `MenuMatrix` (the best fixed program and menu oracle rows), or None.
     menu_dir: its directory (the menu selectors read their fitting features there).
+    dense_predictor: a `ProgramPredictor` trained on the menu's dense supervision (`polar_dense`), or None.
     out_dir: where runs and the report go.
 
   Returns:
@@ -333,7 +351,7 @@ def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, ta
   common = dict(max_batch=int(config.max_batch), progress=bool(config.progress), executor=executor_for(model))
   ctx = EvalContext(config=config, model=model, task=task, predictor=predictor, search_records=search_records,
                     calibration=calibration, out=out, depth=model.config.num_layers, k=k, common=common,
-                    store=_RunStore(out), menu=menu, menu_dir=menu_dir)
+                    store=_RunStore(out), menu=menu, menu_dir=menu_dir, dense_predictor=dense_predictor)
   chosen = [m for m in METHOD_TABLE if m in methods]
   for name in PREPARE_ORDER:
     if name in chosen and METHOD_TABLE[name].prepare is not None:
