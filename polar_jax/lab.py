@@ -65,19 +65,23 @@ def _model_and_task(matrix):
 
 
 def _dense(directory, matrix):
-  """The dense predictor's lab row(s) as `--dense_predictor` asks."""
+  """The dense predictor's lab row as `--dense_predictor` asks."""
+  import pathlib as pl  # pylint: disable=import-outside-toplevel
   from polar_jax.menu import dense  # pylint: disable=import-outside-toplevel
-  if _DENSE.value == "off" or (_DENSE.value == "auto" and not dense.top1_path(directory).exists()):
+  found = dense.find_top1(directory)
+  if _DENSE.value == "off" or (_DENSE.value == "auto" and found is None):
     return []
-  if _DENSE.value == "train" and not dense.top1_path(directory).exists():
+  if found is None:  # --dense_predictor=train
     import dataclasses  # pylint: disable=import-outside-toplevel
     from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
     from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
     model, _ = _model_and_task(matrix)
     opts = pipeline.validate_config(matrix.info["config"])
-    dense.ensure_dense(directory, matrix, trainer=dataclasses.replace(opts.predictor, progress=True),
-                       encoder=make_encoder(opts.encoder, model), checkpoint=_DENSE_CKPT.value)
-  return [dense.DensePredictorChoice(dense.load_top1(directory, matrix))]
+    found = pl.Path(directory) / dense.TOP1_FILE
+    dense.ensure_dense(matrix, found, trainer=dataclasses.replace(opts.predictor, progress=True),
+                       encoder=make_encoder(opts.encoder, model),
+                       checkpoint=_DENSE_CKPT.value or pl.Path(directory) / "dense_predictor")
+  return [dense.DensePredictorChoice(dense.load_top1(found, matrix))]
 
 
 def _samples(directory, matrix):
@@ -137,4 +141,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from polar_jax.options_io import strict_flags_parser
+  app.run(main, flags_parser=strict_flags_parser("polar_jax.lab"))

@@ -39,7 +39,8 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  from polar_jax.options_io import strict_flags_parser  # pylint: disable=import-outside-toplevel
+  app.run(main, flags_parser=strict_flags_parser("polar_jax"))
 
 
 if __name__ == "__main__":

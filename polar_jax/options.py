@@ -309,8 +309,25 @@ class PipelineOptions:
   evaluate: EvalOptions = EvalOptions()
 
 
-# Fields that may change between runs of one workdir without invalidating its outputs.
-VOLATILE_FIELDS = ("stages", "overwrite", "progress")
+# Operational fields: how a run goes, not what it produces; they may change between runs of one workdir (dotted
+# paths; a section name covers the whole section). Batch sizes listed here do not change results (a row's
+# outputs do not depend on the rows it is batched with), the search's do with `per_question=False`, so they stay.
+VOLATILE_FIELDS = ("stages", "overwrite", "progress", "name", "search.repair", "search.shard", "menu.max_batch",
+                   "predictor.progress", "predictor.log_every_steps", "predictor.checkpoint", "predictor.data",
+                   "predictor.eval.batch_size", "predictor.distributed", "evaluate.progress", "evaluate.plots",
+                   "evaluate.max_batch", "evaluate.warmup")
+# What each stage reads: its identity is these sections of the config (a dotted path: one field). A change there
+# reruns the stage and the ones after it; the earlier stages are kept.
+STAGE_READS = {
+    "convert": ("model",),
+    "search": ("model", "seed", "data", "task", "search"),
+    "menu": ("model", "seed", "data", "task", "search", "menu"),
+    "train": ("model", "seed", "data", "task", "search", "menu", "encoder", "predictor"),
+    "evaluate": ("model", "seed", "data", "task", "search", "menu", "encoder", "predictor", "evaluate"),
+}
+# Fields whose change reruns a finished stage but keeps its files (the evaluation's saved method runs are keyed
+# by method, so another method list or title reuses them).
+RERUN_FIELDS = {"evaluate": ("evaluate.methods", "evaluate.title")}
 
 
 def parse_methods(methods: str | typing.Sequence[str]) -> list[str]:
@@ -341,9 +358,37 @@ def to_json(options: Any) -> dict[str, Any]:
   return json.loads(json.dumps(dataclasses.asdict(options)))
 
 
+def _drop(d: dict[str, Any], dotted: str) -> None:
+  head, _, rest = dotted.partition(".")
+  if not rest:
+    d.pop(head, None)
+  elif isinstance(d.get(head), dict):
+    _drop(d[head], rest)
+
+
+def _pick(d: dict[str, Any], dotted: str) -> Any:
+  for part in dotted.split("."):
+    if not isinstance(d, dict) or part not in d:
+      return None
+    d = d[part]
+  return d
+
+
 def identity(options: PipelineOptions) -> dict[str, Any]:
   """The options that decide a workdir's outputs, as JSON (without `VOLATILE_FIELDS`)."""
   d = to_json(options)
   for key in VOLATILE_FIELDS:
-    d.pop(key, None)
+    _drop(d, key)
   return d
+
+
+def stage_identity(ident: dict[str, Any], stage: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """A stage's part of an `identity` (also of one saved by an older version): (what its outputs depend on,
+  the `RERUN_FIELDS` whose change only reruns it)."""
+  ident = json.loads(json.dumps(ident))
+  for key in VOLATILE_FIELDS:
+    _drop(ident, key)
+  rerun = {key: _pick(ident, key) for key in RERUN_FIELDS.get(stage, ())}
+  for key in rerun:
+    _drop(ident, key)
+  return {key: _pick(ident, key) for key in STAGE_READS[stage]}, rerun

@@ -154,3 +154,83 @@ def parse_arg(arg: str | None, **defaults: Any) -> types.SimpleNamespace:
     except ValueError:
       raise ConfigError(f"Config argument {key}={text!r}: expected a {type(default).__name__}.") from None
   return types.SimpleNamespace(**out)
+
+
+# --- absl flag parsing: one line for a bad command line ------------------------------------------------------
+
+
+def _config_flag_message(error: BaseException, argv: typing.Sequence[str]) -> str:
+  """What a config override error means, in one line, with the fix."""
+  import re  # pylint: disable=import-outside-toplevel
+  text = " ".join(str(error.args[0] if error.args else error).replace("\\n", " ").split())
+  overrides = [a for a in argv if a.startswith("--config.")]
+  if isinstance(error, (AttributeError, KeyError)):
+    names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
+    key = names[0] if names else text
+    close = re.search(r'Did you mean \W*([A-Za-z_][A-Za-z0-9_]*)', text)
+    culprit = next((a.split("=", 1)[0] for a in overrides
+                    if re.search(rf"\.{re.escape(key)}(\.|$)", a.split("=", 1)[0])), None)
+    return (f"{culprit + ': ' if culprit else ''}the config has no field {key!r}"
+            + (f" (did you mean {close.group(1)!r}?)" if close else "")
+            + "; python -m polar_jax.main --helpfull lists every --config.* field.")
+  culprit = next((a for a in overrides if "=" in a and a.split("=", 1)[1] and a.split("=", 1)[1] in text), None)
+  return f"{culprit + ': ' if culprit else ''}{text}"
+
+
+def _config_load_message(flag: str, error: BaseException, argv: typing.Sequence[str]) -> str:
+  given = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), "?")
+  text = " ".join(str(error).split())
+  if "No such file or directory" in text or isinstance(error, FileNotFoundError):
+    return (f"--{flag}={given}: no such config file; give one of configs/*.py (optionally with :variant), e.g. "
+            f"--{flag}=configs/default.py:quick.")
+  last = text.rsplit("Error: ", 1)[-1] if "Traceback" in text else text
+  if "Traceback" in text and "Error whilst parsing config file" in text:
+    return f"--{flag}={given}: {last}"
+  return f"--{flag}={given} does not load: {last}"
+
+
+def strict_flags_parser(prog: str, config_flag: str = "config"):
+  """An `app.run(main, flags_parser=...)` parser that turns a bad command line into one line on stderr and exit
+  status 2: an unknown or mistyped flag, a config file that does not load (a mistyped path, a bad variant, an
+  error inside it), and a config override naming a field the config does not have or giving it a wrong type."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+
+  def fail(message: str):
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+  def load_error(argv):
+    if config_flag not in flags.FLAGS:
+      return None
+    value = flags.FLAGS[config_flag].value
+    if type(value).__name__ == "_ErrorConfig":
+      return _config_load_message(config_flag, value.__dict__.get("_error", ""), argv)
+    return None
+
+  def chain(e):
+    while e is not None:
+      yield e
+      e = e.__cause__ or e.__context__
+
+  def file_error(e, argv):
+    """The config file's own load error somewhere in `e`'s chain, as one line (else None)."""
+    for x in chain(e):
+      if any(m in str(x) for m in ("Failed loading config file", "Error whilst parsing config file")):
+        text = str(x).split("earlier failure to load:", 1)[-1]
+        return _config_load_message(config_flag, text, argv)
+    return None
+
+  def parse(argv):
+    try:
+      rest = flags.FLAGS(argv)
+    except flags.Error as e:
+      fail(file_error(e, argv) or load_error(argv) or (_config_flag_message(e.__cause__, argv) if isinstance(
+          e.__cause__, (AttributeError, KeyError, TypeError, ValueError)) else " ".join(str(e).split())))
+    except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+      fail(file_error(e, argv) or load_error(argv) or _config_flag_message(e, argv))
+    message = load_error(argv)
+    if message:
+      fail(message)
+    return rest
+  return parse

@@ -13,10 +13,11 @@ Workdir layout:
   search/records.jsonl     one line per searched question (valid / invalid programs); summary.json,
                            layer_usage.png (the papers' findings)
   menu/                    the program menu: plan.json, chunks/*.npz, then matrix.npz + menu.json (the dense
-                           outcome matrix, `polar_jax.menu`), features/, dense_predictor/ (the paper's
-                           predictor on the matrix's train rows) + dense_predictor.json (its test top-1s),
-                           lab.json / lab.md, coverage.png, programs.png
+                           outcome matrix, `polar_jax.menu`), features/, lab.json / lab.md, coverage.png,
+                           programs.png
   predictor/               checkpoints, best/, tensorboard/ of the predictor's training
+  predictor_dense/         the same predictor trained on the menu's train rows (`polar_jax.menu.dense`) and
+                           dense_predictor.json (its test top-1s)
   evaluate/                per-method records, results.json, results.md, tradeoff.png, layer_usage.png
   results.json, results.md the final table (copied from evaluate/)
 """
@@ -35,9 +36,9 @@ from polar_jax import options as options_lib
 from polar_jax import workdir as workdir_lib
 from polar_jax.errors import ConfigError, UserError
 from polar_jax.options import PipelineOptions, STAGES
-from polar_jax.workdir import WorkdirMismatchError
+from polar_jax.workdir import WorkdirError, WorkdirMismatchError
 
-__all__ = ["ConfigError", "NoSupervisionError", "PipelineOptions", "Splits", "WorkdirMismatchError",
+__all__ = ["ConfigError", "NoSupervisionError", "PipelineOptions", "Splits", "WorkdirError", "WorkdirMismatchError",
            "config_identity", "load_splits", "prepare_workdir", "run_pipeline", "validate_config"]
 
 
@@ -98,10 +99,37 @@ def validate_config(config: Any) -> PipelineOptions:
   return opts
 
 
-def prepare_workdir(config: Any, workdir: str | pathlib.Path) -> pathlib.Path:
-  """Creates the workdir or checks that it belongs to this config (see `polar_jax.workdir`)."""
+def check_model(opts: PipelineOptions) -> None:
+  """The model names an embedded model, or its path exists: checked before a run touches its workdir (a paper
+  config without `model.path` is a valid config that this machine cannot run)."""
+  import os  # pylint: disable=import-outside-toplevel
+  from polar_jax.models import list_models  # pylint: disable=import-outside-toplevel
+  path = os.path.expanduser(opts.model.path)
+  if not opts.model.path and opts.model.name not in list_models():
+    raise ConfigError(f"config.model.name {opts.model.name!r} is not embedded here (embedded: "
+                      f"{', '.join(list_models())}): put its weights on this machine and set "
+                      f"--config.model.path=/path/to/{opts.model.name} (a local HF snapshot directory or a .gguf "
+                      "file).")
+  if opts.model.path and not (os.path.isdir(path) or (path.endswith(".gguf") and os.path.isfile(path))):
+    raise ConfigError(f"config.model.path {opts.model.path!r} is neither a directory (a local HF snapshot) nor a "
+                      ".gguf file; fix the path.")
+
+
+# Each stage's folders in the workdir (what rerunning it clears).
+STAGE_DIRS = {"convert": ("convert",), "search": ("search",), "menu": ("menu",),
+              "train": ("train", "predictor", "predictor_dense"), "evaluate": ("evaluate",)}
+# Stages whose outputs a config change may delete only with overwrite=True (the search's records are hours of
+# work that nothing else can rebuild; the model's conversion decides everything).
+PROTECTED_STAGES = ("convert", "search")
+
+
+def prepare_workdir(config: Any, workdir: str | pathlib.Path, notes: list[str] | None = None) -> pathlib.Path:
+  """Creates the workdir or reconciles it with this config stage by stage (`polar_jax.workdir.prepare_workdir`:
+  the first stage whose config changed and the later ones rerun; clearing the search needs overwrite=True)."""
   opts = _options(config)
-  return workdir_lib.prepare_workdir(options_lib.identity(opts), workdir, stages=STAGES, overwrite=opts.overwrite)
+  return workdir_lib.prepare_workdir(options_lib.identity(opts), workdir, stages=STAGES, overwrite=opts.overwrite,
+                                     stage_identity=options_lib.stage_identity, stage_dirs=STAGE_DIRS,
+                                     protected=PROTECTED_STAGES, notes=notes)
 
 
 def _say(opts: PipelineOptions, message: str) -> None:
@@ -169,6 +197,7 @@ def model_source(config: Any) -> str:
 def load_model_for(config: Any):
   from polar_jax.models import load_model  # pylint: disable=import-outside-toplevel
   opts = _options(config)
+  check_model(opts)
   return load_model(model_source(opts), dtype=opts.model.dtype)
 
 
@@ -271,12 +300,6 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     from polar_jax.menu import features  # pylint: disable=import-outside-toplevel
     _say(opts, "menu: question features for the selectors (MiniLM; the LLM's prompt state at full depth)")
     features.ensure_features(out, matrix, model=model, task=task)
-    if m.dense_predictor:
-      from polar_jax.menu import dense  # pylint: disable=import-outside-toplevel
-      from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
-      _say(opts, "menu: the paper's predictor on the menu's dense supervision (train rows; polar_dense)")
-      dense.ensure_dense(out, matrix, trainer=dataclasses.replace(opts.predictor, progress=opts.progress),
-                         encoder=make_encoder(opts.encoder, model))
     searched = [r for r in records if r.id in splits.ids("search")]
     oracle = sum(1 for r in searched if r.valid) / len(searched) if searched else None
     _write_menu_report(matrix, out, search_oracle=oracle)
@@ -289,9 +312,6 @@ def _write_menu_report(matrix, out: pathlib.Path, *, search_oracle: float | None
   from polar_jax.menu import features, lab, plots  # pylint: disable=import-outside-toplevel
   selectors = lab.all_selectors(features.load_features(out, matrix), matrix.depth,
                                 with_answers=lab.has_answers(matrix))
-  from polar_jax.menu import dense  # pylint: disable=import-outside-toplevel
-  if dense.top1_path(out).exists():
-    selectors.append(dense.DensePredictorChoice(dense.load_top1(out, matrix)))
   table = lab.lab_table(matrix, selectors)
   (out / "lab.json").write_text(json.dumps(table, indent=2))
   (out / "lab.md").write_text(lab.markdown(table) + "\n")
@@ -311,8 +331,9 @@ class _ProgressScorer:
     return out
 
 
-def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list):
-  """Trains the predictor on the searched train questions (validated on the searched validation ones)."""
+def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list, menu=None):
+  """Trains the predictor on the searched train questions (validated on the searched validation ones) and, with
+  a menu and `menu.dense_predictor`, the same predictor on the menu's train rows (`polar_jax.menu.dense`)."""
   from polar_jax import train  # pylint: disable=import-outside-toplevel
   from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
   from polar_jax.predictor.supervision import supervision_from_search  # pylint: disable=import-outside-toplevel
@@ -329,10 +350,16 @@ def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spl
                                "simulations.")
     trainer = dataclasses.replace(opts.predictor, progress=opts.progress)
     result = train.train_predictor(trainer, out, train_sup, encoder, validation=val_sup or None)
-    workdir_lib.mark_done(workdir, "train", {"step": result.step, "best_step": result.best_step,
-                                             "best_val_loss": result.best_val_loss,
-                                             "train_questions": len(train_sup),
-                                             "validation_questions": len(val_sup)})
+    info = {"step": result.step, "best_step": result.best_step, "best_val_loss": result.best_val_loss,
+            "train_questions": len(train_sup), "validation_questions": len(val_sup)}
+    if menu is not None and opts.menu.dense_predictor:
+      from polar_jax.menu import dense  # pylint: disable=import-outside-toplevel
+      _say(opts, "train: the same predictor on the menu's dense supervision (its train rows; polar_dense)")
+      dense_dir = workdir / dense.WORKDIR_DIR
+      payload = dense.ensure_dense(menu, dense_dir / dense.TOP1_FILE, trainer=trainer, encoder=encoder,
+                                   checkpoint=dense_dir)
+      info["dense"] = {"train_questions": payload["train_questions"], "best_step": payload["best_step"]}
+    workdir_lib.mark_done(workdir, "train", info)
   return encoder
 
 
@@ -349,8 +376,8 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
       predictor = ProgramPredictor.from_checkpoint(workdir / "predictor", encoder, depth=model.depth,
                                                    decode=opts.predictor.decode)
     dense_predictor = None
-    if menu is not None and (workdir / "menu" / "dense_predictor").exists():
-      dense_predictor = ProgramPredictor.from_checkpoint(workdir / "menu" / "dense_predictor", encoder,
+    if menu is not None and (workdir / "predictor_dense" / "best").exists():
+      dense_predictor = ProgramPredictor.from_checkpoint(workdir / "predictor_dense", encoder,
                                                          depth=model.depth, decode=opts.predictor.decode)
     test_sets = dict(splits.test)
     test_sets.update({f"{name} (ood)": ex for name, ex in splits.ood.items()})
@@ -388,7 +415,11 @@ def run_pipeline(config: Any, workdir: str | pathlib.Path) -> dict:
   """Runs the configured stages in `workdir`; returns the results (or {} when `evaluate` did not run)."""
   opts = validate_config(config)
   stages = stage_list(opts)
-  workdir = prepare_workdir(opts, workdir)
+  check_model(opts)
+  notes: list[str] = []
+  workdir = prepare_workdir(opts, workdir, notes)
+  for note in notes:
+    _say(opts, note)
   start = time.perf_counter()
   model = stage_convert(opts, workdir)
   if stages == ["convert"]:
@@ -408,7 +439,7 @@ def run_pipeline(config: Any, workdir: str | pathlib.Path) -> dict:
     menu = MenuMatrix.load(workdir / "menu")
   encoder = None
   if "train" in stages:
-    encoder = stage_train(opts, workdir, model, splits, records)
+    encoder = stage_train(opts, workdir, model, splits, records, menu)
   results: dict = {}
   if "evaluate" in stages:
     if encoder is None:

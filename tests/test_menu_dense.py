@@ -45,12 +45,13 @@ def test_ensure_dense_trains_writes_top1s_and_the_lab_scores_them(tmp_path):
   trainer = dataclasses.replace(trainer, progress=False,
                                 train=dataclasses.replace(trainer.train, num_steps=6, batch_size=8, warmup_steps=1),
                                 checkpoint=dataclasses.replace(trainer.checkpoint, every_steps=6))
-  payload = dense.ensure_dense(tmp_path, matrix, trainer=trainer, encoder=MiniLMEncoder())
+  top1 = tmp_path / "dense_predictor.json"
+  payload = dense.ensure_dense(matrix, top1, trainer=trainer, encoder=MiniLMEncoder(), checkpoint=tmp_path / "ckpt")
   assert payload["ids"] == [q.id for q in matrix.questions("test")]
   for program, j in zip(payload["programs"], payload["menu_index"]):
     assert j == (PROGRAMS.index(tuple(program)) if tuple(program) in PROGRAMS else -1)
-  assert (tmp_path / "dense_predictor" / "best").exists()
-  again = dense.ensure_dense(tmp_path, matrix, trainer=None, encoder=None)  # the file is reused, not retrained
+  assert (tmp_path / "ckpt" / "best").exists() and dense.find_top1(tmp_path) == top1
+  again = dense.ensure_dense(matrix, top1, trainer=None, encoder=None, checkpoint=None)  # reused, not retrained
   assert again == payload
   choice = dense.DensePredictorChoice(payload)
   if min(payload["menu_index"]) >= 0:
@@ -61,9 +62,15 @@ def test_ensure_dense_trains_writes_top1s_and_the_lab_scores_them(tmp_path):
   outside = dict(payload, menu_index=[-1] + payload["menu_index"][1:])
   with pytest.raises(MenuFileError, match="not a menu program on 1 of 10 test questions"):
     dense.DensePredictorChoice(outside).choose(matrix.questions("test"))
-  (tmp_path / "dense_predictor.json").write_text(json.dumps(dict(payload, ids=payload["ids"][1:])))
+  top1.write_text(json.dumps(dict(payload, ids=payload["ids"][1:])))
   with pytest.raises(MenuFileError, match="other test questions than this menu's"):
-    dense.load_top1(tmp_path, matrix)
-  (tmp_path / "dense_predictor.json").write_text("{")
+    dense.load_top1(top1, matrix)
+  top1.write_text("{")
   with pytest.raises(MenuFileError, match="is not a dense predictor file"):
-    dense.load_top1(tmp_path, matrix)
+    dense.load_top1(top1, matrix)
+  # In a workdir the file sits in predictor_dense/, next to menu/.
+  (tmp_path / "run" / "menu").mkdir(parents=True)
+  (tmp_path / "run" / "predictor_dense").mkdir()
+  (tmp_path / "run" / "predictor_dense" / "dense_predictor.json").write_text("{}")
+  assert dense.find_top1(tmp_path / "run" / "menu") == tmp_path / "run" / "predictor_dense" / "dense_predictor.json"
+  assert dense.find_top1(tmp_path / "run") is None

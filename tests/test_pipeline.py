@@ -98,27 +98,116 @@ def test_quick_pipeline_killed_during_search_then_resumed(tmp_path):
   assert "| method |" in done.stdout  # the final table is printed
 
 
-def test_workdir_of_another_config_is_refused(tmp_path):
+def _fake_finished_workdir(config, root):
+  """A workdir whose stages all have outputs and done markers (no model needed)."""
+  pipeline.prepare_workdir(config, root)
+  for d in ("convert", "search", "menu", "train", "predictor", "evaluate", "evaluate/runs/t"):
+    (root / d).mkdir(parents=True, exist_ok=True)
+  for stage in ("convert", "search", "menu", "train", "evaluate"):
+    (root / stage / "done.json").write_text("{}")
+  (root / "search" / "records.jsonl").write_text("{}\n")
+  (root / "evaluate" / "runs" / "t" / "full_depth_greedy.json").write_text("{}")
+  (root / "results.json").write_text("{}")
+
+
+def test_a_search_change_is_refused_and_overwrite_keeps_the_earlier_stages(tmp_path):
   config = load_config(ROOT / "configs" / "default.py", "quick")
-  pipeline.prepare_workdir(config, tmp_path)
-  (tmp_path / "search").mkdir()
-  (tmp_path / "search" / "records.jsonl").write_text("{}\n")
+  _fake_finished_workdir(config, tmp_path)
   config.search.num_simulations = 99
-  with pytest.raises(pipeline.WorkdirMismatchError, match=r"search.num_simulations: 8 there, 99 now"):
+  with pytest.raises(pipeline.WorkdirMismatchError,
+                     match=r"search.num_simulations: 8 there, 99 now.*overwrite=True to delete the search and menu "
+                           r"and train and evaluate outputs and rerun them \(keeping convert\)"):
     pipeline.prepare_workdir(config, tmp_path)
-  config.stages = "convert"  # volatile fields do not matter
+  config.stages = "convert"  # operational fields do not matter
   config.overwrite = True
-  pipeline.prepare_workdir(config, tmp_path)
-  assert not (tmp_path / "search").exists()
+  notes = []
+  pipeline.prepare_workdir(config, tmp_path, notes)
+  assert not (tmp_path / "search").exists() and not (tmp_path / "predictor").exists()
+  assert (tmp_path / "convert" / "done.json").exists()  # the model's conversion is kept
   assert json.loads((tmp_path / "config.json").read_text())["search"]["num_simulations"] == 99
+  assert [n.split(":")[0] for n in notes] == ["search", "menu", "train", "evaluate"]
 
 
-def test_unknown_config_field_is_an_error(tmp_path):
-  res = subprocess.run(main_command("--config=configs/default.py:quick", f"--workdir={tmp_path}",
-                                    "--config.search.num_simulation=3"), cwd=ROOT, capture_output=True,
+def test_an_evaluation_change_reruns_only_the_evaluation(tmp_path):
+  config = load_config(ROOT / "configs" / "default.py", "quick")
+  _fake_finished_workdir(config, tmp_path)
+  config.evaluate.sampling_seed = 7
+  notes = []
+  pipeline.prepare_workdir(config, tmp_path, notes)
+  assert not (tmp_path / "evaluate").exists() and not (tmp_path / "results.json").exists()
+  for stage in ("convert", "search", "menu", "train"):
+    assert (tmp_path / stage / "done.json").exists()
+  assert notes == ["evaluate: its config changed (evaluate.sampling_seed: 0 there, 7 now); its outputs were "
+                   "removed and it reruns"]
+  # Another method list reruns the evaluation and keeps its saved runs.
+  (tmp_path / "evaluate" / "runs" / "t").mkdir(parents=True)
+  (tmp_path / "evaluate" / "done.json").write_text("{}")
+  (tmp_path / "evaluate" / "runs" / "t" / "full_depth_greedy.json").write_text("{}")
+  config.evaluate.methods = "full_depth,polar"
+  notes = []
+  pipeline.prepare_workdir(config, tmp_path, notes)
+  assert not (tmp_path / "evaluate" / "done.json").exists()
+  assert (tmp_path / "evaluate" / "runs" / "t" / "full_depth_greedy.json").exists()
+  assert len(notes) == 1 and notes[0].startswith("evaluate: evaluate.methods:") and "reuses its saved work" in notes[0]
+  # A predictor change reruns training and the evaluation, not the search or the menu.
+  config.predictor.train.learning_rate = 1e-3
+  pipeline.prepare_workdir(config, tmp_path)
+  assert not (tmp_path / "predictor").exists() and not (tmp_path / "train").exists()
+  assert (tmp_path / "menu" / "done.json").exists() and (tmp_path / "search" / "records.jsonl").exists()
+
+
+def test_operational_options_and_failed_starts_block_nothing(tmp_path):
+  config = load_config(ROOT / "configs" / "default.py", "quick")
+  _fake_finished_workdir(config, tmp_path)
+  before = (tmp_path / "config.json").read_text()
+  config.search.repair = True  # what the error for a half-written records line tells the user to pass
+  config.evaluate.plots = False
+  config.predictor.checkpoint.every_steps = 5
+  notes = []
+  pipeline.prepare_workdir(config, tmp_path, notes)
+  assert notes == [] and (tmp_path / "config.json").read_text() == before  # nothing rewritten, nothing cleared
+  assert (tmp_path / "evaluate" / "done.json").exists()
+  # A start that failed before any stage wrote anything leaves a config.json that blocks nothing.
+  fresh = tmp_path / "fresh"
+  pipeline.prepare_workdir(config, fresh)
+  config.search.num_simulations = 3
+  pipeline.prepare_workdir(config, fresh)
+  assert json.loads((fresh / "config.json").read_text())["search"]["num_simulations"] == 3
+
+
+def test_unwritable_workdirs_are_one_line(tmp_path):
+  (tmp_path / "file").write_text("x")
+  config = load_config(ROOT / "configs" / "default.py", "quick")
+  with pytest.raises(pipeline.WorkdirError, match=r"Cannot create the workdir .*file/run.*choose a --workdir"):
+    pipeline.prepare_workdir(config, tmp_path / "file" / "run")
+  res = subprocess.run(main_command("--config=configs/default.py:quick", f"--workdir={tmp_path / 'file' / 'run'}"),
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Cannot create the workdir" in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/default.py:quick", "--config.search.num_simulation=3"],
+     "polar_jax: error: --config.search.num_simulation: the config has no field 'num_simulation' (did you mean "
+     "'num_simulations'?); python -m polar_jax.main --helpfull lists every --config.* field."),
+    (["--config=configs/default.py:quick", "--config.no_such_key=1"],
+     "polar_jax: error: --config.no_such_key: the config has no field 'no_such_key'"),
+    (["--config=configs/defualt.py"], "polar_jax: error: --config=configs/defualt.py: no such config file; give one "
+                                      "of configs/*.py"),
+    (["--config=configs/default.py:quik"], "polar_jax: error: --config=configs/default.py:quik: Unknown config "
+                                           "argument 'quik' (did you mean 'quick'?)"),
+    (["--config=configs/default.py:quick", "--config.search.num_simulations=many"],
+     "--config.search.num_simulations=many: invalid literal for int()"),
+    (["--config=configs/default.py:quick", "--workdr=/tmp/x"], "Unknown command line flag 'workdr'"),
+    (["--config=configs/qwen2_5_3b.py"], "config.model.name 'Qwen2.5-3B-Instruct' is not embedded here (embedded: "
+                                         "gemma3-270m, smollm2-135m-instruct): put its weights on this machine and "
+                                         "set --config.model.path=/path/to/Qwen2.5-3B-Instruct"),
+], ids=["override typo", "unknown key", "config path", "variant", "type", "flag typo", "paper config"])
+def test_bad_command_lines_are_one_line(tmp_path, args, message):
+  res = subprocess.run(main_command(*args, f"--workdir={tmp_path / 'run'}"), cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
-  assert res.returncode != 0
-  assert "num_simulation" in res.stderr
+  assert res.returncode == 2, res.stderr[-2000:]
+  assert message in res.stderr and res.stderr.count("\n") == 1, res.stderr[-2000:]
+  assert not (tmp_path / "run").exists()  # nothing was written
 
 
 def test_bad_values_fail_before_the_model_loads(tmp_path):

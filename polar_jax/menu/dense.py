@@ -6,11 +6,12 @@ correctly, its invalid ones the rest (questions no menu program answers give no 
 valid program in the search supervision do); it is validated on the validation rows. Its top-1 program per test
 question is the method's answer.
 
-- `ensure_dense(menu_dir, matrix, ...)`: trains (or resumes) the predictor in `<menu dir>/dense_predictor/`
-  (or `checkpoint_dir`) and writes `<menu dir>/dense_predictor.json`: per test question its top-1 program and
-  that program's menu index (-1 when it is not a menu program), with the training's summary. The lab scores the
-  top-1s from that file (`DensePredictorChoice`); the pipeline's `polar_dense` evaluation method loads the
-  checkpoint and runs them.
+- `ensure_dense(matrix, top1_file, checkpoint=...)`: trains (or resumes) the predictor in `checkpoint` and
+  writes `top1_file` (`dense_predictor.json`): per test question its top-1 program and that program's menu index
+  (-1 when it is not a menu program), with the training's summary. The lab scores the top-1s from that file
+  (`DensePredictorChoice`; `find_top1` looks next to the matrix, then in a workdir's `predictor_dense/`); the
+  pipeline's train stage trains it in `<workdir>/predictor_dense/` and its `polar_dense` evaluation method runs
+  the top-1s.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import numpy as np
 
 from polar_jax.menu.matrix import AnswersView, MenuFileError, MenuMatrix, MenuQuestion, MenuView
 
-CHECKPOINT_DIR = "dense_predictor"
 TOP1_FILE = "dense_predictor.json"
+WORKDIR_DIR = "predictor_dense"  # in a pipeline workdir, next to menu/
 
 
 def menu_supervision(matrix: MenuMatrix, split: str) -> list:
@@ -44,27 +45,27 @@ def menu_supervision(matrix: MenuMatrix, split: str) -> list:
   return out
 
 
-def top1_path(menu_dir) -> pathlib.Path:
-  return pathlib.Path(menu_dir) / TOP1_FILE
+def find_top1(menu_dir) -> pathlib.Path | None:
+  """The dense predictor's file for a menu directory: next to the matrix (the shipped menu), or in the workdir's
+  `predictor_dense/` (a pipeline run's menu/); None when neither exists."""
+  for path in (pathlib.Path(menu_dir) / TOP1_FILE, pathlib.Path(menu_dir).parent / WORKDIR_DIR / TOP1_FILE):
+    if path.exists():
+      return path
+  return None
 
 
-def checkpoint_dir(menu_dir) -> pathlib.Path:
-  return pathlib.Path(menu_dir) / CHECKPOINT_DIR
-
-
-def ensure_dense(menu_dir, matrix: MenuMatrix, *, trainer, encoder, checkpoint: pathlib.Path | str | None = None
-                 ) -> dict[str, Any]:
-  """The dense predictor's test top-1s (`<menu dir>/dense_predictor.json`), training it first when the file is
-  missing (`trainer`: `options.TrainOptions`; `encoder`: the frozen question encoder)."""
-  path = top1_path(menu_dir)
+def ensure_dense(matrix: MenuMatrix, top1_file, *, trainer, encoder, checkpoint) -> dict[str, Any]:
+  """The dense predictor's test top-1s (`top1_file`), training it in `checkpoint` first when the file is missing
+  (`trainer`: `options.TrainOptions`; `encoder`: the frozen question encoder; a killed training resumes)."""
+  path = pathlib.Path(top1_file)
   if path.exists():
-    return load_top1(menu_dir, matrix)
+    return load_top1(path, matrix)
   from polar_jax import train  # pylint: disable=import-outside-toplevel
   from polar_jax.predictor.predict import ProgramPredictor  # pylint: disable=import-outside-toplevel
-  ckpt = pathlib.Path(checkpoint) if checkpoint is not None else checkpoint_dir(menu_dir)
+  ckpt = pathlib.Path(checkpoint)
   train_sup, val_sup = menu_supervision(matrix, "train"), menu_supervision(matrix, "validation")
   if not train_sup:
-    raise MenuFileError(f"No menu program answers any training question of {menu_dir}; the dense predictor has "
+    raise MenuFileError("No menu program answers any training question of this menu; the dense predictor has "
                         "nothing to train on.")
   start = time.perf_counter()
   result = train.train_predictor(trainer, ckpt, train_sup, encoder, validation=val_sup or None)
@@ -81,10 +82,11 @@ def ensure_dense(menu_dir, matrix: MenuMatrix, *, trainer, encoder, checkpoint: 
       "encoder": type(encoder).__name__, "decode": dataclasses.asdict(trainer.decode),
       "made_by": "polar_jax.menu.dense.ensure_dense (the paper's predictor on the menu's train rows, validated "
                  "on its validation rows)"}
+  path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(json.dumps(payload, indent=1))
   os.replace(tmp, path)
-  return load_top1(menu_dir, matrix)
+  return load_top1(path, matrix)
 
 
 def top1_programs(predictor, questions: Sequence[MenuQuestion]) -> list[tuple[int, ...] | None]:
@@ -93,9 +95,9 @@ def top1_programs(predictor, questions: Sequence[MenuQuestion]) -> list[tuple[in
   return [tuple(d.top1.ids) if d.top1 is not None else None for d in decoded]
 
 
-def load_top1(menu_dir, matrix: MenuMatrix) -> dict[str, Any]:
-  """`dense_predictor.json`, checked against the matrix's test questions and programs."""
-  path = top1_path(menu_dir)
+def load_top1(path, matrix: MenuMatrix) -> dict[str, Any]:
+  """A `dense_predictor.json`, checked against the matrix's test questions and programs."""
+  path = pathlib.Path(path)
   try:
     payload = json.loads(path.read_text())
     ids, programs, menu_index, _ = payload["ids"], payload["programs"], payload["menu_index"], payload["depth"]

@@ -98,7 +98,8 @@ def _run_command(args: Sequence[str]) -> None:
   """`run` with its absl flags (exits, as absl apps do)."""
   from absl import app
   _define_run_flags()
-  app.run(_run, argv=[_RUN_USAGE, *args])
+  from polar_jax.options_io import strict_flags_parser
+  app.run(_run, argv=[_RUN_USAGE, *args], flags_parser=strict_flags_parser("polar_jax.search"))
 
 
 def _parser() -> argparse.ArgumentParser:
