@@ -17,6 +17,22 @@ class ConfigError(UserError, ValueError):
   """A config value or config argument is invalid."""
 
 
+class DiskFullError(UserError, OSError):
+  """The disk filled up: what was written before still loads; free space and rerun to resume."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """An error (or one it wraps, e.g. orbax's / tensorstore's) that says the disk is full (ENOSPC)."""
+  import errno  # pylint: disable=import-outside-toplevel
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
 # Built-in errors that are the user's when they reach an entry point: a path that does not exist.
 USER_BUILTINS: tuple[type[BaseException], ...] = (FileNotFoundError,)
 

@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from polar_jax.errors import user_errors
+from polar_jax.errors import is_disk_full, user_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py), optionally with ':variant', e.g. configs/default.py:quick.",
@@ -33,6 +33,13 @@ def main(argv):
     pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value)
   except user_errors() as e:
     print(f"polar_jax: error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    if not is_disk_full(e):
+      raise
+    where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+    print(f"polar_jax: error: the disk is full{where}. Free some space and rerun the same command: finished "
+          "stages, searched questions and menu chunks are kept, and the stage resumes.", file=sys.stderr)
     return 2
   return 0
 

@@ -130,6 +130,36 @@ def test_interrupted_run_resumes_to_identical_parameters(straight_run, tmp_path)
   assert resumed.history == straight.history and resumed.best_step == straight.best_step
 
 
+def test_a_full_disk_is_one_message_and_the_rerun_resumes(straight_run, tmp_path, monkeypatch):
+  """Fault injection: after step 7 the disk reports no free space. The step-10 save is refused before orbax
+  writes anything (one DiskFullError, no *.orbax-checkpoint-tmp left), the step-5 checkpoint still loads, and
+  the rerun after "freeing space" resumes from it to the uninterrupted run's parameters."""
+  import shutil
+  from polar_jax.errors import DiskFullError
+  from polar_jax.predictor.checkpoint import load_predictor
+  config, records, val, encoder = _tiny_setup()
+  straight, _ = straight_run
+  real = shutil.disk_usage
+  full = {"on": False}
+  fake = lambda path: real(path)._replace(free=0) if full["on"] else real(path)
+  monkeypatch.setattr(shutil, "disk_usage", fake)
+
+  def fill(step):
+    if step == 7:
+      full["on"] = True
+
+  with pytest.raises(DiskFullError, match=r"The disk is full: no room for the step-10 checkpoint .*Free some "
+                                          r"space and rerun the same command: training resumes from step 5"):
+    train.train_predictor(config, tmp_path / "run", records, encoder, validation=val, step_callback=fill)
+  assert not list((tmp_path / "run").rglob("*orbax-checkpoint-tmp*"))
+  _, _, meta = load_predictor(tmp_path / "run", which="latest")
+  assert meta["data_position"] == 5
+  full["on"] = False
+  resumed = train.train_predictor(config, tmp_path / "run", records, encoder, validation=val)
+  leaves = lambda r: jax.tree.leaves(r.params)
+  assert all(np.array_equal(a, b) for a, b in zip(leaves(straight), leaves(resumed)))
+
+
 def test_checkpoint_of_another_depth_is_refused(straight_run):
   straight, workdir = straight_run
   config, _, _, encoder = _tiny_setup()

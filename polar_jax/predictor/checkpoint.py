@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import shutil
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from polar_jax.errors import UserError
+from polar_jax.errors import DiskFullError, UserError, is_disk_full
 from polar_jax.predictor.model import PredictorConfig
 
 FORMAT = "polar_jax.predictor/1"
@@ -65,6 +66,7 @@ class Checkpoints:
 
   def __init__(self, workdir: str | pathlib.Path, *, keep: int = 2, async_save: bool = True):
     workdir = pathlib.Path(workdir).absolute()
+    self.async_save = bool(async_save)
     items = ("state", "meta")
     self.latest = ocp.CheckpointManager(
         workdir / "checkpoints", item_names=items,
@@ -74,13 +76,51 @@ class Checkpoints:
         options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["val_loss"], best_mode="min",
                                              enable_async_checkpointing=async_save))
 
+  def _room_for(self, manager, step: int, state) -> None:
+    """Refuses a save that cannot fit (orbax would fail in its writer threads, print hundreds of tracebacks and
+    leave *.orbax-checkpoint-tmp folders): the checkpoint's bytes, twice with async saves in flight, + 1 MB."""
+    size = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state) if hasattr(x, "dtype"))
+    need = int(size * 1.1) * (2 if self.async_save else 1) + (1 << 20)
+    directory = pathlib.Path(manager.directory)
+    free = shutil.disk_usage(directory if directory.exists() else directory.parent).free
+    if free < need:
+      raise DiskFullError(self._full_message(directory, step, f"it needs about {need / 1e6:.1f} MB and "
+                                                              f"{free / 1e6:.1f} MB are free"))
+
+  def _full_message(self, directory: pathlib.Path, step: int, detail: str) -> str:
+    last = self.latest.latest_step()
+    resume = (f"training resumes from step {last}, its last complete checkpoint" if last is not None else
+              "no checkpoint was complete yet, so training starts again")
+    what = f"the step-{step} checkpoint" if step >= 0 else "a checkpoint"
+    return (f"The disk is full: no room for {what} in {directory} ({detail}). Free some space and rerun the same "
+            f"command: {resume}.")
+
+  def _save(self, manager, step: int, **kwargs) -> None:
+    try:
+      manager.save(step, **kwargs)
+      if not self.async_save:
+        manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_disk_full(e):
+        raise
+      self._drop_partial()
+      raise DiskFullError(self._full_message(pathlib.Path(manager.directory), step, "no space left on device")
+                          ) from None
+
+  def _drop_partial(self) -> None:
+    for manager in (self.latest, self.best):
+      for tmp in pathlib.Path(manager.directory).glob("*.orbax-checkpoint-tmp*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
   def save(self, step: int, state, meta: dict):
-    self.latest.save(step, args=_args(state, meta), force=True)
+    self._room_for(self.latest, step, state)
+    self._save(self.latest, step, args=_args(state, meta), force=True)
 
   def save_best(self, step: int, state, meta: dict, val_loss: float):
     if step in self.best.all_steps():  # re-evaluated after a resume: the same state was already considered
       return
-    self.best.save(step, args=_args(state, meta), metrics={"val_loss": float(val_loss)}, force=True)
+    self._room_for(self.best, step, state)
+    self._save(self.best, step, args=_args(state, meta), metrics={"val_loss": float(val_loss)}, force=True)
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -95,9 +135,18 @@ class Checkpoints:
     return state["state"], meta
 
   def close(self):
+    failed = None
     for manager in (self.latest, self.best):
-      manager.wait_until_finished()
+      try:
+        manager.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        if not is_disk_full(e):
+          raise
+        failed = manager
       manager.close()
+    if failed is not None:
+      self._drop_partial()
+      raise DiskFullError(self._full_message(pathlib.Path(failed.directory), -1, "no space left on device"))
 
 
 def load_predictor(workdir: str | pathlib.Path, *, which: str = "best", depth: int | None = None,
