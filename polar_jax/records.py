@@ -134,6 +134,16 @@ def _is_num(x: Any) -> bool:
   return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def is_finite_number(x: Any) -> bool:
+  """A JSON number (not a bool) that is a finite float (an integer too large for a float is not)."""
+  if not _is_num(x):
+    return False
+  try:
+    return math.isfinite(float(x))
+  except OverflowError:
+    return False
+
+
 def search_record_problem(obj: Any) -> str | None:
   """Why `obj` (a parsed JSON value) is not a search record, or None when it is one."""
   if not isinstance(obj, Mapping):
@@ -421,7 +431,7 @@ def read_release_sample(sample: Any, depth: int, *, key: str | None = None, numb
     raise ReleaseFieldError(field, f"the gold answer must be a string or a number, got {_kind(gold)}")
   field, score = _first_present(sample, "initial_transition_metric", "initial_score",
                                 "evaluation_result.initial_score")
-  if score is not None and (not _is_num(score) or not math.isfinite(score)):
+  if score is not None and not is_finite_number(score):
     raise ReleaseFieldError(field, f"the full program's score must be a finite number, got {score!r:.40}")
   trajectory = sample.get("search_trajectory")
   if trajectory is not None:

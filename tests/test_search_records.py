@@ -217,3 +217,53 @@ def test_unknown_keys_and_nulls_are_kept(tmp_path):
   with RecordWriter(tmp_path / "z.jsonl") as writer:
     with pytest.raises(ValueError, match="Refusing to write"):
       writer.write(SearchRecord(id="z", question="q", depth=2, valid=[(0, 5)]))
+
+
+class _ClockedScorer(FunctionScorer):
+  """Advances a fake clock by 1 ms per layer execution it scores: a search whose wall time is known exactly."""
+
+  def __init__(self, clock):
+    super().__init__(_reward, DEPTH)
+    self.clock = clock
+
+  def score(self, pairs):
+    self.clock[0] += 0.001 * sum(len(p) for _, p in pairs)
+    return super().score(pairs)
+
+
+def test_each_record_gets_its_share_of_the_rounds_not_the_waves_wall_time(tmp_path, monkeypatch):
+  from polar_jax.search import mcts
+  clock = [100.0]
+  monkeypatch.setattr(mcts.time, "perf_counter", lambda: clock[0])
+  path = tmp_path / "s.jsonl"
+  run = run_search(EXAMPLES, _ClockedScorer(clock), CONFIG, path, shard=(0, 1), max_active=4)
+  recs = read_records(path)
+  # Seven questions share rounds four at a time; each is charged the time of its own layer executions only.
+  for rec in recs:
+    assert rec.seconds == pytest.approx(0.001 * rec.layers, abs=1e-3)
+  assert sum(r.seconds for r in recs) == pytest.approx(clock[0] - 100.0, abs=1e-2) == pytest.approx(run.seconds)
+  assert len({r.seconds for r in recs}) > 1
+
+
+def test_records_without_the_batching_fields_still_load_and_resume(tmp_path, caplog):
+  path = tmp_path / "s.jsonl"
+  with pytest.raises(Killed):
+    run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1), max_active=3, on_record=_kill_after(2))
+  old = _json_lines(path)
+  for obj in old:  # As written before the config recorded how the driver batched.
+    for key in ("max_batch", "max_active", "per_question"):
+      del obj["config"][key]
+  path.write_text("".join(json.dumps(o) + "\n" for o in old))
+  assert [r.config for r in read_records(path)] == [CONFIG.to_json()] * 2
+  with caplog.at_level("WARNING", logger="polar_jax.search.mcts"):
+    run = run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1), max_active=3)
+  assert (run.skipped, run.written) == (2, 5)
+  assert not [r for r in caplog.records if r.levelname == "WARNING"]  # Nothing to compare: no warning.
+  # Resuming with other batching is allowed (it is not the tree's identity) but logged.
+  path2 = tmp_path / "t.jsonl"
+  with pytest.raises(Killed):
+    run_search(EXAMPLES, _scorer(), CONFIG, path2, shard=(0, 1), max_active=3, on_record=_kill_after(2))
+  with caplog.at_level("WARNING", logger="polar_jax.search.mcts"):
+    run_search(EXAMPLES, _scorer(), CONFIG, path2, shard=(0, 1), max_active=5)
+  assert "searched with batching {'max_batch': None, 'max_active': 3, 'per_question': None}" in caplog.text
+  assert [r.config["max_active"] for r in read_records(path2)] == [3, 3, 5, 5, 5, 5, 5]

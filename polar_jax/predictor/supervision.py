@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from polar_jax.errors import UserError
-from polar_jax.records import (ReleaseFieldError, SearchRecord, read_release_sample, release_sample_lines,
-                               release_samples)
+from polar_jax.records import (ReleaseFieldError, SearchRecord, is_finite_number, read_release_sample,
+                               release_sample_lines, release_samples)
 
 
 class SupervisionError(UserError, ValueError):
@@ -95,7 +94,7 @@ def _jsonl_record(sample: Any, *, depth: int, where: str, line: int) -> tuple[st
                            "one model's search).")
   rid = sample.get("id", f"line-{line}")
   if isinstance(rid, bool) or not isinstance(rid, (str, int)) or rid == "":
-    raise SupervisionError(f"{where}: field id must be a non-empty string, got {_kind(rid)}.")
+    raise SupervisionError(f"{where}: field id must be a non-empty string or an integer, got {_kind(rid)}.")
   question, gold = sample.get("question"), sample.get("gold")
   if not isinstance(question, str) or not question.strip():
     raise SupervisionError(f"{where}: field question: no question text (expected a non-empty string, got "
@@ -103,7 +102,7 @@ def _jsonl_record(sample: Any, *, depth: int, where: str, line: int) -> tuple[st
   if gold is not None and (isinstance(gold, bool) or not isinstance(gold, (str, int, float))):
     raise SupervisionError(f"{where}: field gold must be a string, a number or null, got {_kind(gold)}.")
   score = sample.get("initial_score")
-  if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)):
+  if score is not None and not is_finite_number(score):
     raise SupervisionError(f"{where}: field initial_score must be a finite number or null, got {score!r:.40}.")
   valid, invalid = sample.get("valid"), sample.get("invalid")
   for key, value in (("valid", valid), ("invalid", invalid)):
@@ -123,7 +122,8 @@ def _record(sample: Any, *, depth: int, where: str, layout: str, empty_valid: st
       raise SupervisionError(f"{where}: {e}.") from None
     if not s.question.strip():
       raise SupervisionError(f"{where}: field question: no question text (expected a non-empty string under "
-                             "'question' or 'sample_info.question').")
+                             "'question' or 'sample_info.question'; RE-PoLar's mcts_results carry query ids only, "
+                             "join the questions onto them first).")
     rid, question, gold, score, valid, invalid = s.id, s.question, s.gold, s.initial_score, list(s.valid), \
         list(s.invalid)
   if not valid:
@@ -161,8 +161,8 @@ def _jsonl_samples(path: pathlib.Path) -> Iterator[tuple[str, int, None, Any]]:
       raise SupervisionError(f"{path}, line {line_no}: not UTF-8 text (byte {e.start} of the line).") from None
     except json.JSONDecodeError as e:
       raise SupervisionError(f"{path}, line {line_no}: malformed JSON ({e.msg} at column {e.colno}).") from None
-    except RecursionError:
-      raise SupervisionError(f"{path}, line {line_no}: JSON nested too deeply.") from None
+    except (ValueError, RecursionError) as e:  # A number too long to convert; nesting too deep.
+      raise SupervisionError(f"{path}, line {line_no}: malformed JSON ({str(e) or type(e).__name__}).") from None
 
 
 def _release_samples(path: pathlib.Path) -> list[tuple[str, int, str | None, Any]]:
@@ -177,8 +177,8 @@ def _release_samples(path: pathlib.Path) -> list[tuple[str, int, str | None, Any
     data = json.loads(text)
   except json.JSONDecodeError as e:
     raise SupervisionError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
-  except RecursionError:
-    raise SupervisionError(f"{path}: JSON nested too deeply.") from None
+  except (ValueError, RecursionError) as e:  # A number too long to convert; nesting too deep.
+    raise SupervisionError(f"{path}: malformed JSON ({str(e) or type(e).__name__}).") from None
   try:
     items = release_samples(data)
   except ValueError as e:

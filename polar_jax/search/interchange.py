@@ -124,6 +124,12 @@ def _own_record(sample: Mapping[str, Any], extra: Any) -> dict[str, Any]:
       raise ReleaseFieldError(key, "missing")
   valid = _entries(sample, extra, "final_valid_transitions", "valid", depth)
   invalid = _entries(sample, extra, "final_invalid_transitions", "invalid", depth)
+  seen: dict[tuple[int, ...], str] = {}
+  for key, entries in (("final_valid_transitions", valid), ("final_invalid_transitions", invalid)):
+    for i, e in enumerate(entries):
+      first = seen.setdefault(tuple(e["program"]), f"{key}[{i}]")
+      if first != f"{key}[{i}]":
+        raise ReleaseFieldError(f"{key}[{i}]", f"path {e['program']} is also {first} (a record lists each program once)")
   rec = {k: v for k, v in extra.items() if k not in ("valid", "invalid", "gold_type", "gold")}
   rec.update(question=sample["question"], gold=_restore_gold(sample["gt_ans"], extra),
              initial_score=sample["initial_score"], valid=valid, invalid=invalid)
@@ -269,8 +275,8 @@ def import_polar(path: os.PathLike | str, *, depth: int | None = None) -> list[S
   except json.JSONDecodeError as e:
     raise InterchangeError(f"{path}, line {e.lineno}, column {e.colno}: not valid JSON ({e.msg}); was the file "
                            "cut short?") from None
-  except RecursionError:
-    raise InterchangeError(f"{path}: JSON nested too deeply to be a release file.") from None
+  except (ValueError, RecursionError) as e:  # A number too long to convert; nesting too deep.
+    raise InterchangeError(f"{path}: not valid JSON ({str(e) or type(e).__name__}).") from None
   return _from_polar(data, depth, _Where(path, text))
 
 
