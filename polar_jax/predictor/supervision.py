@@ -166,7 +166,7 @@ def _jsonl_samples(path: pathlib.Path) -> Iterator[tuple[str, int, None, Any]]:
 
 
 def _release_samples(path: pathlib.Path) -> list[tuple[str, int, str | None, Any]]:
-  """(where, position, key, sample) of each sample of a release file; `where` names the file, the line and the sample."""
+  """(where, position, key, sample) of each sample of a release file; `where` names the file, line and sample."""
   raw = path.read_bytes()
   try:
     text = raw.decode("utf-8")

@@ -129,7 +129,8 @@ def _own_record(sample: Mapping[str, Any], extra: Any) -> dict[str, Any]:
     for i, e in enumerate(entries):
       first = seen.setdefault(tuple(e["program"]), f"{key}[{i}]")
       if first != f"{key}[{i}]":
-        raise ReleaseFieldError(f"{key}[{i}]", f"path {e['program']} is also {first} (a record lists each program once)")
+        raise ReleaseFieldError(f"{key}[{i}]", f"path {e['program']} is also {first} (a record lists each "
+                                               "program once)")
   rec = {k: v for k, v in extra.items() if k not in ("valid", "invalid", "gold_type", "gold")}
   rec.update(question=sample["question"], gold=_restore_gold(sample["gt_ans"], extra),
              initial_score=sample["initial_score"], valid=valid, invalid=invalid)
