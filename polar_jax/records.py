@@ -134,6 +134,12 @@ def _is_num(x: Any) -> bool:
   return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def short_repr(value: Any, limit: int = 40) -> str:
+  """repr(value), cut to `limit` characters with "..." (for messages)."""
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
 def is_finite_number(x: Any) -> bool:
   """A JSON number (not a bool) that is a finite float (an integer too large for a float is not)."""
   if not _is_num(x):
@@ -432,7 +438,7 @@ def read_release_sample(sample: Any, depth: int, *, key: str | None = None, numb
   field, score = _first_present(sample, "initial_transition_metric", "initial_score",
                                 "evaluation_result.initial_score")
   if score is not None and not is_finite_number(score):
-    raise ReleaseFieldError(field, f"the full program's score must be a finite number, got {score!r:.40}")
+    raise ReleaseFieldError(field, f"the full program's score must be a finite number, got {short_repr(score)}")
   trajectory = sample.get("search_trajectory")
   if trajectory is not None:
     check_search_trajectory(trajectory, depth)

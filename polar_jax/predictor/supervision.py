@@ -34,7 +34,7 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from polar_jax.errors import UserError
 from polar_jax.records import (ReleaseFieldError, SearchRecord, is_finite_number, read_release_sample,
-                               release_sample_lines, release_samples)
+                               release_sample_lines, release_samples, short_repr)
 
 
 class SupervisionError(UserError, ValueError):
@@ -90,7 +90,7 @@ def _jsonl_record(sample: Any, *, depth: int, where: str, line: int) -> tuple[st
   if not isinstance(sample, Mapping):
     raise SupervisionError(f"{where}: a record must be a JSON object, got {_kind(sample)}.")
   if "depth" in sample and sample["depth"] != depth:
-    raise SupervisionError(f"{where}: record depth {sample['depth']!r:.40} differs from depth {depth} (a file holds "
+    raise SupervisionError(f"{where}: record depth {short_repr(sample['depth'])} differs from depth {depth} (a file holds "
                            "one model's search).")
   rid = sample.get("id", f"line-{line}")
   if isinstance(rid, bool) or not isinstance(rid, (str, int)) or rid == "":
@@ -103,7 +103,7 @@ def _jsonl_record(sample: Any, *, depth: int, where: str, line: int) -> tuple[st
     raise SupervisionError(f"{where}: field gold must be a string, a number or null, got {_kind(gold)}.")
   score = sample.get("initial_score")
   if score is not None and not is_finite_number(score):
-    raise SupervisionError(f"{where}: field initial_score must be a finite number or null, got {score!r:.40}.")
+    raise SupervisionError(f"{where}: field initial_score must be a finite number or null, got {short_repr(score)}.")
   valid, invalid = sample.get("valid"), sample.get("invalid")
   for key, value in (("valid", valid), ("invalid", invalid)):
     if value is not None and not isinstance(value, list):
@@ -160,7 +160,7 @@ def _jsonl_samples(path: pathlib.Path) -> Iterator[tuple[str, int, None, Any]]:
     except UnicodeDecodeError as e:
       raise SupervisionError(f"{path}, line {line_no}: not UTF-8 text (byte {e.start} of the line).") from None
     except json.JSONDecodeError as e:
-      raise SupervisionError(f"{path}, line {line_no}: malformed JSON ({e.msg} at column {e.colno}).") from None
+      raise SupervisionError(f"{path}, line {line_no}: malformed JSON ({e.msg}: column {e.colno}).") from None
     except (ValueError, RecursionError) as e:  # A number too long to convert; nesting too deep.
       raise SupervisionError(f"{path}, line {line_no}: malformed JSON ({str(e) or type(e).__name__}).") from None
 
@@ -176,7 +176,7 @@ def _release_samples(path: pathlib.Path) -> list[tuple[str, int, str | None, Any
   try:
     data = json.loads(text)
   except json.JSONDecodeError as e:
-    raise SupervisionError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
+    raise SupervisionError(f"{path}: malformed JSON ({e.msg}: line {e.lineno}, column {e.colno}).") from None
   except (ValueError, RecursionError) as e:  # A number too long to convert; nesting too deep.
     raise SupervisionError(f"{path}: malformed JSON ({str(e) or type(e).__name__}).") from None
   try:
@@ -219,7 +219,7 @@ def load_supervision(path: str | pathlib.Path, depth: int | None = None, *, layo
       raise SupervisionError(f"{path}: no record carries a 'depth' field; pass depth=.")
     where, depth = first[0], first[1]["depth"]
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
-      raise SupervisionError(f"{where}: field depth must be an integer >= 2, got {depth!r:.40}.")
+      raise SupervisionError(f"{where}: field depth must be an integer >= 2, got {short_repr(depth)}.")
   if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
     raise SupervisionError(f"{path}: depth must be an integer >= 2, got {depth!r}.")
   records, skipped = [], 0

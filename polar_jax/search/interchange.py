@@ -30,7 +30,8 @@ from typing import Any, Mapping, Sequence
 from polar_jax.errors import UserError
 from polar_jax.programs import parse
 from polar_jax.records import (ReleaseFieldError, SearchRecord, check_search_trajectory, read_release_sample,
-                               release_paths, release_sample_lines, release_samples, search_record_problem)
+                               release_paths, release_sample_lines, release_samples, search_record_problem,
+                               short_repr)
 
 EXTRA_KEY = "polar_jax"
 _DIRECT = ("question", "gold", "initial_score", "valid", "invalid")
@@ -84,7 +85,7 @@ def _restore_gold(text: Any, extra: Mapping[str, Any]) -> Any:
       raise ReleaseFieldError(f"{EXTRA_KEY}.gold", "missing (gold_type 'json' keeps the gold answer there)")
     return extra["gold"]
   if not isinstance(kind, str):
-    raise ReleaseFieldError(f"{EXTRA_KEY}.gold_type", f"must be one of {list(_GOLD_TYPES)}, got {kind!r:.40}")
+    raise ReleaseFieldError(f"{EXTRA_KEY}.gold_type", f"must be one of {list(_GOLD_TYPES)}, got {short_repr(kind)}")
   if not isinstance(text, str):
     raise ReleaseFieldError("gt_ans", f"must be a string, got {type(text).__name__}")
   try:
@@ -93,10 +94,10 @@ def _restore_gold(text: Any, extra: Mapping[str, Any]) -> Any:
     if kind == "float":
       return float(text)
   except ValueError:
-    raise ReleaseFieldError("gt_ans", f"{text!r:.40} is not the {kind} that {EXTRA_KEY}.gold_type says") from None
+    raise ReleaseFieldError("gt_ans", f"{short_repr(text)} is not the {kind} that {EXTRA_KEY}.gold_type says") from None
   if kind == "bool":
     if text not in ("True", "False"):
-      raise ReleaseFieldError("gt_ans", f"{text!r:.40} is not the bool that {EXTRA_KEY}.gold_type says")
+      raise ReleaseFieldError("gt_ans", f"{short_repr(text)} is not the bool that {EXTRA_KEY}.gold_type says")
     return text == "True"
   return text  # "str", or a type name written by an older export (which kept its text only).
 
@@ -118,7 +119,7 @@ def _own_record(sample: Mapping[str, Any], extra: Any) -> dict[str, Any]:
     raise ReleaseFieldError(EXTRA_KEY, "must be an object (polar_jax's own record fields)")
   depth = extra.get("depth")
   if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-    raise ReleaseFieldError(f"{EXTRA_KEY}.depth", f"must be a positive integer, got {depth!r:.40}")
+    raise ReleaseFieldError(f"{EXTRA_KEY}.depth", f"must be a positive integer, got {short_repr(depth)}")
   for key in ("question", "gt_ans", "initial_score"):
     if key not in sample:
       raise ReleaseFieldError(key, "missing")
@@ -223,7 +224,7 @@ def _from_polar(data: Any, depth: int | None, where: _Where) -> list[SearchRecor
     if record.id in owner:
       raise InterchangeError(f"{where(number, key)}: question id {record.id!r} repeats the id of {owner[record.id]}; "
                              "ids must be unique (remove the duplicate sample).")
-    owner[record.id] = where(number, key)
+    owner[record.id] = f"sample {number}" if key is None else f"sample {key!r}"
     records.append(record)
   return records
 
