@@ -153,6 +153,12 @@ def _normalized(config: Any) -> Any:
     return config
 
 
+def _driver_config(scorer: Scorer, max_active: int) -> dict[str, Any]:
+  """How this run batches, in `DRIVER_KEYS` order: what each of its records' config adds to the tree's."""
+  settings = {**scorer_batching(scorer), "max_active": int(max_active)}
+  return {k: settings[k] for k in DRIVER_KEYS}
+
+
 def _driver(config: Any) -> dict[str, Any]:
   """A record's batching fields (missing in records written before they were recorded: not compared)."""
   return {k: config[k] for k in DRIVER_KEYS if isinstance(config, Mapping) and k in config}
@@ -202,8 +208,7 @@ def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Score
     raise ValueError(f"max_active must be at least 1, got {max_active}.")
   depth = int(scorer.depth)
   max_len = config.resolved_max_len(depth)
-  driver = {**scorer_batching(scorer), "max_active": int(max_active)}
-  driver = {k: driver[k] for k in DRIVER_KEYS}
+  driver = _driver_config(scorer, max_active)
   queue = list(indices)
   active: list[QuestionSearch] = []
   finished: dict[int, SearchRecord] = {}
@@ -287,7 +292,7 @@ def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, ou
   existing = records_lib.read_records(path, repair=repair)
   depth = int(scorer.depth)
   expected = config.to_json()
-  driver = {**scorer_batching(scorer), "max_active": int(max_active)}
+  driver = _driver_config(scorer, max_active)
   other_batching = None
   for number, rec in enumerate(existing, start=1):
     if _normalized(rec.config) != expected or rec.depth != depth:
