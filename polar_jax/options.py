@@ -103,9 +103,14 @@ class SearchOptions(SearchConfig):
       raise ValueError(f"SearchOptions.reward must be 'teacher_forced' or 'generate', got {self.reward!r}.")
 
   def tree(self) -> SearchConfig:
-    """The per-question search parameters alone (what a search record's `config` holds)."""
+    """The per-question search parameters alone (a search record's `config` holds them and `record_config`'s)."""
     names = [f.name for f in dataclasses.fields(SearchConfig)]
     return SearchConfig(**{n: getattr(self, n) for n in names})
+
+  def record_config(self) -> dict:
+    """What a search record's `config` holds: the tree's parameters and how the driver batched."""
+    return {**self.tree().to_json(), "max_batch": self.max_batch, "max_active": self.max_active,
+            "per_question": self.per_question}
 
 
 @dataclasses.dataclass(frozen=True)

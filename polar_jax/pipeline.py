@@ -254,9 +254,14 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
     bar.close()
     records = search_lib.read_records(records_path)
     search_lib.write_summary(records, out, title=f"{model.name}: valid programs ({opts.name})")
-    workdir_lib.mark_done(workdir, "search", {"questions": len(records), "evaluations": run.evaluations,
-                                              "seconds": run.seconds, "skipped_existing": run.skipped})
-    _say(opts, f"search: {len(records)} questions, {run.evaluations} program runs in {run.seconds:.0f}s; "
+    # The whole (possibly resumed) run: every record of the file, not only this process's.
+    evaluations = sum(r.evaluations for r in records)
+    seconds = round(sum(r.seconds or 0.0 for r in records), 3)
+    workdir_lib.mark_done(workdir, "search", {"questions": len(records), "evaluations": evaluations,
+                                              "seconds": seconds, "skipped_existing": run.skipped,
+                                              "evaluations_this_process": run.evaluations,
+                                              "seconds_this_process": round(run.seconds, 3)})
+    _say(opts, f"search: {len(records)} questions, {evaluations} program runs in {seconds:.0f}s of search; "
                f"summary in {out / 'summary.json'}")
   return search_lib.read_records(records_path)
 
@@ -323,6 +328,7 @@ class _ProgressScorer:
 
   def __init__(self, scorer, bar):
     self.scorer, self.bar, self.depth, self.runs = scorer, bar, scorer.depth, 0
+    self.max_batch, self.per_question = scorer.max_batch, scorer.per_question  # Recorded in each record's config.
 
   def score(self, pairs):
     out = self.scorer.score(pairs)

@@ -10,18 +10,27 @@ Search record layout (key order fixed by `RECORD_KEYS`):
   invalid [{program, visits, answer}]  the other scored programs, same order
   simulations, evaluations             simulations run; distinct programs scored (= len(valid + invalid))
   layers                               layer executions the scorer reported, summed over evaluations
-  seconds                              wall time from the question's start to its end (shared device time)
-  seed, config                         the search's seed and `SearchConfig.to_json()`
+  seconds                              the question's share of the search's wall time (`search.mcts`: each
+                                       round's time split over its questions by the layers each ran in it)
+  seed, config                         the search's seed; `SearchConfig.to_json()` plus how the driver batched
+                                       (`DRIVER_KEYS`: max_batch, max_active, per_question; absent in old records)
 
 Records imported from other tools may hold null in visits / answer / simulations / layers / seconds / seed /
 config / initial_score. Keys this layout does not name are kept (`extra`) and written back after the others,
 so `SearchRecord.from_json(x).to_json() == x`, key order included, for every record the search writes.
 Values are kept as read (no number is converted), for the same reason.
+
+The PoLar release's `merged_mcts_samples.json` (and RE-PoLar's files of the same layout) is the other contract
+read here: `release_samples` lists a file's samples, `read_release_sample` checks and reads one
+(`ReleaseSample`), `release_sample_lines` says on which line each starts (for messages). Both the search's
+importer (`search.interchange`) and the predictor's supervision reader use them, so they agree on every field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -31,6 +40,9 @@ VALID_THRESHOLD = 0.5  # A program is valid for a question when its reward excee
 RECORD_KEYS = ("id", "question", "gold", "level", "subject", "depth", "initial_score", "initial_answer", "valid",
                "invalid", "simulations", "evaluations", "layers", "seconds", "seed", "config")
 ENTRY_KEYS = ("program", "visits", "answer")
+# How the search driver batched a record's question: with the same tree config, equal values make a resumed run
+# bit-identical to an uninterrupted one (`search.scoring`); a record's `config` holds them next to the tree's.
+DRIVER_KEYS = ("max_batch", "max_active", "per_question")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +134,22 @@ def _is_num(x: Any) -> bool:
   return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def short_repr(value: Any, limit: int = 40) -> str:
+  """repr(value), cut to `limit` characters with "..." (for messages)."""
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def is_finite_number(x: Any) -> bool:
+  """A JSON number (not a bool) that is a finite float (an integer too large for a float is not)."""
+  if not _is_num(x):
+    return False
+  try:
+    return math.isfinite(float(x))
+  except OverflowError:
+    return False
+
+
 def search_record_problem(obj: Any) -> str | None:
   """Why `obj` (a parsed JSON value) is not a search record, or None when it is one."""
   if not isinstance(obj, Mapping):
@@ -138,6 +166,8 @@ def search_record_problem(obj: Any) -> str | None:
     return f"'depth' must be a positive integer, got {depth!r}"
   if obj["initial_score"] is not None and not _is_num(obj["initial_score"]):
     return f"'initial_score' must be a number or null, got {obj['initial_score']!r}"
+  if obj["initial_answer"] is not None and not isinstance(obj["initial_answer"], str):
+    return f"'initial_answer' must be a string or null, got {type(obj['initial_answer']).__name__}"
   for key in ("simulations", "layers", "seed"):
     if obj[key] is not None and (not _is_json_int(obj[key]) or obj[key] < 0):
       return f"{key!r} must be a non-negative integer or null, got {obj[key]!r}"
@@ -247,3 +277,229 @@ class RunRecord:
 def is_int(x: Any) -> bool:
   """A Python or NumPy integer, not a bool."""
   return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+# --- the PoLar release's sample layout ------------------------------------------------------------------------
+
+
+class ReleaseFieldError(ValueError):
+  """A field of one release sample is missing or mistyped. `field` names it (dotted, list positions in [])."""
+
+  def __init__(self, field: str, problem: str):
+    self.field = field
+    super().__init__(f"field {field}: {problem}" if field else problem)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseSample:
+  """One sample of a release file, checked (see `read_release_sample` for where each field comes from).
+
+  `valid` / `invalid` are the paths as lists of layer ids, in file order (duplicates kept); `initial_score`,
+  `gold`, `sample_info` and `search_trajectory` are None where the sample has none.
+  """
+  id: str
+  question: str
+  gold: Any
+  level: Any
+  subject: Any
+  initial_score: float | None
+  valid: tuple[tuple[int, ...], ...]
+  invalid: tuple[tuple[int, ...], ...]
+  sample_info: Mapping[str, Any] | None = None
+  search_trajectory: list[Any] | None = None
+
+
+def release_samples(data: Any) -> list[tuple[str | None, Any]]:
+  """The (key, sample) pairs of a parsed release file, in file order.
+
+  Layouts: `{"samples": [...]}` (the release; other top-level keys are its run header and are ignored), a bare
+  list (key None), or an object of samples keyed by question id (also under "samples"). Raises ValueError for
+  anything else. The samples themselves are not checked here.
+  """
+  if isinstance(data, Mapping) and "samples" in data:
+    data = data["samples"]
+  if isinstance(data, list):
+    return [(None, sample) for sample in data]
+  if isinstance(data, Mapping):
+    return [(str(key), sample) for key, sample in data.items()]
+  raise ValueError(f"expected the release's layout: {{\"samples\": [sample, ...]}}, a list of samples or an object "
+                   f"of samples keyed by id, got {_kind(data)}")
+
+
+def _kind(value: Any) -> str:
+  names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+           float: "a number", type(None): "null"}
+  return next((name for t, name in names.items() if type(value) is t),
+              "an object" if isinstance(value, Mapping) else type(value).__name__)
+
+
+def release_sample_id(sample: Mapping[str, Any], key: str | None, number: int) -> str:
+  """A sample's question id: its `id`, `query_id` (the release and RE-PoLar), `sample_info.query_id` or
+  `sample_info.id`, the first present; else the key it is stored under; else `sample-<number, 6 digits>`."""
+  info = sample.get("sample_info")
+  info = info if isinstance(info, Mapping) else {}
+  for field, value in (("id", sample.get("id")), ("query_id", sample.get("query_id")),
+                       ("sample_info.query_id", info.get("query_id")), ("sample_info.id", info.get("id"))):
+    if value is None or value == "":
+      continue
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+      raise ReleaseFieldError(field, f"a question id must be a string or an integer, got {_kind(value)}")
+    return str(value)
+  return key if key else f"sample-{number:06d}"
+
+
+def _layer_ids(obj: Any, depth: int, field: str) -> tuple[int, ...]:
+  """A path: a list of layer ids in 0..depth-1, or an object with the list under "path" (or "program")."""
+  if isinstance(obj, Mapping):
+    if "path" in obj:
+      obj, field = obj["path"], f"{field}.path"
+    elif "program" in obj:
+      obj, field = obj["program"], f"{field}.program"
+    else:
+      raise ReleaseFieldError(field, f"a path object needs the key 'path', got keys {sorted(map(str, obj))[:5]}")
+  if not isinstance(obj, list):
+    raise ReleaseFieldError(field, f"a path must be a list of layer ids, got {_kind(obj)}")
+  if not obj:
+    raise ReleaseFieldError(field, "empty path (a program runs at least one layer)")
+  for position, x in enumerate(obj):
+    if not _is_json_int(x):
+      raise ReleaseFieldError(f"{field}[{position}]", f"a layer id must be an integer, got {_kind(x)}")
+    if not 0 <= x < depth:
+      raise ReleaseFieldError(f"{field}[{position}]", f"layer id {x} is outside 0..{depth - 1} (is {depth} the "
+                                                      "model's depth?)")
+  return tuple(obj)
+
+
+def release_paths(sample: Mapping[str, Any], key: str, depth: int) -> tuple[tuple[int, ...], ...]:
+  """The paths under `key` (absent or null: none), checked for a `depth`-layer model."""
+  value = sample.get(key)
+  if value is None:
+    return ()
+  if not isinstance(value, list):
+    raise ReleaseFieldError(key, f"must be a list of paths, got {_kind(value)}")
+  return tuple(_layer_ids(p, depth, f"{key}[{i}]") for i, p in enumerate(value))
+
+
+def _first_present(sample: Mapping[str, Any], *fields: str) -> tuple[str | None, Any]:
+  """(field, value) of the first dotted field present with a value other than null and ""."""
+  for field in fields:
+    node: Any = sample
+    for part in field.split("."):
+      node = node.get(part) if isinstance(node, Mapping) else None
+    if node is not None and node != "":
+      return field, node
+  return None, None
+
+
+def check_search_trajectory(trajectory: Any, depth: int) -> None:
+  """Checks RE-PoLar's `search_trajectory`: a list of `{"path", "parent_path" (null at the root), "reward"}`."""
+  if not isinstance(trajectory, list):
+    raise ReleaseFieldError("search_trajectory", f"must be a list of visits, got {_kind(trajectory)}")
+  for i, visit in enumerate(trajectory):
+    where = f"search_trajectory[{i}]"
+    if not isinstance(visit, Mapping) or "path" not in visit:
+      raise ReleaseFieldError(where, "a visit must be an object with 'path', 'parent_path' and 'reward'")
+    _layer_ids(visit["path"], depth, f"{where}.path")
+    if visit.get("parent_path") is not None:
+      _layer_ids(visit["parent_path"], depth, f"{where}.parent_path")
+    reward = visit.get("reward")
+    if reward is not None and not _is_num(reward):
+      raise ReleaseFieldError(f"{where}.reward", f"must be a number or null, got {_kind(reward)}")
+
+
+def read_release_sample(sample: Any, depth: int, *, key: str | None = None, number: int = 0) -> ReleaseSample:
+  """Checks and reads one release sample for a `depth`-layer model; raises ReleaseFieldError naming the field.
+
+  Fields (the first present wins): id as `release_sample_id`; question: `question`, `sample_info.question`,
+  `sample_info.query` (a string; "" when absent, as in RE-PoLar's files, which key questions by id only);
+  gold: `gt_ans`, `ground_truth`, `answer`, `sample_info.ground_truth`, `sample_info.answer` (a string or a
+  number, kept as read); initial score: `initial_transition_metric`, `initial_score`,
+  `evaluation_result.initial_score` (a finite number); paths: `final_valid_transitions`,
+  `final_invalid_transitions` (lists of paths); level: `level`, `sample_info.level`, `sample_info.math_level`;
+  subject: `subject`, `sample_info.subject`, `sample_info.domain`; `sample_info` (an object) and RE-PoLar's
+  `search_trajectory` (the raw visit log: a list of `{"path", "parent_path", "reward"}`, the paths checked,
+  kept verbatim). Other keys (the release's `best_transitions`, `trajectories`, ...) are not read.
+  """
+  if not isinstance(sample, Mapping):
+    raise ReleaseFieldError("", f"a sample must be a JSON object, got {_kind(sample)}")
+  info = sample.get("sample_info")
+  if info is not None and not isinstance(info, Mapping):
+    raise ReleaseFieldError("sample_info", f"must be an object, got {_kind(info)}")
+  qid = release_sample_id(sample, key, number)
+  field, question = _first_present(sample, "question", "sample_info.question", "sample_info.query")
+  if question is None:
+    question = ""
+  elif not isinstance(question, str):
+    raise ReleaseFieldError(field, f"the question must be a string, got {_kind(question)}")
+  field, gold = _first_present(sample, "gt_ans", "ground_truth", "answer", "sample_info.ground_truth",
+                               "sample_info.answer")
+  if gold is not None and (isinstance(gold, bool) or not isinstance(gold, (str, int, float))):
+    raise ReleaseFieldError(field, f"the gold answer must be a string or a number, got {_kind(gold)}")
+  field, score = _first_present(sample, "initial_transition_metric", "initial_score",
+                                "evaluation_result.initial_score")
+  if score is not None and not is_finite_number(score):
+    raise ReleaseFieldError(field, f"the full program's score must be a finite number, got {short_repr(score)}")
+  trajectory = sample.get("search_trajectory")
+  if trajectory is not None:
+    check_search_trajectory(trajectory, depth)
+  return ReleaseSample(
+      id=qid, question=question, gold=gold,
+      level=_first_present(sample, "level", "sample_info.level", "sample_info.math_level")[1],
+      subject=_first_present(sample, "subject", "sample_info.subject", "sample_info.domain")[1],
+      initial_score=None if score is None else float(score),
+      valid=release_paths(sample, "final_valid_transitions", depth),
+      invalid=release_paths(sample, "final_invalid_transitions", depth),
+      sample_info=info, search_trajectory=trajectory)
+
+
+def release_sample_lines(text: str) -> list[int]:
+  """The line (1-based) on which each sample of a release file's text starts, in `release_samples` order.
+
+  For messages only: it parses the text again, so call it when reporting an error. The text must be valid
+  JSON; a layout `release_samples` refuses gives [].
+  """
+  decoder = json.JSONDecoder()
+
+  def skip(i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+      i += 1
+    return i
+
+  def members(i: int) -> list[tuple[Any, int]]:
+    """(key or None, start) of each member of the array / object starting at text[i]."""
+    closing = "]" if text[i] == "[" else "}"
+    out, i = [], skip(i + 1)
+    while i < len(text) and text[i] != closing:
+      key = None
+      if closing == "}":
+        key, i = decoder.raw_decode(text, i)
+        i = skip(skip(i) + 1)  # past the ':'
+      _, end = decoder.raw_decode(text, i)
+      out.append((key, i))
+      i = skip(end)
+      if i < len(text) and text[i] == ",":
+        i = skip(i + 1)
+    return out
+
+  try:
+    start = skip(0)
+    if start >= len(text) or text[start] not in "[{":
+      return []
+    top, keyed = members(start), text[start] == "{"
+    if keyed:
+      inner = [s for k, s in top if k == "samples"]
+      if inner and text[inner[-1]] in "[{":
+        top, keyed = members(inner[-1]), text[inner[-1]] == "{"
+      elif inner:
+        return []
+    positions = [s for _, s in top]
+  except (ValueError, IndexError):
+    return []
+  if keyed and len({k for k, _ in top}) != len(top):  # Repeated keys: json keeps the last value.
+    positions = list({k: s for k, s in top}.values())
+  line_at, line, at = {}, 1, 0
+  for pos in sorted(set(positions)):
+    line += text.count("\n", at, pos)
+    at = pos
+    line_at[pos] = line
+  return [line_at[pos] for pos in positions]

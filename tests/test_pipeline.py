@@ -85,7 +85,13 @@ def test_quick_pipeline_killed_during_search_then_resumed(tmp_path):
   assert after[:len(before)] == before  # finished questions were not redone or rewritten
   ids = [json.loads(line)["id"] for line in after]
   assert len(ids) == len(set(ids)) == total
-  assert json.loads((workdir / "search" / "done.json").read_text())["skipped_existing"] == len(before)
+  marker = json.loads((workdir / "search" / "done.json").read_text())
+  assert marker["skipped_existing"] == len(before)
+  # The whole run's counts, the killed process's records included.
+  assert marker["evaluations"] == sum(json.loads(line)["evaluations"] for line in after) > \
+      marker["evaluations_this_process"]
+  assert marker["seconds"] == pytest.approx(sum(json.loads(line)["seconds"] for line in after), abs=0.01)
+  assert all(json.loads(line)["config"]["max_active"] == 2 for line in after)
   results = json.loads((workdir / "results.json").read_text())
   assert results
   table = (workdir / "results.md").read_text()

@@ -67,8 +67,8 @@ def test_release_layout_needs_depth(tmp_path):
 
 def test_program_index_out_of_range_names_file_and_record(tmp_path):
   path = _write(tmp_path / "m.json", {"samples": [SAMPLE, dict(SAMPLE, final_valid_transitions=[[0, 1, 7]])]})
-  with pytest.raises(SupervisionError, match=r"m\.json, record 1, valid program 0: program index 7 out of range "
-                                             r"for a 7-layer model \(program position 2\)"):
+  with pytest.raises(SupervisionError, match=r"m\.json, line 1 \(sample 1\): field final_valid_transitions\[0\]\[2\]: "
+                                             r"layer id 7 is outside 0\.\.6 \(is 7 the model's depth\?\)"):
     load_supervision(path, depth=7)
   bad = _write(tmp_path / "s.jsonl", json.dumps({"question": "q", "depth": 3, "valid": [[0, "1"]]}))
   with pytest.raises(SupervisionError, match=r"s\.jsonl, line 1, valid program 0: a program must be a list of integer"):
@@ -77,7 +77,7 @@ def test_program_index_out_of_range_names_file_and_record(tmp_path):
 
 def test_empty_valid_list_is_an_error_unless_skipped_or_kept(tmp_path):
   path = _write(tmp_path / "m.json", [SAMPLE, dict(SAMPLE, question="Hard?", final_valid_transitions=[])])
-  with pytest.raises(SupervisionError, match=r"m\.json, record 1: the question has no valid program"):
+  with pytest.raises(SupervisionError, match=r"m\.json, line 1 \(sample 1\): the question has no valid program"):
     load_supervision(path, depth=7)
   skipped = load_supervision(path, depth=7, empty_valid="skip")
   assert len(skipped) == 1 and skipped.skipped_empty == 1
@@ -94,7 +94,7 @@ def test_malformed_json_names_file_and_line(tmp_path):
     load_supervision(path)
   with pytest.raises(SupervisionError, match=r"m\.json: malformed JSON .* line 1"):
     load_supervision(_write(tmp_path / "m.json", '{"samples": [}'), depth=7)
-  with pytest.raises(SupervisionError, match=r"record 0: no question text"):
+  with pytest.raises(SupervisionError, match=r"n\.json, line 1 \(sample 0\): field question: no question text"):
     load_supervision(_write(tmp_path / "n.json", [dict(SAMPLE, question="")]), depth=7)
 
 

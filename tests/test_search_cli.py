@@ -39,7 +39,7 @@ def test_run_searches_the_pipelines_questions_with_its_settings(tmp_path):
   config = _quick_config()
   records = read_records(out)
   assert [r.id for r in records] == [e.id for e in pipeline.load_splits(config).searched()]
-  assert all(r.config == pipeline.search_config(config).tree().to_json() for r in records)
+  assert all(r.config == pipeline.search_config(config).record_config() for r in records)
   assert all(r.depth == 30 and r.simulations <= 2 for r in records)
 
 

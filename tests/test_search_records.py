@@ -1,5 +1,6 @@
 """Resumable search output: restart after a kill, corrupt-line refusal and repair, shards and merging."""
 
+import dataclasses
 import json
 
 import pytest
@@ -32,6 +33,11 @@ def _lines(path):
   return [SearchRecord.from_json(obj) for obj in _json_lines(path)]
 
 
+def _tree_only(record):
+  """The record without timing and without the driver's batching fields."""
+  return dataclasses.replace(without_timing(record), config=SearchConfig.from_json(record.config).to_json())
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   path = tmp_path_factory.mktemp("ref") / "search.jsonl"
@@ -59,7 +65,9 @@ def test_reference_output_is_complete_and_ordered(reference):
   assert [r.id for r in reference] == [e["id"] for e in EXAMPLES]
   for rec, ex in zip(reference, EXAMPLES):
     assert rec.gold == ex["answer"] and rec.level == ex["level"] and rec.depth == DEPTH
-    assert rec.simulations == 24 and rec.config == CONFIG.to_json() and rec.seed == 7
+    assert rec.simulations == 24 and rec.seed == 7
+    # The tree's config and how the driver batched (FunctionScorer packs nothing: no max_batch / per_question).
+    assert rec.config == {**CONFIG.to_json(), "max_batch": None, "max_active": 3, "per_question": None}
     assert rec.initial_score == 0.0  # The full program runs every layer.
     assert rec.valid and rec.seconds is None
 
@@ -73,7 +81,13 @@ def test_killed_run_restarts_to_the_same_output(tmp_path, reference):
   assert (run.skipped, run.written) == (3, 4)
   final = _lines(path)
   assert len({r.id for r in final}) == len(final) == len(EXAMPLES)
-  assert [without_timing(r) for r in final] == reference
+  # Each record says how it was batched; this scorer's rewards do not depend on it, so the rest is the same.
+  assert [r.config["max_active"] for r in final] == [3, 3, 3, 2, 2, 2, 2]
+  assert [_tree_only(r) for r in final] == [_tree_only(r) for r in reference]
+  assert [without_timing(r) for r in final[:3]] == reference[:3]
+  # The run's totals count every record of the file, the killed process's included.
+  assert run.total_evaluations == sum(r.evaluations for r in final) > run.evaluations
+  assert run.total_seconds == pytest.approx(sum(r.seconds for r in final))
   again = run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1))
   assert (again.skipped, again.written) == (len(EXAMPLES), 0)
 
@@ -89,7 +103,7 @@ def test_a_line_cut_short_is_refused_then_repaired(tmp_path, reference):
   assert info.value.problems[0][0] == 3
   assert "--repair" in str(info.value)
   run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1), repair=True)
-  assert [without_timing(r) for r in _lines(path)] == reference
+  assert [_tree_only(r) for r in _lines(path)] == [_tree_only(r) for r in reference]  # Other max_active.
   rejected = _json_lines(tmp_path / "search.jsonl.rejected")
   assert [(r["line"], r["text"]) for r in rejected] == [(3, '{"id": "q2", "question": "What')]
 
@@ -118,7 +132,7 @@ def test_corrupt_middle_lines_are_reported_by_number_and_moved_aside(tmp_path, r
   run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1))
   assert sorted(r.id for r in _lines(path)) == sorted(e["id"] for e in EXAMPLES)
   by_id = {r.id: r for r in reference}
-  assert all(without_timing(r) == by_id[r.id] for r in _lines(path))
+  assert all(_tree_only(r) == _tree_only(by_id[r.id]) for r in _lines(path))
 
 
 def test_restart_with_another_config_is_refused(tmp_path):
@@ -139,8 +153,8 @@ def test_shards_merge_to_the_unsharded_output(tmp_path, reference):
     paths.append(shard_path(base, i, 3))
   assert [r.id for r in _lines(paths[1])] == ["q1", "q4"]
   merged = merge_shards(paths, tmp_path / "merged.jsonl")
-  assert [without_timing(r) for r in merged] == reference
-  assert [without_timing(r) for r in _lines(tmp_path / "merged.jsonl")] == reference
+  assert [_tree_only(r) for r in merged] == [_tree_only(r) for r in reference]
+  assert [_tree_only(r) for r in _lines(tmp_path / "merged.jsonl")] == [_tree_only(r) for r in reference]
   with pytest.raises(ValueError, match=r"1 question id\(s\) appear in more than one shard: 'q1'"):
     dup = tmp_path / "dup.jsonl"
     dup.write_text(json.dumps(_json_lines(paths[1])[0]) + "\n")
@@ -203,3 +217,53 @@ def test_unknown_keys_and_nulls_are_kept(tmp_path):
   with RecordWriter(tmp_path / "z.jsonl") as writer:
     with pytest.raises(ValueError, match="Refusing to write"):
       writer.write(SearchRecord(id="z", question="q", depth=2, valid=[(0, 5)]))
+
+
+class _ClockedScorer(FunctionScorer):
+  """Advances a fake clock by 1 ms per layer execution it scores: a search whose wall time is known exactly."""
+
+  def __init__(self, clock):
+    super().__init__(_reward, DEPTH)
+    self.clock = clock
+
+  def score(self, pairs):
+    self.clock[0] += 0.001 * sum(len(p) for _, p in pairs)
+    return super().score(pairs)
+
+
+def test_each_record_gets_its_share_of_the_rounds_not_the_waves_wall_time(tmp_path, monkeypatch):
+  from polar_jax.search import mcts
+  clock = [100.0]
+  monkeypatch.setattr(mcts.time, "perf_counter", lambda: clock[0])
+  path = tmp_path / "s.jsonl"
+  run = run_search(EXAMPLES, _ClockedScorer(clock), CONFIG, path, shard=(0, 1), max_active=4)
+  recs = read_records(path)
+  # Seven questions share rounds four at a time; each is charged the time of its own layer executions only.
+  for rec in recs:
+    assert rec.seconds == pytest.approx(0.001 * rec.layers, abs=1e-3)
+  assert sum(r.seconds for r in recs) == pytest.approx(clock[0] - 100.0, abs=1e-2) == pytest.approx(run.seconds)
+  assert len({r.seconds for r in recs}) > 1
+
+
+def test_records_without_the_batching_fields_still_load_and_resume(tmp_path, caplog):
+  path = tmp_path / "s.jsonl"
+  with pytest.raises(Killed):
+    run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1), max_active=3, on_record=_kill_after(2))
+  old = _json_lines(path)
+  for obj in old:  # As written before the config recorded how the driver batched.
+    for key in ("max_batch", "max_active", "per_question"):
+      del obj["config"][key]
+  path.write_text("".join(json.dumps(o) + "\n" for o in old))
+  assert [r.config for r in read_records(path)] == [CONFIG.to_json()] * 2
+  with caplog.at_level("WARNING", logger="polar_jax.search.mcts"):
+    run = run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1), max_active=3)
+  assert (run.skipped, run.written) == (2, 5)
+  assert not [r for r in caplog.records if r.levelname == "WARNING"]  # Nothing to compare: no warning.
+  # Resuming with other batching is allowed (it is not the tree's identity) but logged.
+  path2 = tmp_path / "t.jsonl"
+  with pytest.raises(Killed):
+    run_search(EXAMPLES, _scorer(), CONFIG, path2, shard=(0, 1), max_active=3, on_record=_kill_after(2))
+  with caplog.at_level("WARNING", logger="polar_jax.search.mcts"):
+    run_search(EXAMPLES, _scorer(), CONFIG, path2, shard=(0, 1), max_active=5)
+  assert "searched with batching {'max_batch': None, 'max_active': 3, 'per_question': None}" in caplog.text
+  assert [r.config["max_active"] for r in read_records(path2)] == [3, 3, 5, 5, 5, 5, 5]

@@ -85,7 +85,8 @@ def _run(argv: Sequence[str]) -> None:
                      on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r.id,
                                                   len(r.valid), r.evaluations, r.initial_score))
     print(json.dumps({"output": run.output_path, "written": run.written, "skipped": run.skipped,
-                      "evaluations": run.evaluations, "seconds": round(run.seconds, 1)}))
+                      "evaluations": run.evaluations, "seconds": round(run.seconds, 1),
+                      "total_evaluations": run.total_evaluations, "total_seconds": round(run.total_seconds, 1)}))
     if FLAGS.summary and (shard is None or shard[1] == 1):
       print(json.dumps(summary.write_summary(records.read_records(run.output_path), FLAGS.summary,
                                              title=f"{model.name} / {config.name} ({FLAGS.set})"), indent=2))
@@ -124,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
   imp = sub.add_parser("import", help="merged_mcts_samples.json -> records")
   imp.add_argument("path")
   imp.add_argument("out")
-  imp.add_argument("--depth", type=int, default=None)
+  imp.add_argument("--depth", type=int, default=None,
+                   help="the model's layer count (needed for files another tool wrote), e.g. 28")
 
   summ = sub.add_parser("summary", help="summary.json and layer_usage.png")
   summ.add_argument("records")
@@ -156,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for rec in out:
           writer.write(rec)
       print(f"{len(out)} records -> {args.out}")
+      for line in interchange.space_report(out).lines():
+        print(line)
     elif args.command == "summary":
       print(json.dumps(summary.write_summary(records.read_records(args.records), args.out_dir), indent=2))
   except user_errors() + (ValueError,) as e:  # every failure here is about the files given

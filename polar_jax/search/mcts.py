@@ -9,7 +9,15 @@ Reproducibility: a question's generator derives from (seed, question id), its tr
 rewards, and every question takes the same number of rounds, so its record does not depend on which other
 questions share its rounds, on the shard, or on restarts. Records are written in input order. A restarted
 run (same output path, same config) skips the questions already in the file and produces the same file as
-an uninterrupted run, up to the `seconds` field.
+an uninterrupted run, up to the `seconds` field, given the same rewards: with an LLM scorer, batch shapes can
+change float results, so each record's `config` also says how it was batched (`records.DRIVER_KEYS`:
+max_batch, max_active, per_question; `search.scoring` says when that makes a resumed run bit-identical). A
+restart with other batching is allowed and logged; one with another tree config is refused.
+
+Seconds: a record's `seconds` is its share of the wall time of the rounds it took part in. Each round's time
+(selection, scoring, backup) is split over the round's questions in proportion to the layer executions their
+pairs cost (evenly among them when no pair was scored), so the records of a run sum to its search time,
+however many questions shared each round.
 """
 
 from __future__ import annotations
@@ -25,10 +33,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from polar_jax.programs import Program
-from polar_jax.records import VALID_THRESHOLD, ProgramEntry, SearchRecord
+from polar_jax.records import DRIVER_KEYS, VALID_THRESHOLD, ProgramEntry, SearchRecord
 from polar_jax.search import records as records_lib
 from polar_jax.search.release import ReleaseTree
-from polar_jax.search.rewards import ScoredProgram, Scorer
+from polar_jax.search.rewards import ScoredProgram, Scorer, scorer_batching
 from polar_jax.search.tree import SearchConfig, SearchTree
 
 log = logging.getLogger(__name__)
@@ -58,7 +66,8 @@ def example_field(example: Any, name: str, default: Any = None) -> Any:
 class QuestionSearch:
   """The search state of one question: its tree, memo and pending evaluations."""
 
-  def __init__(self, index: int, example: Any, depth: int, config: SearchConfig, order: int = 0):
+  def __init__(self, index: int, example: Any, depth: int, config: SearchConfig, order: int = 0,
+               driver: Mapping[str, Any] | None = None):
     self.index = index
     self.order = order  # Position in the run's queue; records are emitted in this order.
     self.example = example
@@ -68,7 +77,8 @@ class QuestionSearch:
     self.tree = new_tree(depth, config, self.id)
     self.memo: dict[tuple[int, ...], ScoredProgram] = {}
     self.pending: dict[tuple[int, ...], list[list[int]]] = {}
-    self.started = time.perf_counter()
+    self.driver = dict(driver or {})  # How the driver batched: recorded next to the tree config.
+    self.seconds = 0.0  # This question's share of the rounds' wall time so far.
 
   @property
   def simulations(self) -> int:
@@ -101,7 +111,7 @@ class QuestionSearch:
     for path in self.pending.pop(program):
       self.tree.backup(path, scored.reward)
 
-  def record(self, seconds: float) -> SearchRecord:
+  def record(self) -> SearchRecord:
     visits = self.tree.program_visits()
     full = tuple(range(self.depth))
     valid, invalid = [], []
@@ -126,18 +136,32 @@ class QuestionSearch:
         simulations=self.simulations,
         evaluations=len(self.memo),
         layers=int(sum(s.layers for s in self.memo.values())),
-        seconds=round(float(seconds), 3),
+        seconds=round(float(self.seconds), 3),
         seed=int(self.config.seed),
-        config=self.config.to_json(),
+        config={**self.config.to_json(), **self.driver},
     )
 
 
 def _normalized(config: Any) -> Any:
-  """A record's config with the fields it predates at their defaults (older records lack `protocol`)."""
+  """A record's tree config with the fields it predates at their defaults (older records lack `protocol`), without
+  the driver's batching fields."""
+  if not isinstance(config, Mapping):
+    return config
   try:
-    return SearchConfig.from_json(config).to_json()
+    return SearchConfig.from_json({k: v for k, v in config.items() if k not in DRIVER_KEYS}).to_json()
   except (TypeError, ValueError):
     return config
+
+
+def _driver_config(scorer: Scorer, max_active: int) -> dict[str, Any]:
+  """How this run batches, in `DRIVER_KEYS` order: what each of its records' config adds to the tree's."""
+  settings = {**scorer_batching(scorer), "max_active": int(max_active)}
+  return {k: settings[k] for k in DRIVER_KEYS}
+
+
+def _driver(config: Any) -> dict[str, Any]:
+  """A record's batching fields (missing in records written before they were recorded: not compared)."""
+  return {k: config[k] for k in DRIVER_KEYS if isinstance(config, Mapping) and k in config}
 
 
 def _json_scalar(value: Any) -> Any:
@@ -149,9 +173,11 @@ def _json_scalar(value: Any) -> Any:
 
 
 def _score_round(scorer: Scorer, pairs: list[tuple[QuestionSearch, tuple[int, ...]]], depth: int,
-                 max_len: int) -> None:
+                 max_len: int) -> dict[int, float]:
+  """Scores the round's pairs and backs them up; returns the layer executions per question order."""
+  cost: dict[int, float] = collections.defaultdict(float)
   if not pairs:
-    return
+    return cost
   results = scorer.score([(q.index, Program(p, depth, max_len)) for q, p in pairs])
   if len(results) != len(pairs):
     raise ValueError(f"The scorer returned {len(results)} results for {len(pairs)} (question, program) pairs; "
@@ -160,18 +186,29 @@ def _score_round(scorer: Scorer, pairs: list[tuple[QuestionSearch, tuple[int, ..
     if not isinstance(scored, ScoredProgram):
       raise TypeError(f"The scorer must return ScoredProgram objects, got {type(scored).__name__}.")
     q.receive(program, scored)
+    cost[q.order] += max(float(scored.layers), 0.0) or 1e-9  # A pair that reports no layers still counts.
+  return cost
+
+
+def _share_round(active: Sequence[QuestionSearch], cost: Mapping[int, float], seconds: float) -> None:
+  """Adds each active question's share of a round's wall time (by layer executions; evenly if none)."""
+  total = sum(cost.values())
+  for q in active:
+    q.seconds += seconds * (cost.get(q.order, 0.0) / total if total > 0 else 1.0 / len(active))
 
 
 def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Scorer, config: SearchConfig,
                   *, max_active: int = 32) -> Iterator[SearchRecord]:
   """Searches `examples[i]` for i in `indices`, yielding one record per question, in `indices` order.
 
-  Up to `max_active` questions advance together; scorer question indexes are indexes into `examples`.
+  Up to `max_active` questions advance together; scorer question indexes are indexes into `examples`. Each
+  record's config is `config.to_json()` plus max_active and the scorer's batching (`scorer_batching`).
   """
   if max_active < 1:
     raise ValueError(f"max_active must be at least 1, got {max_active}.")
   depth = int(scorer.depth)
   max_len = config.resolved_max_len(depth)
+  driver = _driver_config(scorer, max_active)
   queue = list(indices)
   active: list[QuestionSearch] = []
   finished: dict[int, SearchRecord] = {}
@@ -180,14 +217,15 @@ def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Score
   while emitted < len(queue):
     while len(active) < max_active and started < len(queue):
       i = queue[started]
-      active.append(QuestionSearch(i, examples[i], depth, config, order=started))
+      active.append(QuestionSearch(i, examples[i], depth, config, order=started, driver=driver))
       started += 1
+    round_start = time.perf_counter()
     pairs = [(q, p) for q in active for p in q.select(config.leaves_per_round)]
-    _score_round(scorer, pairs, depth, max_len)
-    now = time.perf_counter()
+    cost = _score_round(scorer, pairs, depth, max_len)
+    _share_round(active, cost, time.perf_counter() - round_start)
     for q in [q for q in active if q.done]:
       active.remove(q)
-      finished[q.order] = q.record(now - q.started)
+      finished[q.order] = q.record()
     while emitted in finished:
       yield finished.pop(emitted)
       emitted += 1
@@ -201,7 +239,13 @@ def search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig = Searc
 
 @dataclasses.dataclass(frozen=True)
 class SearchRun:
-  """What `run_search` did. `skipped`: questions of this shard already in the output file."""
+  """What `run_search` did.
+
+  `written`, `evaluations`, `simulations`, `seconds`: this process's (its wall time from start to end);
+  `skipped`: questions of this shard already in the output file; `total_evaluations`, `total_seconds`: the
+  whole run so far, over every record in the shard's file (earlier, killed processes included; a record's
+  seconds are its share of the search time, so work lost to a kill is not counted).
+  """
   output_path: str
   shard: tuple[int, int]
   written: int
@@ -209,6 +253,8 @@ class SearchRun:
   evaluations: int
   simulations: int
   seconds: float
+  total_evaluations: int = 0
+  total_seconds: float = 0.0
 
 
 def default_shard() -> tuple[int, int]:
@@ -246,12 +292,21 @@ def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, ou
   existing = records_lib.read_records(path, repair=repair)
   depth = int(scorer.depth)
   expected = config.to_json()
+  driver = _driver_config(scorer, max_active)
+  other_batching = None
   for number, rec in enumerate(existing, start=1):
     if _normalized(rec.config) != expected or rec.depth != depth:
       raise ValueError(
           f"{path} record {number} (id {rec.id!r}) was written by a search with depth {rec.depth} and "
-          f"config {rec.config}; this run has depth {depth} and config {expected}. Resume with the same "
-          "settings or write to a new output path.")
+          f"config {_normalized(rec.config)}; this run has depth {depth} and config {expected}. Resume with the "
+          "same settings or write to a new output path.")
+    old = _driver(rec.config)
+    if other_batching is None and any(old[k] != driver[k] for k in old):
+      other_batching = (number, old)
+  if other_batching is not None:
+    log.warning("%s record %d was searched with batching %s, this run uses %s: the questions searched now may "
+                "differ in rare near-ties from an uninterrupted run (each record's config says how it was made).",
+                path, other_batching[0], other_batching[1], {k: driver[k] for k in other_batching[1]})
   done = {rec.id for rec in existing}
   mine = range(index, len(examples), count)
   todo = [i for i in mine if ids[i] not in done]
@@ -260,13 +315,19 @@ def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, ou
            path, len(todo))
   start = time.perf_counter()
   written = evaluations = simulations = 0
+  new_seconds = 0.0
   with records_lib.RecordWriter(path) as writer:
     for rec in search_stream(examples, todo, scorer, config, max_active=max_active):
       writer.write(rec)
       written += 1
       evaluations += rec.evaluations
       simulations += rec.simulations
+      new_seconds += rec.seconds or 0.0
       if on_record is not None:
         on_record(rec)
-  return SearchRun(str(path), (index, count), written, skipped, evaluations, simulations,
-                   time.perf_counter() - start)
+  seconds = time.perf_counter() - start
+  earlier_evaluations = sum(r.evaluations for r in existing)
+  earlier_seconds = sum(r.seconds or 0.0 for r in existing)
+  return SearchRun(str(path), (index, count), written, skipped, evaluations, simulations, seconds,
+                   total_evaluations=earlier_evaluations + evaluations,
+                   total_seconds=earlier_seconds + new_seconds)

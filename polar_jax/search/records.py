@@ -67,8 +67,11 @@ def read_records(path: os.PathLike | str, *, repair: bool = False) -> list[Searc
       continue
     try:
       obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-      problems.append((number, f"not valid JSON ({e})", raw))
+    except UnicodeDecodeError as e:
+      problems.append((number, f"not UTF-8 text (byte {e.start} of the line)", raw))
+      continue
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, a number too long to convert, deep nesting
+      problems.append((number, f"not valid JSON ({str(e) or type(e).__name__})", raw))
       continue
     try:
       record = SearchRecord.from_json(obj)

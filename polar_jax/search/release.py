@@ -51,7 +51,8 @@ What differs from the release (the rest is meant to be identical):
 5. Records are ours: valid when reward > `records.VALID_THRESHOLD` (same as == 1.0 for 0/1 rewards), sorted
    by (length, program), with visits and answers. The release's `final_valid_transitions` /
    `final_invalid_transitions` (score == 1.0 / == 0.0) are sorted by score, then length, ties in
-   breadth-first tree order; its trajectories and similarity-to-valid fields are not kept. Its shards are
+   breadth-first tree order; its trajectories and similarity-to-valid fields are not written by our search
+   (`search.interchange` keeps RE-PoLar's `search_trajectory` visit log when it imports a file). Its shards are
    contiguous [start, end) ranges of the question list and its merge concatenates them in start order
    (each sample carries `query_id`; nothing is keyed or deduplicated there); ours are strided and keyed by id
    (`search.interchange` converts).

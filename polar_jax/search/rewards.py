@@ -8,7 +8,7 @@ notebooks use `FunctionScorer` over a pure-Python reward.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from polar_jax.programs import Program
 
@@ -36,12 +36,19 @@ class Scorer(Protocol):
   """Evaluates (question index, program) pairs; indexes refer to the examples given to `run_search`.
 
   `depth` is the model's layer count (the full program's length). `score` must be deterministic per pair:
-  the memo and the restart guarantee (a restarted run reproduces the uninterrupted one) rely on it.
+  the memo and the restart guarantee (a restarted run reproduces the uninterrupted one) rely on it. A scorer
+  that packs pairs into device batches also has `max_batch` and `per_question` attributes (`TaskScorer`);
+  each record's config says their values (`scorer_batching`), since batch shapes can change float results.
   """
   depth: int
 
   def score(self, pairs: Sequence[tuple[int, Program]]) -> list[ScoredProgram]:
     ...
+
+
+def scorer_batching(scorer: Scorer) -> dict[str, Any]:
+  """{"max_batch", "per_question"} of a scorer; None for a scorer without them (it does not batch)."""
+  return {"max_batch": getattr(scorer, "max_batch", None), "per_question": getattr(scorer, "per_question", None)}
 
 
 class FunctionScorer:

@@ -44,6 +44,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from polar_jax.records import DRIVER_KEYS
+
 SPACES = ("cola", "predictor")
 # "cola": the protocol of this module. "polar_release": the authors' released MCTS (`search/release.py`).
 PROTOCOLS = ("cola", "polar_release")
@@ -160,8 +162,13 @@ class SearchConfig:
 
   @classmethod
   def from_json(cls, obj: Mapping[str, Any]) -> SearchConfig:
-    """The inverse of `to_json`; fields missing from older records (min_len, protocol) take their defaults."""
+    """The inverse of `to_json`; fields missing from older records (min_len, protocol) take their defaults.
+
+    A search record's config also holds how the driver batched (`records.DRIVER_KEYS`); those are not the
+    tree's and are left out, so `SearchConfig.from_json(record.config)` works.
+    """
     names = {f.name for f in dataclasses.fields(cls)}
+    obj = {k: v for k, v in obj.items() if k not in DRIVER_KEYS}
     unknown = sorted(set(obj) - names)
     if unknown:
       raise ValueError(f"Unknown SearchConfig fields {unknown}; known: {sorted(names)}.")
