@@ -101,7 +101,7 @@ def test_a_line_cut_short_is_refused_then_repaired(tmp_path, reference):
   with pytest.raises(CorruptRecordsError, match=r"line 3: incomplete last line") as info:
     run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1))
   assert info.value.problems[0][0] == 3
-  assert "--repair" in str(info.value)
+  assert "--config.search.repair=True" in str(info.value) and "\n" not in str(info.value)
   run_search(EXAMPLES, _scorer(), CONFIG, path, shard=(0, 1), repair=True)
   assert [_tree_only(r) for r in _lines(path)] == [_tree_only(r) for r in reference]  # Other max_active.
   rejected = _json_lines(tmp_path / "search.jsonl.rejected")

@@ -3,7 +3,8 @@
 A search runs for days, so the output file is the checkpoint: a restarted run reads it, skips the questions
 already there and appends the rest. Reading is strict. A line that is not a valid record (a line cut short
 by a kill, a hand edit, a duplicated question) stops the run with its line number, because continuing
-would silently drop or duplicate data; `repair=True` (`--repair`) moves such lines, verbatim, to
+would silently drop or duplicate data; `repair=True` (`--config.search.repair=True`, or `python -m
+polar_jax.search repair PATH`) moves such lines, verbatim, to
 `<output>.rejected` and rewrites the output without them.
 
 Records are `polar_jax.records.SearchRecord`s (the layout is described there); `read_records` returns them and
@@ -32,11 +33,12 @@ class CorruptRecordsError(UserError, ValueError):
   def __init__(self, path: os.PathLike | str, problems: Sequence[tuple[int, str]]):
     self.path = str(path)
     self.problems = list(problems)
-    shown = "\n".join(f"  line {n}: {reason}" for n, reason in self.problems[:10])
-    more = f"\n  ... and {len(self.problems) - 10} more" if len(self.problems) > 10 else ""
+    shown = "; ".join(f"line {n}: {reason}" for n, reason in self.problems[:3])
+    more = f"; and {len(self.problems) - 3} more" if len(self.problems) > 3 else ""
     super().__init__(
-        f"{self.path} has {len(self.problems)} bad line(s):\n{shown}{more}\nNothing was changed. Fix the file, or "
-        f"rerun with repair=True (--repair) to move the bad lines to {self.path}{REJECTED_SUFFIX} and continue.")
+        f"{self.path} has {len(self.problems)} bad line(s) ({shown}{more}); nothing was changed. Fix the file, or "
+        f"move the bad lines to {self.path}{REJECTED_SUFFIX} and continue: `python -m polar_jax.search repair "
+        f"{self.path}`, or rerun with --config.search.repair=True (repair=True in Python).")
 
 
 def without_timing(record: SearchRecord) -> SearchRecord:
