@@ -60,7 +60,8 @@ def test_pipeline_sampling_equals_the_shipped_samples(shipped):
   from polar_jax.menu import samples
   opts = pipeline.validate_config(shipped.info["config"])
   model, task = pipeline.load_model_for(opts), pipeline.task_config(opts)
-  examples = data.load_split("arith_level12", "test", limit=6) + data.load_split("arith_level14", "test", limit=6)
+  examples = (data.load_split("arith_level11", "test", limit=12)[6:]
+              + data.load_split("arith_level13", "test", limit=12)[6:])
   row_of = {q.id: i for i, q in enumerate(shipped.questions("test"))}
   rows = np.array([row_of[ex.id] for ex in examples])
   table = samples.load_samples(SHIPPED, shipped, 0.7, 3)

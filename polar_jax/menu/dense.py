@@ -84,7 +84,7 @@ def ensure_dense(matrix: MenuMatrix, top1_file, *, trainer, encoder, checkpoint)
                  "on its validation rows)"}
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(payload, indent=1))
+  tmp.write_text(json.dumps(payload, separators=(",", ":")))
   os.replace(tmp, path)
   return load_top1(path, matrix)
 
