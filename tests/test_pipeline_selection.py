@@ -71,3 +71,37 @@ def test_pipeline_sampling_equals_the_shipped_samples(shipped):
   np.testing.assert_array_equal(got, table.answer[rows])
   assert (np.array([[c.correct for c in o.candidates] for o in run.outcomes]) == table.correct[rows]).all()
   assert len(set(got.ravel().tolist())) > 3  # the samples differ: the comparison means something
+
+
+def test_selection_methods_resume_after_an_interruption(shipped, tmp_path):
+  """Through the evaluation's run store: an evaluation killed after the first selection method loads that
+  method's saved run on the rerun and computes only the rest (their features only when needed)."""
+  from polar_jax.evaluation.outcomes import MethodRun
+  opts = pipeline.validate_config(shipped.info["config"])
+  model, task = pipeline.load_model_for(opts), pipeline.task_config(opts)
+  examples = data.load_split("arith_level13", "test", limit=4)
+  computed = []
+
+  def store(kill_after):
+    def saved(method, compute):
+      path = tmp_path / f"{method}.json"
+      if path.exists():
+        return MethodRun.load(path)
+      if len(computed) == kill_after:
+        raise KeyboardInterrupt  # the kill
+      computed.append(method)
+      run = compute()
+      run.save(path)
+      return run
+    return saved
+
+  common = dict(test_set="t", feature_sets=("minilm",), multi_run_methods=False, max_batch=8)
+  with pytest.raises(KeyboardInterrupt):
+    selection.selection_runs(model, task, shipped, SHIPPED, examples, saved=store(1), **common)
+  assert computed == ["menu_selector[minilm]"]
+  runs = selection.selection_runs(model, task, shipped, SHIPPED, examples, saved=store(99), **common)
+  assert computed == ["menu_selector[minilm]", "menu_selector[minilm,<=30]"]
+  fresh = selection.selection_runs(model, task, shipped, SHIPPED, examples, **common)
+  assert [r.info["program_indices"] for r in runs] == [r.info["program_indices"] for r in fresh]
+  assert [[o.candidates[0].correct for o in r.outcomes] for r in runs] == \
+      [[o.candidates[0].correct for o in r.outcomes] for r in fresh]

@@ -293,8 +293,8 @@ def _selection(ctx: EvalContext, name: str, examples) -> None:
     ctx.skip("selection", f"the menu matrix lacks questions of {name!r}")
     return
   ctx.say(f"evaluate: menu selectors on {name} ({len(examples)} questions)")
-  ctx.runs.extend(selection.selection_runs(ctx.model, ctx.task, ctx.menu, ctx.menu_dir, examples, test_set=name,
-                                           **ctx.common))
+  selection.selection_runs(ctx.model, ctx.task, ctx.menu, ctx.menu_dir, examples, test_set=name,
+                           saved=lambda key, compute: ctx.run(name, examples, key, compute), **ctx.common)
 
 
 # Run order per test set; `prepare` steps run in PREPARE_ORDER first. PoLar precedes the methods matched to it.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -85,11 +85,17 @@ def multi_run(live: LiveAnswers, selector, questions, examples, *, test_set: str
 
 def selection_runs(model, task, matrix, menu_dir, examples: Sequence[Any], *, test_set: str,
                    feature_sets: Sequence[str] = ("minilm", "llm"), multi_run_methods: bool = True,
-                   ks: Sequence[int] = (3, 5), **common) -> list[MethodRun]:
-  """One `MethodRun` per selection method on these test examples (module docstring)."""
+                   ks: Sequence[int] = (3, 5), saved: Callable[[str, Callable[[], MethodRun]], MethodRun] | None = None,
+                   **common) -> list[MethodRun]:
+  """One `MethodRun` per selection method on these test examples (module docstring).
+
+  saved(method, compute): a finished method's saved run, else `compute()` saved (the evaluation's run store,
+  so an interrupted evaluation resumes per selection method; fresh features are computed only when a method
+  that needs them is not saved yet)."""
   from polar_jax.menu import features as feats  # pylint: disable=import-outside-toplevel
   from polar_jax.menu import select  # pylint: disable=import-outside-toplevel
   from polar_jax.menu.matrix import MenuQuestion  # pylint: disable=import-outside-toplevel
+  saved = saved or (lambda method, compute: compute())
   cached = feats.load_features(menu_dir, matrix, feature_sets)
   fit_questions = [q for s in ("train", "validation") for q in matrix.questions(s)]
   questions = [MenuQuestion(ex.id, "test", ex.id.split("/")[0], int(ex.level), ex.group or ex.id, ex.question,
@@ -99,38 +105,55 @@ def selection_runs(model, task, matrix, menu_dir, examples: Sequence[Any], *, te
   runs = []
   if multi_run_methods:
     for selector in [select.VoteSelector(k) for k in ks] + [select.ConfidenceSelector(k) for k in ks]:
-      selector.fit(train, validation)
       kind = "most confident answer" if isinstance(selector, select.ConfidenceSelector) else "majority answer"
-      runs.append(multi_run(live, selector, questions, examples, test_set=test_set, overhead_seconds=0.0,
-                            label=f"{len(selector.programs)} best training programs, {kind} "
-                                  f"({len(selector.programs)} runs)"))
+
+      def compute(selector=selector, kind=kind):
+        selector.fit(train, validation)
+        return multi_run(live, selector, questions, examples, test_set=test_set, overhead_seconds=0.0,
+                         label=f"{len(selector.programs)} best training programs, {kind} "
+                               f"({len(selector.programs)} runs)")
+      runs.append(saved(selector.name, compute))
   for name in feature_sets:
-    start = time.perf_counter()
-    if name == "minilm":
-      fresh = feats.minilm_features([q.question for q in questions])
-    else:
-      fresh = feats.llm_features(model, task, questions)
-    feature_seconds = time.perf_counter() - start
-    fresh = fresh.astype(np.float16).astype(np.float32)  # the cache's rounding
-    table = select.FeatureTable(name, tuple(q.id for q in fit_questions) + tuple(q.id for q in questions),
-                                np.concatenate([cached[name].rows(fit_questions).astype(np.float32), fresh]))
-    for selector in (select.MenuSelector(table), select.MenuSelector(table, max_length=matrix.depth)):
-      selector.fit(train, validation)
-      start = time.perf_counter()
-      choice = selector.choose(questions)
-      choose_seconds = time.perf_counter() - start
-      ranked = [[Program(matrix.programs[int(j)], matrix.depth)] for j in choice]
-      runs.append(run_ranked(
-          model, examples, ranked, task, method=selector.name, test_set=test_set,
-          label=f"Menu selector on {name} features{'' if selector.max_length is None else ', <= full depth'} "
-                "(fitted on the menu's train rows, margin on validation)",
-          overhead_seconds=feature_seconds / 2 + choose_seconds,  # the features serve both selectors
-          info={"fitted": selector.describe(), "program_indices": [int(j) for j in choice],
-                "feature_seconds": feature_seconds}, **common))
+    fresh: dict[str, Any] = {}
+
+    def table_of(name=name, fresh=fresh):
+      """The feature table with this test set's fresh features (computed once, on first use)."""
+      if not fresh:
+        start = time.perf_counter()
+        vectors = (feats.minilm_features([q.question for q in questions]) if name == "minilm" else
+                   feats.llm_features(model, task, questions))
+        fresh["seconds"] = time.perf_counter() - start
+        vectors = vectors.astype(np.float16).astype(np.float32)  # the cache's rounding
+        fresh["table"] = select.FeatureTable(
+            name, tuple(q.id for q in fit_questions) + tuple(q.id for q in questions),
+            np.concatenate([cached[name].rows(fit_questions).astype(np.float32), vectors]))
+      return fresh["table"], fresh["seconds"]
+
+    for max_length in (None, matrix.depth):
+      def compute(name=name, max_length=max_length, table_of=table_of):
+        table, feature_seconds = table_of()
+        selector = select.MenuSelector(table, max_length=max_length)
+        selector.fit(train, validation)
+        start = time.perf_counter()
+        choice = selector.choose(questions)
+        choose_seconds = time.perf_counter() - start
+        ranked = [[Program(matrix.programs[int(j)], matrix.depth)] for j in choice]
+        return run_ranked(
+            model, examples, ranked, task, method=selector.name, test_set=test_set,
+            label=f"Menu selector on {name} features{'' if max_length is None else ', <= full depth'} "
+                  "(fitted on the menu's train rows, margin on validation)",
+            overhead_seconds=feature_seconds / 2 + choose_seconds,  # the features serve both selectors
+            info={"fitted": selector.describe(), "program_indices": [int(j) for j in choice],
+                  "feature_seconds": feature_seconds}, **common)
+      runs.append(saved(select.MenuSelector(cached[name], max_length=max_length).name, compute))
     if multi_run_methods:
-      gate = select.GatedFallback(select.MenuSelector(table, max_length=matrix.depth), table)
-      gate.fit(train, validation)
-      runs.append(multi_run(live, gate, questions, examples, test_set=test_set, overhead_seconds=feature_seconds,
-                            label=f"Gated fallback: full depth, then the {name} selector (<= full depth) where "
-                                  "full depth is predicted wrong"))
+      def compute_gate(name=name, table_of=table_of):
+        table, feature_seconds = table_of()
+        gate = select.GatedFallback(select.MenuSelector(table, max_length=matrix.depth), table)
+        gate.fit(train, validation)
+        return multi_run(live, gate, questions, examples, test_set=test_set, overhead_seconds=feature_seconds,
+                         label=f"Gated fallback: full depth, then the {name} selector (<= full depth) where "
+                               "full depth is predicted wrong")
+      gate_name = select.GatedFallback(select.MenuSelector(cached[name], max_length=matrix.depth), cached[name]).name
+      runs.append(saved(gate_name, compute_gate))
   return runs
