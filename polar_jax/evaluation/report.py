@@ -212,12 +212,15 @@ def _spread(points: Sequence[tuple[float, float]], size: float) -> tuple[list[fl
   return shifts, groups
 
 
-def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> None:
+def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> dict[str, Any]:
   """Accuracy vs mean executed layers per token, one panel per test set (see the module docstring).
 
   Every method family has its own marker and colour (lighter shades for the members of a family) and every
   method a number, shown next to its point and in the legend on the right. A marker that would cover another
   is moved right on the page (its data are not changed); markers moved together share one label.
+
+  Returns what was drawn: `legend` ([{number, method, label, color, marker}]) and `markers` ({test set:
+  [(method, x, y)]}, the filled markers' centres on the page in points).
   """
   import textwrap  # pylint: disable=import-outside-toplevel
   from matplotlib import transforms  # pylint: disable=import-outside-toplevel
@@ -261,8 +264,8 @@ def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> None:
     ax.set_xlim(lo, hi)
     ax.set_ylim(-3, 103)
     ax.axvline(depth, color="gray", lw=0.8, ls="--", zorder=1)
-    ax.text(depth, 101, f" full depth {depth}", fontsize=7, color="gray", va="top", ha="left")
-    ax.set_xlabel("mean executed layers per token" + (" (log scale; several runs add up)" if log_x else ""))
+    ax.set_xlabel(f"mean executed layers per token (dashed: full depth {depth}"
+                  + ("; log scale, several runs add up)" if log_x else ")"))
     ax.set_ylabel(f"accuracy % (filled: pass@1 or an ORACLE share, bars: 95% Wilson CI;\n"
                   f"white: pass@{k} of the top-{k} candidates, an oracle)", fontsize=9)
     ax.set_title(f"{name} (n = {panel[0]['n']})" if panel else name)
@@ -271,9 +274,12 @@ def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> None:
   fig.suptitle(f"{results['model']['name']}: accuracy vs executed layers")
   fig.tight_layout()  # before placing markers: their page positions must be final
 
+  drawn: dict[str, list[tuple[str, float, float]]] = {}
   for ax, panel, points in panels:
     page = [tuple(v * 72 / fig.dpi) for v in ax.transData.transform(points)] if points else []
     shifts, groups = _spread(page, size=9.0)
+    if panel:
+      drawn[panel[0]["test_set"]] = [(r["method"], page[i][0] + shifts[i], page[i][1]) for i, r in enumerate(panel)]
     for i, r in enumerate(panel):
       x, y = points[i]
       color, marker = style[r["method"]]
@@ -304,6 +310,8 @@ def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> None:
            "the values are unchanged.", fontsize=8, color="#444444")
   fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)
+  return {"legend": [{"number": number[m], "method": m, "label": labels[m], "color": style[m][0],
+                      "marker": style[m][1]} for m in methods], "markers": drawn}
 
 
 def plot_layer_usage(results: Mapping[str, Any], path: os.PathLike | str) -> None:
