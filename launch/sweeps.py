@@ -1,7 +1,8 @@
 """Sweeps as plain Python: each is a list of points (a config file plus `--config.*` overrides).
 
 Add a sweep by adding a function to `SWEEPS`. A point's name becomes its workdir under the sweep's root, so
-every point resumes independently when the sweep is launched again.
+every point resumes independently when the sweep is launched again. An override value may hold `{key}`
+placeholders, filled from the launchers' `--param=key=value` flags (`paper_models` needs `--param=model_root=/ckpt`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def predictor_width() -> list[SweepPoint]:
 
 
 def paper_models() -> list[SweepPoint]:
-  """The paper's three dense models; pass the snapshot root with --override model_root=/ckpt."""
+  """The paper's three dense models; pass the snapshot root with --param=model_root=/ckpt."""
   return [SweepPoint("llama3_2_3b", "configs/llama3_2_3b.py:gpu",
                      (("model.path", "{model_root}/Llama-3.2-3B-Instruct"),)),
           SweepPoint("qwen2_5_3b", "configs/qwen2_5_3b.py:gpu",

@@ -4,11 +4,17 @@
       --accelerator=v5litepod --accelerator_count=8
   python -m launch.xm_launch --sweep=length_penalty --dry_run   # prints the jobs, needs no xmanager
 
+Submitting needs the `xm` extra (`pip install -e ".[xm]"`); a dry run prints each job's name as a `#` comment
+line above its command.
+
 Each job runs `python -m polar_jax.main` from a Python container built from this repository, with the
 point's config file and overrides and `--workdir=<workdir_root>/<point name>`.
 """
 
 from __future__ import annotations
+
+import shlex
+import sys
 
 from absl import app, flags
 
@@ -33,9 +39,14 @@ def main(argv):
   specs = job_specs(points, _ROOT.value)
   if _DRY_RUN.value:
     for spec in specs:
-      print(spec["name"], "python -m", spec["module"], *spec["args"])
+      print(f"# {spec['name']}\n{shlex.join(['python', '-m', spec['module'], *spec['args']])}")
     return 0
-  from xmanager import xm, xm_local  # Deferred: only the submitter needs xmanager.
+  try:
+    from xmanager import xm, xm_local  # Deferred: only the submitter needs xmanager.
+  except ImportError:
+    print("launch.xm_launch: error: xmanager is not installed; pip install -e \".[xm]\" (or pass --dry_run to "
+          "print the jobs).", file=sys.stderr)
+    return 2
 
   requirements = {}
   if _ACCELERATOR.value:

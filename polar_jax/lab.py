@@ -123,6 +123,8 @@ def main(argv):
     table = lab.lab_table(matrix, selectors, seed=_SEED.value, n_boot=_N_BOOT.value,
                           samples=_samples(directory, matrix))
     if _CURVE.value:
+      import matplotlib  # pylint: disable=import-outside-toplevel
+      matplotlib.use("Agg")  # A PNG file; the library chooses no backend.
       from polar_jax.menu import plots  # pylint: disable=import-outside-toplevel
       curve = lab.learning_curve(matrix, lambda: lab.all_selectors(tables, matrix.depth,
                                                                    with_answers=lab.has_answers(matrix)),

@@ -28,6 +28,8 @@ def main(argv):
                          "--config=configs/default.py --workdir=/tmp/polar_default")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Library INFO logs (orbax's) drown the progress; --v=0 shows them.
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")  # The run writes PNG files; the library leaves the backend to its caller (notebooks).
   from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
   try:
     pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value)

@@ -11,14 +11,16 @@ Workdir layout:
   config.json              the config the workdir belongs to
   convert/model.json       the model: name, source, depth, dtype, parameter count
   search/records.jsonl     one line per searched question (valid / invalid programs); summary.json,
-                           layer_usage.png (the papers' findings)
+                           layer_usage.png (the papers' findings); tensorboard/ (valid-program shares,
+                           evaluations/s as questions finish)
   menu/                    the program menu: plan.json, chunks/*.npz, then matrix.npz + menu.json (the dense
                            outcome matrix, `polar_jax.menu`), features/, lab.json / lab.md, coverage.png,
                            programs.png
   predictor/               checkpoints, best/, tensorboard/ of the predictor's training
   predictor_dense/         the same predictor trained on the menu's train rows (`polar_jax.menu.dense`) and
                            dense_predictor.json (its test top-1s)
-  evaluate/                per-method records, results.json, results.md, tradeoff.png, layer_usage.png
+  evaluate/                per-method records, results.json, results.md, tradeoff.png, layer_usage.png,
+                           tensorboard/ (pass@1, layers, seconds per method; the table as text)
   results.json, results.md the final table (copied from evaluate/)
 """
 
@@ -33,6 +35,7 @@ import time
 from typing import Any
 
 from polar_jax import options as options_lib
+from polar_jax import summaries
 from polar_jax import workdir as workdir_lib
 from polar_jax.errors import ConfigError, UserError
 from polar_jax.options import PipelineOptions, STAGES
@@ -246,14 +249,21 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
     scorer = TaskScorer(model, examples, task, max_batch=s.max_batch, per_question=s.per_question)
     shard = parse_shard(s.shard) if s.shard else None
     bar = _progress(opts, len(examples), "search")
-    finished = len(search_lib.read_records(records_path)) if records_path.exists() else 0
-    bar.update(finished)
+    earlier = search_lib.read_records(records_path) if records_path.exists() else []
+    bar.update(len(earlier))
     scorer = _ProgressScorer(scorer, bar)
+    scalars = summaries.SearchScalars(out / "tensorboard", earlier)
+    start = time.perf_counter()
+
+    def on_record(rec):
+      bar.update(1)
+      scalars.record(rec, program_runs=scorer.runs, seconds=time.perf_counter() - start)
+
     run = search_lib.run_search(examples, scorer, s.tree(), records_path, shard=shard, repair=s.repair,
-                                max_active=s.max_active, on_record=lambda rec: bar.update(1))
+                                max_active=s.max_active, on_record=on_record)
     bar.close()
     records = search_lib.read_records(records_path)
-    search_lib.write_summary(records, out, title=f"{model.name}: valid programs ({opts.name})")
+    scalars.finish(search_lib.write_summary(records, out, title=f"{model.name}: valid programs ({opts.name})"))
     # The whole (possibly resumed) run: every record of the file, not only this process's.
     evaluations = sum(r.evaluations for r in records)
     seconds = round(sum(r.seconds or 0.0 for r in records), 3)
@@ -393,6 +403,8 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
                             search_records=records, calibration=calibration, out_dir=out, menu=menu,
                             menu_dir=workdir / "menu" if menu is not None else None,
                             dense_predictor=dense_predictor)
+    summaries.write_evaluation(out / "tensorboard", json.loads(results_path.read_text()),
+                               (out / "results.md").read_text() if (out / "results.md").exists() else None)
     workdir_lib.mark_done(workdir, "evaluate", {"results": str(results_path)})
   for name in workdir_lib.RESULT_FILES:
     if (out / name).exists():

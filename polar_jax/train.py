@@ -14,7 +14,8 @@ What happens (big_vision style):
 - orbax checkpoints every `checkpoint.every_steps` and at the end, plus the best by validation loss; a
   restarted run resumes from the latest checkpoint exactly (step, parameters, optimizer state, RNG key,
   data position), so it ends with the parameters of an uninterrupted run;
-- metrics go to TensorBoard event files (`predictor.summaries`) and a progress line with steps/s;
+- metrics go to TensorBoard event files (`polar_jax.summaries`; off without the `tensorboard` extra) and a
+  progress line with steps/s;
 - validation (once per epoch by default, and at the end): the release's validation loss and the top-1
   match rate, the fraction of validation questions whose top-1 decoded program is one of their valid ones.
 
@@ -45,9 +46,9 @@ from polar_jax.predictor.encoder import QuestionEncoder, QuestionFeatures, preco
 from polar_jax.predictor.loss import polar_loss
 from polar_jax.predictor.model import PolarPredictor, PredictorConfig, init_params, param_logical_axes
 from polar_jax.predictor.predict import batched_logits
-from polar_jax.predictor.summaries import create_writer
 from polar_jax.predictor.supervision import Supervision, SupervisionRecord
 from polar_jax.predictor.targets import ExampleTable, TargetReport, build_examples
+from polar_jax.summaries import create_writer
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -282,7 +283,7 @@ def train_predictor(config: TrainOptions | ml_collections.ConfigDict, workdir: s
           f"(depth {depth}; {r.questions_without_valid} without a valid program, {r.programs_not_sampled} programs "
           f"beyond max_programs, {r.programs_outside_space} outside the predictor's space); "
           f"{total_steps} steps of batch {plan.batch_size}.", flush=True)
-  writer = create_writer(workdir / "tensorboard", just_logging=not is_lead)
+  writer = create_writer(workdir / "tensorboard", enabled=is_lead)
   checkpoints = ckpt.Checkpoints(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
   meta = lambda step, **extra: ckpt.make_meta(predictor_config, feature_dim=features.feature_dim,
                                               encoder=features.encoder, seed=config.seed, data_position=step,

@@ -18,3 +18,9 @@ def test_program_explorer_executes():
   assert "oracle_accuracy" in outputs
   assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code"
                  for o in c.get("outputs", []))
+  # Every cell that draws shows its figure inline (a library that switched matplotlib's backend would hide it).
+  plotting = [c for c in nb.cells if c.cell_type == "code" and "plt." in c.source]
+  assert len(plotting) >= 2
+  for cell in plotting:
+    images = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, f"no image from the cell starting {cell.source.splitlines()[0]!r}"

@@ -22,6 +22,7 @@ PACKAGE = ROOT / "polar_jax"
 LAYERS = {
     "errors": 0, "resources": 0,  # leaves: standard library only
     "workdir": 1, "options_io": 1,  # config identity and done markers; options <-> ConfigDicts
+    "summaries": 1,  # TensorBoard scalars (tensorboardX when installed)
     # programs as data and the JSON contracts (light: numpy at most); `programs` is the package __init__
     "programs": 2, "programs.program": 2, "programs.segments": 2, "programs.schedule": 2, "programs.kinds": 2,
     "programs.batching": 2, "programs.prefix_sharing": 2, "records": 2, "stats": 2,

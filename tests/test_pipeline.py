@@ -102,6 +102,20 @@ def test_quick_pipeline_killed_during_search_then_resumed(tmp_path):
     assert (workdir / "evaluate" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert (workdir / "search" / "layer_usage.png").exists()
   assert "| method |" in done.stdout  # the final table is printed
+  # TensorBoard: the search's curve goes on from where the killed run stopped; every method's pass@1.
+  from tensorboard.backend.event_processing import event_accumulator
+  search = event_accumulator.EventAccumulator(str(workdir / "search" / "tensorboard"))
+  search.Reload()
+  steps = [e.step for e in search.Scalars("search/questions_with_valid_program")]
+  assert steps == list(range(len(before) + 1, total + 1))
+  assert search.Scalars("search/evaluations_per_s")[-1].value > 0
+  evaluate = event_accumulator.EventAccumulator(str(workdir / "evaluate" / "tensorboard"))
+  evaluate.Reload()
+  full = next(r for r in results["rows"] if r["method"] == "full_depth_greedy" and r["level"] == "all")
+  [point] = evaluate.Scalars(f"evaluate_{full['test_set']}/pass_at_1/full_depth_greedy")
+  assert point.value == pytest.approx(full["pass@1"])
+  assert event_accumulator.EventAccumulator(str(workdir / "predictor" / "tensorboard")).Reload().Scalars(
+      "train/loss")
 
 
 def _fake_finished_workdir(config, root):
@@ -256,3 +270,4 @@ def test_sweep_dry_run_and_local_runner(tmp_path):
   assert codes == {"smoke_stages-convert_seed-0": 0, "smoke_stages-convert_seed-1": 0}
   for name in codes:
     assert json.loads((tmp_path / name / "convert" / "done.json").read_text())["depth"] == 30
+    assert (tmp_path / name / "log.txt").read_text().startswith(f"# {name}, started ")

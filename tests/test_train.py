@@ -7,12 +7,12 @@ import random
 import jax
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from polar_jax import train
 from polar_jax.predictor import ProgramPredictor, load_predictor
 from polar_jax.predictor.checkpoint import CheckpointMismatchError
 from polar_jax.predictor.encoder import CachedEncoder, MiniLMEncoder, TokenEmbeddingEncoder
-from polar_jax.predictor.summaries import read_scalars
 from polar_jax.predictor.supervision import SupervisionRecord
 
 D = 8
@@ -73,9 +73,9 @@ def test_learns_known_rule_on_held_out_questions(synthetic_run, minilm):
 
 def test_writes_events_and_keeps_best_checkpoint(synthetic_run):
   result, workdir = synthetic_run
-  events = list((pathlib.Path(workdir) / "tensorboard").glob("events.out.tfevents.*"))
-  assert events
-  tags = {(step, tag) for step, tag, _ in read_scalars(events[0])}
+  events = event_accumulator.EventAccumulator(str(pathlib.Path(workdir) / "tensorboard"))
+  events.Reload()  # TensorBoard's own reader
+  tags = {(e.step, tag) for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
   assert {(50, "train/loss"), (100, "train/steps_per_s"), (100, "eval/val_top1_match")} <= tags
   config, params, meta = load_predictor(workdir)  # best by validation loss
   assert meta["depth"] == D and config.d_model == 64 and result.best_step == 100

@@ -5,8 +5,13 @@
   (deployed: ranking + rank-1 run; and with all k candidates); then pass@1..k (oracle) for the methods with
   several candidates, pass@1 per level, and the search-ablation oracles.
 - `tradeoff.png`: accuracy vs mean executed layers per token for every method (the paper's trade-off figure),
-  one panel per test set; filled markers pass@1, hollow markers pass@k (oracle).
-- `layer_usage.png`: heatmap of how often PoLar's top-1 programs run each layer 0, 1 or 2 times.
+  one panel per test set; filled markers pass@1 with their 95% Wilson intervals, white markers pass@k
+  (oracle); a marker per method family, a number per method (legend on the right), coincident points spread
+  sideways. ShortGPT rows that remove no layer are not drawn (they are full depth).
+- `layer_usage.png`: heatmap of how often PoLar's top-1 programs run each layer 0, 1 or 2+ times.
+
+Matplotlib is imported inside the plotting functions and no backend is chosen here (entry points choose it),
+so a notebook shows the figures inline.
 """
 
 from __future__ import annotations
@@ -128,78 +133,212 @@ def markdown(results: Mapping[str, Any]) -> str:
 
 
 def _plt():
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
+  # No backend is chosen here: command-line entry points choose a file backend, a notebook keeps its inline one.
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   return plt
 
 
-_FAMILY_STYLE = (("polar", "#d62728", "*"), ("full_depth_greedy", "black", "o"),
+# Method family (a prefix of the method id) -> colour and marker; every family has its own marker, and the
+# members of a family (ShortGPT's n, the three search spaces, ...) get lighter shades of its colour.
+_FAMILY_STYLE = (("polar", "#d62728", "*"), ("full_depth_greedy", "#000000", "o"),
                  ("full_depth_sampling", "#7f7f7f", "v"), ("shortgpt", "#1f77b4", "s"), ("random", "#2ca02c", "D"),
                  ("router", "#9467bd", "P"), ("search_oracle", "#ff7f0e", "X"), ("best_fixed_program", "#17becf", "h"),
-                 ("menu_oracle", "#bcbd22", "p"))
+                 ("menu_oracle", "#bcbd22", "p"), ("menu_selector", "#8c564b", "^"), ("gated_fallback", "#e377c2", "<"),
+                 ("program_vote", "#1b9e77", ">"), ("confidence", "#393b79", "d"))
+_OTHER_STYLE = ("other", "#555555", "8")
 
 
-def _style(method: str) -> tuple[str, str]:
-  for prefix, color, marker in _FAMILY_STYLE:
-    if method.startswith(prefix):
-      return color, marker
-  return "#8c564b", "o"
+def _family(method: str) -> tuple[str, str, str]:
+  for style in _FAMILY_STYLE:
+    if method.startswith(style[0]):
+      return style
+  return _OTHER_STYLE
 
 
-def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> None:
-  """Accuracy vs mean executed layers per token, one panel per test set (see the module docstring)."""
+def _shade(color: str, i: int, n: int) -> tuple[float, float, float]:
+  """Member i of n of a family: the family colour, mixed with up to 55% white for the last member."""
+  rgb = np.array([int(color[j:j + 2], 16) / 255 for j in (1, 3, 5)])
+  t = 0.55 * i / (n - 1) if n > 1 else 0.0
+  return tuple(float(v) for v in rgb + (1 - rgb) * t)
+
+
+def _plotted_rows(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+  """Level-"all" rows with a layer count, in table order, without ShortGPT rows that remove no layer (those
+  are full depth again, which has its own row)."""
+  out = []
+  for r in results["rows"]:
+    if r["level"] != "all" or r["layers_per_token"] is None:
+      continue
+    if str(r["method"]).startswith("shortgpt") and (r.get("info") or {}).get("n") == 0:
+      continue
+    out.append(r)
+  return out
+
+
+def _number_ranges(numbers: Sequence[int]) -> str:
+  """[3, 4, 5, 9] -> "3-5,9"."""
+  parts, nums = [], sorted(numbers)
+  i = 0
+  while i < len(nums):
+    j = i
+    while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+      j += 1
+    parts.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
+    i = j + 1
+  return ",".join(parts)
+
+
+def _spread(points: Sequence[tuple[float, float]], size: float) -> tuple[list[float], list[int]]:
+  """Sideways shifts (in page points) that keep markers of `size` points apart, and a group id per point.
+
+  `points` are page coordinates in points. In order of x, each marker stays where it is unless it would cover
+  one already placed; then it moves right until it is free and joins the group of the first one it touched.
+  """
+  shifts, groups = [0.0] * len(points), list(range(len(points)))
+  placed: list[int] = []
+  for i in sorted(range(len(points)), key=lambda j: (points[j][0], j)):
+    x, y = points[i]
+    first = None
+    while True:
+      hits = [j for j in placed if abs(x + shifts[i] - points[j][0] - shifts[j]) < size - 1e-6
+              and abs(y - points[j][1]) < size]
+      if not hits:
+        break
+      first = hits[0] if first is None else first
+      shifts[i] = max(points[j][0] + shifts[j] + size - x for j in hits)
+    if first is not None:
+      groups[i] = groups[first]
+    placed.append(i)
+  return shifts, groups
+
+
+def plot_tradeoff(results: Mapping[str, Any], path: os.PathLike | str) -> dict[str, Any]:
+  """Accuracy vs mean executed layers per token, one panel per test set (see the module docstring).
+
+  Every method family has its own marker and colour (lighter shades for the members of a family) and every
+  method a number, shown next to its point and in the legend on the right. A marker that would cover another
+  is moved right on the page (its data are not changed); markers moved together share one label.
+
+  Returns what was drawn: `legend` ([{number, method, label, color, marker}]) and `markers` ({test set:
+  [(method, x, y)]}, the filled markers' centres on the page in points).
+  """
+  import textwrap  # pylint: disable=import-outside-toplevel
+  from matplotlib import transforms  # pylint: disable=import-outside-toplevel
+  from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
   plt = _plt()
   k, depth = results["k"], results["model"]["depth"]
-  sets = list(dict.fromkeys(r["test_set"] for r in results["rows"] if r["level"] == "all")) or ["(no results)"]
-  fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.5), squeeze=False)
+  rows = _plotted_rows(results)
+  sets = list(dict.fromkeys(r["test_set"] for r in rows)) or ["(no results)"]
+  methods = list(dict.fromkeys(r["method"] for r in rows))
+  order = {style[0]: i for i, style in enumerate(_FAMILY_STYLE + (_OTHER_STYLE,))}
+  methods.sort(key=lambda m: order[_family(m)[0]])  # stable: table order inside a family
+  members: dict[str, list[str]] = {}
+  for m in methods:
+    members.setdefault(_family(m)[0], []).append(m)
+  style = {m: (_shade(_family(m)[1], members[_family(m)[0]].index(m), len(members[_family(m)[0]])), _family(m)[2])
+           for m in methods}
+  number = {m: i + 1 for i, m in enumerate(methods)}
+  labels: dict[str, str] = {}
+  for r in rows:
+    labels.setdefault(r["method"], r["label"])
+
+  fig, axes = plt.subplots(1, len(sets), figsize=(6.2 * len(sets), 5.2), squeeze=False)
+  panels = []
   for ax, name in zip(axes[0], sets):
-    for r in _rows(results, name):
-      if r["layers_per_token"] is None:
-        continue
-      color, marker = _style(r["method"])
-      x = r["layers_per_token"]
-      y = r["oracle"] if r["kind"] == "oracle" else r["pass@1"]
+    panel = [r for r in rows if r["test_set"] == name]
+    points = [(r["layers_per_token"], 100 * (r["oracle"] if r["kind"] == "oracle" else r["pass@1"] or 0.0))
+              for r in panel]
+    xs = [x for x, _ in points] + [depth]
+    log_x = min(xs) > 0 and max(xs) / min(xs) > 2.5  # multi-run methods far to the right
+    # Limits by hand: the shifted markers do not take part in autoscaling.
+    if log_x:
+      ax.set_xscale("log")
+      lo, hi = min(xs) / 1.12, max(xs) * 1.12
+      ticks = sorted({t for t in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+                      if lo <= t <= hi and abs(t - depth) > 0.15 * depth} | {depth})
+      ax.set_xticks(ticks, [str(t) for t in ticks])
+      ax.minorticks_off()
+    else:
+      pad = max(0.08 * (max(xs) - min(xs)), 1.0)
+      lo, hi = min(xs) - pad, max(xs) + pad
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(-3, 103)
+    ax.axvline(depth, color="gray", lw=0.8, ls="--", zorder=1)
+    ax.set_xlabel(f"mean executed layers per token (dashed: full depth {depth}"
+                  + ("; log scale, several runs add up)" if log_x else ")"))
+    ax.set_ylabel(f"accuracy % (filled: pass@1 or an ORACLE share, bars: 95% Wilson CI;\n"
+                  f"white: pass@{k} of the top-{k} candidates, an oracle)", fontsize=9)
+    ax.set_title(f"{name} (n = {panel[0]['n']})" if panel else name)
+    ax.grid(alpha=0.3)
+    panels.append((ax, panel, points))
+  fig.suptitle(f"{results['model']['name']}: accuracy vs executed layers")
+  fig.tight_layout()  # before placing markers: their page positions must be final
+
+  drawn: dict[str, list[tuple[str, float, float]]] = {}
+  for ax, panel, points in panels:
+    page = [tuple(v * 72 / fig.dpi) for v in ax.transData.transform(points)] if points else []
+    shifts, groups = _spread(page, size=9.0)
+    if panel:
+      drawn[panel[0]["test_set"]] = [(r["method"], page[i][0] + shifts[i], page[i][1]) for i, r in enumerate(panel)]
+    for i, r in enumerate(panel):
+      x, y = points[i]
+      color, marker = style[r["method"]]
+      shift = ax.transData + transforms.ScaledTranslation(shifts[i] / 72, 0, fig.dpi_scale_trans)
       ci = r.get("ci95")
-      yerr = [[max(0.0, 100 * (y - ci[0]))], [max(0.0, 100 * (ci[1] - y))]] if ci and y is not None else None
-      ax.errorbar([x], [100 * y], yerr=yerr, color=color, marker=marker, ms=8, capsize=3, ls="none",
-                  label=r["label"], zorder=3)
+      yerr = [[max(0.0, y - 100 * ci[0])], [max(0.0, 100 * ci[1] - y)]] if ci else None
+      ax.errorbar([x], [y], yerr=yerr, color=color, marker=marker, ms=11 if marker == "*" else 8, capsize=2.5,
+                  elinewidth=1, ls="none", zorder=3, transform=shift, mec="black", mew=0.4)
       top = (r["pass@k"] or {}).get(str(k))
       if r["kind"] != "oracle" and top is not None and (r.get("candidates_mean") or 0) > 1:
-        ax.scatter([x], [100 * top], facecolors="none", edgecolors=color, marker=marker, s=80, zorder=3)
-        ax.plot([x, x], [100 * y, 100 * top], color=color, lw=0.8, ls=":")
-    ax.axvline(depth, color="gray", lw=0.8, ls="--")
-    ax.set_xlabel(f"mean executed layers per token (full depth {depth})")
-    ax.set_ylabel(f"accuracy %\n(filled: pass@1 with 95% CI; hollow: pass@{k}, oracle)")
-    ax.set_title(name)
-    ax.set_ylim(-3, 103)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.15))
-  fig.suptitle(f"{results['model']['name']}: accuracy vs executed layers")
+        ax.scatter([x], [100 * top], facecolors="white", edgecolors=color, marker=marker, s=70, zorder=3,
+                   linewidths=1.4, transform=shift)
+        ax.plot([x, x], [y, 100 * top], color=color, lw=0.8, ls=":", transform=shift)
+    for group in dict.fromkeys(groups):
+      members_ = [i for i in range(len(panel)) if groups[i] == group]
+      last = max(members_, key=lambda i: page[i][0] + shifts[i])
+      text = _number_ranges([number[panel[i]["method"]] for i in members_])
+      ax.annotate(text, points[last], xytext=(shifts[last] + 6, 3), textcoords="offset points", fontsize=8,
+                  va="bottom", color="#222222", zorder=4)
+  handles = [Line2D([], [], color=style[m][0], marker=style[m][1], ls="none", ms=10 if style[m][1] == "*" else 7,
+                    mec="black", mew=0.4,
+                    label=textwrap.fill(f"{number[m]}. {labels[m]}", 58, subsequent_indent="    "))
+             for m in methods]
+  if handles:
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.93), fontsize=8, frameon=False,
+               handletextpad=0.4, labelspacing=0.5)
+  fig.text(0.01, -0.01, "A marker that would cover another is moved right on the page and shares its label; "
+           "the values are unchanged.", fontsize=8, color="#444444")
   fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)
+  return {"legend": [{"number": number[m], "method": m, "label": labels[m], "color": style[m][0],
+                      "marker": style[m][1]} for m in methods], "markers": drawn}
 
 
 def plot_layer_usage(results: Mapping[str, Any], path: os.PathLike | str) -> None:
-  """Share of PoLar's top-1 programs that run each layer 0 / 1 / 2 times, one heatmap per test set."""
+  """Share of PoLar's top-1 programs that run each layer 0 / 1 / 2+ times, one heatmap per test set."""
   plt = _plt()
   usage = results.get("polar_layer_usage") or {}
   depth = results["model"]["depth"]
   names = list(usage) or ["(no PoLar programs)"]
-  fig, axes = plt.subplots(len(names), 1, figsize=(max(6, 0.3 * depth + 2), 2.2 * len(names) + 0.6),
+  fig, axes = plt.subplots(len(names), 1, figsize=(max(7.0, 0.32 * depth + 2.5), 2.4 * len(names) + 0.8),
                            squeeze=False)
+  step = 1 if depth <= 40 else 2 if depth <= 80 else 4
   for ax, name in zip(axes[:, 0], names):
     table = np.asarray(usage.get(name, np.zeros((depth, 3))), np.float64)  # [D, 3]
     total = table.sum(axis=1, keepdims=True)
     share = np.divide(table, total, out=np.zeros_like(table), where=total > 0).T  # [3, D]
-    image = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=1, origin="lower")
-    ax.set_yticks(range(share.shape[0]), [f"{i}x" if i < share.shape[0] - 1 else f">={i}x"
-                                          for i in range(share.shape[0])])
-    ax.set_xticks(range(depth), [str(i) for i in range(depth)], fontsize=6)
-    ax.set_xlabel("layer")
-    ax.set_title(f"{name}: layer usage of PoLar's top-1 programs (share of questions)", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.025)
+    image = ax.imshow(100 * share, aspect="auto", cmap="viridis", vmin=0, vmax=100, origin="lower",
+                      interpolation="nearest")
+    ax.set_yticks(range(share.shape[0]), [f"{i}x" if i < share.shape[0] - 1 else f"{i}x or more"
+                                          for i in range(share.shape[0])], fontsize=9)
+    ax.set_ylabel("times the layer runs", fontsize=9)
+    ax.set_xticks(range(0, depth, step), [str(i) for i in range(0, depth, step)], fontsize=8)
+    ax.set_xlabel("layer", fontsize=9)
+    n = int(total.max()) if total.size else 0
+    ax.set_title(f"{name}: how often PoLar's top-1 program runs each layer ({n} questions)", fontsize=10)
+    bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.015)
+    bar.set_label("% of questions", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -137,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
   """`argv`: the arguments after the program name (default `sys.argv[1:]`)."""
   argv = list(sys.argv[1:] if argv is None else argv)
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")  # `run --summary` and `summary` write PNG files; the library chooses no backend.
   if argv and argv[0] == "run":
     _run_command(argv[1:])
     return

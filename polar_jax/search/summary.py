@@ -117,30 +117,57 @@ def summarize(records: Sequence[SearchRecord]) -> dict[str, Any]:
 
 
 def plot_search_layer_usage(summary: Mapping[str, Any], path: os.PathLike | str, title: str = "") -> None:
-  """Per-layer skip / repeat shares and mean usage of valid programs, and their length histogram."""
-  import matplotlib  # Deferred: plotting is optional for the search itself.
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  """Per-layer mean runs and skip / repeat shares of valid programs (two axes), and their length histogram.
+
+  Matplotlib is imported here and no backend is chosen (entry points choose it), so a notebook keeps its
+  inline display.
+  """
+  import matplotlib.pyplot as plt  # Deferred: plotting is optional for the search itself.
 
   depth = summary["depth"]
   layers = np.arange(depth)
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
-  ax1.bar(layers, summary["layers"]["usage"], color="#9ecae1", label="mean runs per program")
-  ax1.plot(layers, summary["layers"]["skip"], "o-", color="#de2d26", label="share skipping")
-  ax1.plot(layers, summary["layers"]["repeat"], "s-", color="#31a354", label="share repeating")
-  ax1.axhline(1.0, color="gray", lw=0.8, ls="--")
-  ax1.set_xlabel("layer")
-  ax1.set_title("layer usage in valid programs")
-  ax1.legend(fontsize=8)
+  step = 1 if depth <= 40 else 2 if depth <= 80 else 4
+  fig = plt.figure(figsize=(max(12.0, 0.3 * depth + 4), 5.6))
+  grid = fig.add_gridspec(2, 2, width_ratios=[2.2, 1], height_ratios=[1, 1], hspace=0.12, wspace=0.18)
+  runs_ax = fig.add_subplot(grid[0, 0])
+  share_ax = fig.add_subplot(grid[1, 0], sharex=runs_ax)
+  hist_ax = fig.add_subplot(grid[:, 1])
+  runs_ax.bar(layers, summary["layers"]["usage"], color="#6baed6", width=0.8)
+  runs_ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+  runs_ax.set_ylabel("mean runs per\nvalid program", fontsize=9)
+  runs_ax.set_ylim(0, max(1.25, 1.1 * max(summary["layers"]["usage"], default=1.0)))
+  runs_ax.set_title(f"layer usage in valid programs ({summary['valid_programs']} programs, "
+                    f"{summary['questions']} questions; each question weighs the same)", fontsize=10)
+  runs_ax.tick_params(labelbottom=False)
+  share_ax.plot(layers, 100 * np.asarray(summary["layers"]["skip"]), "o-", ms=4, color="#de2d26",
+                label="skip the layer")
+  share_ax.plot(layers, 100 * np.asarray(summary["layers"]["repeat"]), "s-", ms=4, color="#31a354",
+                label="run it more than once")
+  share_ax.set_ylabel("% of valid programs", fontsize=9)
+  top = 100 * max(max(summary["layers"]["skip"], default=0.0), max(summary["layers"]["repeat"], default=0.0))
+  share_ax.set_ylim(0, min(100.0, max(5.0, 1.3 * top)))
+  share_ax.set_xlabel("layer", fontsize=9)
+  share_ax.set_xticks(range(0, depth, step), [str(i) for i in range(0, depth, step)], fontsize=8)
+  share_ax.legend(fontsize=8, loc="upper left", ncols=2, frameon=False)
+  for ax in (runs_ax, share_ax):
+    ax.grid(alpha=0.3)
+    ax.tick_params(axis="y", labelsize=8)
   hist = summary["valid_lengths"]["histogram"]
-  ax2.bar([int(k) for k in hist], list(hist.values()), color="#756bb1")
-  ax2.axvline(depth, color="gray", lw=0.8, ls="--")
-  ax2.set_xlabel("program length")
-  ax2.set_title("valid program lengths")
+  hist_ax.bar([int(k) for k in hist], list(hist.values()), color="#756bb1", width=0.8)
+  hist_ax.axvline(depth, color="gray", lw=0.8, ls="--")
+  hist_ax.text(depth, 1.0, f" full depth {depth}", transform=hist_ax.get_xaxis_transform(), fontsize=8,
+               color="gray", va="top")
+  hist_ax.set_xlabel("program length (layers run per token)", fontsize=9)
+  hist_ax.set_ylabel("valid programs", fontsize=9)
+  hist_ax.set_title("valid program lengths", fontsize=10)
+  hist_ax.tick_params(labelsize=8)
+  hist_ax.grid(alpha=0.3, axis="y")
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
+  hist_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  hist_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)
 
 
