@@ -406,8 +406,9 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
     summaries.write_evaluation(out / "tensorboard", json.loads(results_path.read_text()),
                                (out / "results.md").read_text() if (out / "results.md").exists() else None)
     workdir_lib.mark_done(workdir, "evaluate", {"results": str(results_path)})
-  for name in workdir_lib.RESULT_FILES:
-    if (out / name).exists():
+  for name in workdir_lib.RESULT_FILES:  # copied only when they differ: reading a finished workdir writes nothing
+    if (out / name).exists() and (not (workdir / name).exists()
+                                  or (workdir / name).read_bytes() != (out / name).read_bytes()):
       shutil.copyfile(out / name, workdir / name)
   return json.loads(results_path.read_text())
 

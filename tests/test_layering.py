@@ -36,8 +36,11 @@ LAYERS = {
     "search": 8,  # the search driver, records I/O, scorers, interchange, summary
     "menu.build": 8,  # ranking searched programs, running them on every question
     "predictor": 9,
-    "options": 10, "menu.features": 10,  # frozen question features for the menu selectors (encoders, the LLM)  # every stage's options (reads the light parts of the layers below)
+    "options": 10,  # every stage's options (reads the light parts of the layers below)
+    "menu.features": 10,  # frozen question features for the menu selectors (encoders, the LLM)
+    "menu.samples": 10,  # full-depth samples of the menu's test rows (runs the LLM)
     "train": 11,
+    "menu.dense": 12,  # the paper's predictor trained (polar_jax.train) on the menu's dense supervision
     "evaluation": 12,  # the evaluation data model, metrics, every method, the protocol, the report
     "pipeline": 13, "experiments": 14, "main": 14, "search.__main__": 14, "lab": 14,  # apps (entry points above the pipeline)
 }
