@@ -1,5 +1,6 @@
 """The trainer: learning a known question -> program rule, exact resume, depth checks, schedule, metrics."""
 
+import logging
 import math
 import pathlib
 import random
@@ -204,3 +205,11 @@ def test_sharding_rules_map_logical_axes_and_replicate_what_does_not_divide():
   with pytest.raises(ValueError, match="Unknown sharding rules 'tp'"):
     sharding.ShardingRules.named("tp")
   assert sharding.maybe_initialize_distributed() is False  # single process: never initialises
+
+
+def test_loading_a_predictor_prints_no_read_only_warnings(straight_run, caplog):
+  from polar_jax.predictor.checkpoint import load_predictor
+  _, workdir = straight_run
+  with caplog.at_level(logging.WARNING):
+    load_predictor(workdir)
+  assert not [r for r in caplog.records if "read only" in r.getMessage() or "read_only" in r.getMessage()]

@@ -12,7 +12,9 @@ encoder width, or predictor shape) is refused with a message instead of a shape 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import pathlib
 import shutil
 from typing import Any, Mapping
@@ -149,6 +151,18 @@ class Checkpoints:
       raise DiskFullError(self._full_message(pathlib.Path(failed.directory), -1, "no space left on device"))
 
 
+@contextlib.contextmanager
+def _read_only_notices_off():
+  """Orbax warns "Given directory is read only" on every read-only manager: what loading means, not a problem."""
+  log = logging.getLogger("absl")
+  quiet = lambda record: "read only" not in record.getMessage() and "read_only=True" not in record.getMessage()
+  log.addFilter(quiet)
+  try:
+    yield
+  finally:
+    log.removeFilter(quiet)
+
+
 def load_predictor(workdir: str | pathlib.Path, *, which: str = "best", depth: int | None = None,
                    feature_dim: int | None = None) -> tuple[PredictorConfig, dict, dict]:
   """-> (predictor config, params as numpy arrays, meta) from a training workdir (or a checkpoints folder).
@@ -164,8 +178,10 @@ def load_predictor(workdir: str | pathlib.Path, *, which: str = "best", depth: i
   for folder in candidates:
     if not folder.is_dir():
       continue
-    manager = ocp.CheckpointManager(folder, item_names=("state", "meta"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    with _read_only_notices_off():
+      manager = ocp.CheckpointManager(folder, item_names=("state", "meta"),
+                                      options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                                           save_interval_steps=0))
     step = manager.latest_step() if which == "latest" else (manager.best_step() or manager.latest_step())
     if step is None:
       manager.close()
