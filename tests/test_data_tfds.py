@@ -117,3 +117,19 @@ def test_draw_few_shot_is_deterministic_and_from_train(data_dir):
   train = {e.id for e in ladder.ladder_splits(1)["train"]}
   assert all(e.id in train for e in shots)
   assert prompts.draw_few_shot("arith_level1", 0) == []
+
+
+def test_preparing_a_dataset_says_one_line_and_nothing_else(tmp_path):
+  """No TFDS "Downloading and preparing ... Unknown size", shuffle bars or logs: one line, once."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  code = ("from polar_jax import data\n"
+          "for _ in range(2):\n"
+          "  data.load_split('arith_level3', 'test', limit=2)\n")
+  env = {**os.environ, "POLAR_JAX_CACHE": str(tmp_path), "PYTHONPATH": root}
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+  assert lines == [f"[polar_jax] preparing arith_level3 (once, into {tmp_path}/tfds/polar_arith_ladder/level3/1.1.0)"]

@@ -69,8 +69,7 @@ def load_split(dataset: str, split: str, *, limit: int | None = None, seed: int 
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from polar_jax.data import tfds_builders  # pylint: disable=import-outside-toplevel
   builder = tfds_builders.make_builder(dataset, seed=seed, data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(manual_dir) if manual_dir is not None else None))
+  _prepare_quietly(tfds, builder, dataset, manual_dir)
   source = builder.as_data_source(split)
   examples = [tfds_builders.decode_record(r) for r in source.__getitems__(list(range(len(source))))]
   if not examples:
@@ -78,3 +77,34 @@ def load_split(dataset: str, split: str, *, limit: int | None = None, seed: int 
   if limit is not None and limit < len(examples):
     examples = sorted(examples, key=lambda ex: splits.seeded_order_key(seed, ex.id))[:limit]
   return examples
+
+
+def _prepare_quietly(tfds, builder, dataset: str, manual_dir) -> None:
+  """Builds the dataset's TFDS cache once, saying so in one line (nothing is downloaded: TFDS's "Downloading and
+  preparing ... Unknown size" line, its progress bars and log lines would only mislead); its output is shown
+  only if the preparation fails."""
+  import contextlib  # pylint: disable=import-outside-toplevel
+  import io  # pylint: disable=import-outside-toplevel
+  import logging  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir is not None else None)
+  if (pathlib.Path(builder.data_dir) / "dataset_info.json").exists():
+    builder.download_and_prepare(download_config=config)  # already prepared: a no-op that prints nothing
+    return
+  print(f"[polar_jax] preparing {dataset} (once, into {builder.data_dir})", file=sys.stderr, flush=True)
+  buffer = io.StringIO()
+  loggers = [logging.getLogger(name) for name in ("absl", "tensorflow_datasets")]
+  levels = [log.level for log in loggers]
+  for log in loggers:
+    log.setLevel(logging.ERROR)
+  tfds.disable_progress_bar()
+  try:
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+      builder.download_and_prepare(download_config=config)
+  except BaseException:
+    sys.stderr.write(buffer.getvalue())
+    raise
+  finally:
+    tfds.enable_progress_bar()
+    for log, level in zip(loggers, levels):
+      log.setLevel(level)
