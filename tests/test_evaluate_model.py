@@ -236,3 +236,20 @@ def test_resume_loads_finished_methods(setup, monkeypatch):
   other = dict(kwargs, test_sets={"syn": kwargs["test_sets"]["syn"][:3]})
   with pytest.raises(ValueError, match="other questions"):
     evaluate.run_evaluation(config, **other)
+
+
+def test_method_progress_bars_are_named_by_method_and_test_set(tmp_path):
+  from polar_jax import evaluation
+  from polar_jax.evaluation import protocol
+  from polar_jax.options import EvalOptions
+  ctx = protocol.EvalContext(config=EvalOptions(progress=True, warmup=False), model=None, task=None, predictor=None,
+                             search_records=(), calibration=(), out=tmp_path, depth=4, k=1,
+                             common={"progress": True}, store=protocol._RunStore(tmp_path))
+  seen = []
+  examples = [type("Ex", (), {"id": "q/0"})()]
+
+  def compute():
+    seen.append(ctx.common["progress"])
+    return evaluation.MethodRun("m", "M", "deployable", "syn", (evaluation.QuestionOutcome("q/0", 1, ()),))
+  ctx.run("syn", examples, "full_depth_greedy", compute)
+  assert seen == ["full_depth_greedy on syn"] and ctx.common["progress"] is True

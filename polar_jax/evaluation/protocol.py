@@ -130,7 +130,13 @@ class EvalContext:
         n = min(len(examples), int(self.config.max_batch))
         run_pairs(self.model, examples, [(i, full) for i in range(n)], self.task, **self.common)
       self.say(f"evaluate: {key} on {test_set} ({len(examples)} questions)")
-      return compute()
+      shown = self.common.get("progress")
+      if shown:  # the method's bars are named by method and test set, not "run_programs"
+        self.common["progress"] = f"{key} on {test_set}"
+      try:
+        return compute()
+      finally:
+        self.common["progress"] = shown
     result = self.store.get(test_set, key, [str(ex.id) for ex in examples], timed)
     self.runs.append(result)
     return result
