@@ -66,7 +66,6 @@ def _model_and_task(matrix):
 
 def _dense(directory, matrix):
   """The dense predictor's lab row as `--dense_predictor` asks."""
-  import pathlib as pl  # pylint: disable=import-outside-toplevel
   from polar_jax.menu import dense  # pylint: disable=import-outside-toplevel
   found = dense.find_top1(directory)
   if _DENSE.value == "off" or (_DENSE.value == "auto" and found is None):
@@ -77,10 +76,10 @@ def _dense(directory, matrix):
     from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
     model, _ = _model_and_task(matrix)
     opts = pipeline.validate_config(matrix.info["config"])
-    found = pl.Path(directory) / dense.TOP1_FILE
+    found = pathlib.Path(directory) / dense.TOP1_FILE
     dense.ensure_dense(matrix, found, trainer=dataclasses.replace(opts.predictor, progress=True),
                        encoder=make_encoder(opts.encoder, model),
-                       checkpoint=_DENSE_CKPT.value or pl.Path(directory) / "dense_predictor")
+                       checkpoint=_DENSE_CKPT.value or pathlib.Path(directory) / "dense_predictor")
   return [dense.DensePredictorChoice(dense.load_top1(found, matrix))]
 
 

@@ -174,7 +174,8 @@ def _config_flag_message(error: BaseException, argv: typing.Sequence[str]) -> st
             + (f" (did you mean {close.group(1)!r}?)" if close else "")
             + "; python -m polar_jax.main --helpfull lists every --config.* field.")
   culprit = next((a for a in overrides if "=" in a and a.split("=", 1)[1] and a.split("=", 1)[1] in text), None)
-  return f"{culprit + ': ' if culprit else ''}{text}"
+  return (f"{culprit + ': ' if culprit else ''}{text}; give the field a value of its type "
+          "(python -m polar_jax.main --helpfull shows each field's default).")
 
 
 def _config_load_message(flag: str, error: BaseException, argv: typing.Sequence[str]) -> str:

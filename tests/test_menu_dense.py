@@ -9,6 +9,7 @@ import pytest
 
 from polar_jax import options
 from polar_jax.menu import dense, lab
+from polar_jax.menu import matrix as menu_matrix
 from polar_jax.menu.matrix import MenuFileError, MenuMatrix, MenuQuestion, empty_arrays
 
 PROGRAMS = [tuple(range(6)), (0, 1, 2, 3, 5), (0, 1, 2, 4, 5), (0, 1, 2, 3, 4, 3, 4, 5)]
@@ -34,7 +35,7 @@ def test_dense_supervision_is_the_correct_cells():
     i = [q.id for q in view.questions].index(record.id)
     assert set(record.valid) == {PROGRAMS[j] for j in np.flatnonzero(view.correct[i])}
     assert set(record.invalid) == {PROGRAMS[j] for j in np.flatnonzero(~view.correct[i])}
-  with pytest.raises(Exception, match="Test outcomes are not for fitting"):
+  with pytest.raises(menu_matrix.TestRowsError, match="Test outcomes are not for fitting"):
     dense.menu_supervision(matrix, "test")
 
 

@@ -185,14 +185,9 @@ def test_sampling_rows_vote_by_hand_and_compare_at_equal_runs():
                         samples=[_sample_table(matrix, answers, correct)])
   vote = table["methods"]["program_vote[k=3]"]
   assert set(vote["vs_sampling"]) == {"sampling_vote[k=3,T=0.7]"}  # only the row with as many runs
-  program_correct = test.correct[np.arange(4), _vote_choice(matrix)]
+  program_correct = test.correct[np.arange(4), _fit_choose(select.VoteSelector(3), matrix)[0]]
   assert vote["vs_sampling"]["sampling_vote[k=3,T=0.7]"]["diff"] == pytest.approx(
       program_correct.mean() - 0.5)
   assert "vs_sampling" not in table["methods"]["full_depth"]
   assert "Equal runs" in lab.markdown(table)
 
-
-def _vote_choice(matrix):
-  selector = select.VoteSelector(3)
-  selector.fit(matrix.fit_view("train"), matrix.fit_view("validation"))
-  return selector.choose(matrix.questions("test"), matrix.answers_view("test"))
