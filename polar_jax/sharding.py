@@ -14,6 +14,7 @@ A dimension that the mesh axis does not divide is replicated rather than failing
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from typing import Any, Callable, Sequence
 
@@ -125,11 +126,13 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
   try:
     jax.distributed.initialize(**kwargs)
   except ValueError as e:  # what JAX could not detect: it names the missing argument
-    detail = " ".join(str(e).split())
+    detail = " ".join(str(e).split()).rstrip(".")
+    where = ("--distributed found no cluster that JAX detects (Cloud TPU VM, SLURM, Open MPI)" if auto and not address
+             else f"jax.distributed.initialize failed: {detail}")
     raise DistributedError(
-        f"jax.distributed.initialize failed: {detail} Pass --coordinator_address=HOST:PORT (process 0's address), "
-        "--num_processes=N and --process_id=I on every process, or run --distributed where JAX detects the cluster "
-        "(Cloud TPU VM, SLURM, Open MPI).") from None
+        f"{where}. Pass --coordinator_address=HOST:PORT (process 0's address), --num_processes=N and "
+        "--process_id=I on every process" + ("." if auto else ", or --distributed alone where JAX detects the cluster "
+                                             "(Cloud TPU VM, SLURM, Open MPI).")) from None
   return True
 
 
@@ -144,10 +147,15 @@ def _client():
 
 
 _LONG_S = 7 * 24 * 3600  # a barrier that waits for the slowest search shard: the job's own limits stop it first
+_CALLS = itertools.count()  # every process makes the same calls in the same order: their keys agree
+
+
+def _key(name: str) -> str:
+  return f"polar_jax/{next(_CALLS)}/{name}"
 
 
 def wait_for_all(name: str, timeout_s: float = _LONG_S) -> None:
-  """Every process reaches the barrier `name` (unique per call) before any goes on; nothing for one process.
+  """Every process reaches the barrier `name` before any goes on; nothing for one process.
 
   A barrier of the distributed runtime, not a device collective, so a process may wait at it for hours. A
   process that dies meanwhile brings the job down (JAX's heartbeats), so nobody waits forever.
@@ -157,9 +165,9 @@ def wait_for_all(name: str, timeout_s: float = _LONG_S) -> None:
   client = _client()
   if client is None:  # several processes without jax.distributed (a TPU slice run without --distributed)
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(name)
+    multihost_utils.sync_global_devices(_key(name))
     return
-  client.wait_at_barrier(f"polar_jax/{name}", int(timeout_s * 1000))
+  client.wait_at_barrier(_key(name), int(timeout_s * 1000))
 
 
 def on_lead(name: str, fn: Callable[[], Any], timeout_s: float = _LONG_S) -> Any:
@@ -171,7 +179,7 @@ def on_lead(name: str, fn: Callable[[], Any], timeout_s: float = _LONG_S) -> Any
   if client is None:
     raise DistributedError("This multi-process run was started without jax.distributed.initialize; pass "
                            "--distributed (or --coordinator_address, --num_processes and --process_id).")
-  key = f"polar_jax/{name}"
+  key = _key(name)
   if is_lead():
     try:
       out = fn()

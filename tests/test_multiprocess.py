@@ -277,3 +277,87 @@ def test_two_process_training_equals_one_process(tmp_path):
   for a, b in zip(runs["two_processes"]["history"], runs["one_process_one_device"]["history"], strict=True):
     assert a["step"] == b["step"] and abs(a["val_loss"] - b["val_loss"]) < 1e-5
     assert a["val_top1_match"] == b["val_top1_match"]
+
+
+# --- the pipeline entry point on the embedded model -------------------------------------------------------------
+
+# One train and one validation question (one per shard), two simulations each.
+QUICK = ["--config=configs/default.py:quick", "--config.data.num_search=1", "--config.data.num_validation=1",
+         "--config.search.num_simulations=2"]
+
+
+def _quick_config():
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location("config_default", ROOT / "configs" / "default.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("quick")
+  config.data.num_search = config.data.num_validation = 1
+  config.search.num_simulations = 2
+  return config
+
+
+def test_two_process_main_searches_in_shards_merges_them_and_trains(tmp_path):
+  """`python -m polar_jax.main --coordinator_address=... --num_processes=2 --process_id=i` on SmolLM2."""
+  from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "run"
+  argv = lambda i, address: [sys.executable, "-m", "polar_jax.main", *QUICK, f"--workdir={workdir}",
+                             "--config.stages=convert,search,train", f"--coordinator_address={address}",
+                             "--num_processes=2", f"--process_id={i}"]
+  job = launch(argv, 2, tmp_path, "main")
+  assert job.wait(600) == [0, 0], job.tail()
+  search = workdir / "search"
+  merged = _lines(search / "records.jsonl")
+  ids = [e.id for e in pipeline.load_splits(_quick_config()).searched()]
+  assert [r["id"] for r in merged] == ids and len(ids) == 2
+  shards = [_lines(search / f"records.shard-0000{i}-of-00002.jsonl") for i in range(2)]
+  assert [[r["id"] for r in s] for s in shards] == [ids[0::2], ids[1::2]]  # each question once, in its shard
+  assert merged == [shards[0][0], shards[1][0]]  # the merge is the shards' records, unchanged
+  marker = json.loads((search / "done.json").read_text())
+  assert marker["questions"] == 2 and marker["processes"] == 2
+  assert marker["evaluations"] == sum(r["evaluations"] for r in merged)
+  assert (search / "summary.json").exists()
+  assert json.loads((workdir / "train" / "done.json").read_text())["step"] > 0
+  assert any((workdir / "predictor" / "checkpoints").iterdir())
+  lead, other = (pathlib.Path(log).read_text() for log in job.logs)
+  assert "2 processes: the search in 2 shards, training over 2 devices" in lead
+  assert "search: 2 questions from 2 shards" in lead and "[polar_jax]" not in other  # process 0 speaks
+
+
+def test_a_multi_process_run_refuses_what_it_cannot_do(monkeypatch, tmp_path):
+  from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(pipeline, "_processes", lambda: (0, 2))
+  config = _quick_config()
+  with pytest.raises(pipeline.MultiProcessError, match=r"--config.stages=convert,search,train, then rerun without "
+                                                        r"the multi-process flags with --config.stages=menu,evaluate"):
+    pipeline.run_pipeline(config, tmp_path / "w")
+  config.stages = "convert,search"
+  config.search.shard = "0/2"
+  with pytest.raises(pipeline.MultiProcessError, match=r"config.search.shard=0/2 in a 2-process run: leave it unset"):
+    pipeline.run_pipeline(config, tmp_path / "w")
+  assert not (tmp_path / "w").exists()  # refused before the workdir is touched
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_processes=0), "--num_processes must be at least 1, got 0"),
+    (dict(num_processes=2, process_id=2), r"--process_id must be in 0..1 \(one id per process\), got 2"),
+    (dict(process_id=1), "--process_id=1 without --num_processes"),
+])
+def test_bad_multi_process_settings_are_one_line(kwargs, message):
+  from polar_jax import sharding  # pylint: disable=import-outside-toplevel
+  with pytest.raises(sharding.DistributedError, match=message):
+    sharding.initialize_distributed(**kwargs)
+  assert sharding.initialize_distributed() is False and sharding.initialize_distributed(num_processes=1) is False
+
+
+def test_entry_points_say_what_is_missing_in_one_line(tmp_path):
+  for command in (["polar_jax.main", "--config=configs/default.py:quick", f"--workdir={tmp_path / 'w'}"],
+                  ["polar_jax.search", "run", "--config=configs/default.py:quick", f"--out={tmp_path / 's.jsonl'}"]):
+    res = subprocess.run([sys.executable, "-m", *command, "--num_processes=2", "--process_id=0"], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].endswith(
+        "coordinator_address should be defined. Pass --coordinator_address=HOST:PORT (process 0's address), "
+        "--num_processes=N and --process_id=I on every process, or --distributed alone where JAX detects the "
+        "cluster (Cloud TPU VM, SLURM, Open MPI)."), res.stderr[-2000:]
+  assert not (tmp_path / "w").exists()
