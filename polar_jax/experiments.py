@@ -14,7 +14,8 @@ DART-Math; point `--config.data.datasets=jsonl --config.data.manual_dir=...` at 
 
 Hardware variants (comma-separated after the colon, e.g. `configs/qwen3_8b.py:gpu`):
   tpu   a TPU VM / pod slice: bfloat16, predictor batch sharded over all chips, FSDP-style parameter rules;
-        run one process per host (the search shards questions by `jax.process_index()`).
+        run one process per host, the same command on each (README, "Multi-host": the search shards
+        questions by `jax.process_index()`, training spans every host's chips).
   gpu   one GPU box: bfloat16, larger search batches.
   runlocal  a few questions and simulations, for a quick check on a workstation.
 """

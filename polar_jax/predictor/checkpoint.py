@@ -185,6 +185,8 @@ def load_predictor(workdir: str | pathlib.Path, *, which: str = "best", depth: i
       continue
     with _read_only_notices_off():
       manager = ocp.CheckpointManager(folder, item_names=("state", "meta"),
+                                      item_handlers={"state": ocp.StandardCheckpointHandler(),  # for item_metadata
+                                                     "meta": ocp.JsonCheckpointHandler()},
                                       options=ocp.CheckpointManagerOptions(read_only=True, create=False,
                                                                            save_interval_steps=0))
     step = manager.latest_step() if which == "latest" else (manager.best_step() or manager.latest_step())
@@ -195,7 +197,12 @@ def load_predictor(workdir: str | pathlib.Path, *, which: str = "best", depth: i
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     expected = {k: v for k, v in (("depth", depth), ("feature_dim", feature_dim)) if v is not None}
     check_compatible(meta, expected, where)
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    # Onto this process's first device, in the saved shapes: the checkpoint may come from another mesh (several
+    # processes), whose layout orbax would otherwise try to rebuild here ("Topology mismatch").
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
+                          manager.item_metadata(step)["state"])
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     manager.close()
     params = jax.tree.map(np.asarray, state["params"])
     return PredictorConfig(**meta["predictor"]), params, meta
