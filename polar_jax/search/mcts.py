@@ -77,6 +77,7 @@ class QuestionSearch:
     self.tree = new_tree(depth, config, self.id)
     self.memo: dict[tuple[int, ...], ScoredProgram] = {}
     self.pending: dict[tuple[int, ...], list[list[int]]] = {}
+    self.first: dict[tuple[int, ...], int] = {}  # The simulation (1-based; 0: before any) that first reached it.
     self.driver = dict(driver or {})  # How the driver batched: recorded next to the tree config.
     self.seconds = 0.0  # This question's share of the rounds' wall time so far.
 
@@ -103,6 +104,7 @@ class QuestionSearch:
         self.pending[program].append(path)
       else:
         self.pending[program] = [path]
+        self.first.setdefault(program, self.simulations)
         new.append(program)
     return new
 
@@ -119,6 +121,8 @@ class QuestionSearch:
       scored = self.memo[program]
       extra = {} if scored.gold_logprob is None else {"gold_logprob": round(float(scored.gold_logprob), 4),
                                                        "decided_by": scored.decided_by}
+      if program in self.first:
+        extra["simulation"] = int(self.first[program])
       entry = ProgramEntry(program, visits.get(program, 0), scored.answer, extra)
       (valid if scored.reward > VALID_THRESHOLD else invalid).append(entry)
     ex = self.example
