@@ -296,7 +296,7 @@ def menu_parts(opts: PipelineOptions, splits: Splits) -> list[tuple[str, str, li
 def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list):
   """Ranks the searched programs on the training questions and runs the top K + full depth everywhere."""
   from polar_jax.menu import build  # pylint: disable=import-outside-toplevel
-  from polar_jax.menu.matrix import MenuMatrix  # pylint: disable=import-outside-toplevel
+  from polar_jax.menu.matrix import SHIPPED, MenuMatrix  # pylint: disable=import-outside-toplevel
   out = workdir / "menu"
   if _finished(opts, workdir, "menu") is None:
     start = time.perf_counter()
@@ -309,8 +309,14 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     bar = _progress(opts, n_chunks, "menu chunks", initial=build.finished_chunks(out, m.answers))
     info = {"config": options_lib.to_json(opts), "search_train_valid_counts": counts,
             "ranking": "training questions the search found each program valid for"}
+    reuse = None
+    if m.reuse:
+      reuse = MenuMatrix.load(SHIPPED if m.reuse == "shipped" else m.reuse)
+      lent = build.reusable_cells(reuse, info["config"], questions, programs)
+      _say(opts, f"menu: {len(lent)} of {len(programs) * len(questions)} cells copied from {m.reuse}")
     matrix = build.build_menu(model, task, questions, examples, programs, out, chunk_questions=m.chunk_questions,
-                              max_batch=m.max_batch, answers=m.answers, info=info, on_chunk=lambda i, n, sec: bar.update(1))
+                              max_batch=m.max_batch, answers=m.answers, info=info, on_chunk=lambda i, n, sec: bar.update(1),
+                              reuse=reuse)
     bar.close()
     from polar_jax.menu import features  # pylint: disable=import-outside-toplevel
     _say(opts, "menu: question features for the selectors (MiniLM; the LLM's prompt state at full depth)")
