@@ -320,7 +320,8 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     bar.close()
     from polar_jax.menu import features  # pylint: disable=import-outside-toplevel
     _say(opts, "menu: question features for the selectors (MiniLM; the LLM's prompt state at full depth)")
-    features.ensure_features(out, matrix, model=model, task=task)
+    features.ensure_features(out, matrix, model=model, task=task,
+                             reuse=None if reuse is None else (SHIPPED if m.reuse == "shipped" else m.reuse, reuse))
     searched = [r for r in records if r.id in splits.ids("search")]
     oracle = sum(1 for r in searched if r.valid) / len(searched) if searched else None
     _write_menu_report(matrix, out, search_oracle=oracle)

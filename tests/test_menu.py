@@ -227,3 +227,12 @@ def test_reuse_copies_the_cells_an_earlier_menu_holds_and_runs_only_the_rest(smo
   other = {**config, "task": {"preset": "free_prefix"}}
   with pytest.raises(MenuFileError, match="menu.reuse: the earlier menu was made with task="):
     build.reusable_cells(earlier, other, questions, [full])
+
+  # Its question features are lent too when the earlier menu holds every question with the same text.
+  from polar_jax.menu import features
+  vectors = np.arange(len(questions) * 3, dtype=np.float32).reshape(-1, 3)[::-1]
+  features.save_features(tmp_path / "a", "minilm", [q.id for q in questions][::-1], vectors)
+  got = features.ensure_features(tmp_path / "b", reused, names=("minilm",), reuse=(tmp_path / "a", earlier))
+  assert got["minilm"].ids == tuple(q.id for q in questions)
+  np.testing.assert_array_equal(got["minilm"].vectors, vectors[::-1])
+  assert not features._reuse_table(tmp_path / "d", "minilm", changed, tmp_path / "a", earlier)
