@@ -248,19 +248,29 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
     task = dataclasses.replace(task_config(opts), reward=s.reward)
     scorer = TaskScorer(model, examples, task, max_batch=s.max_batch, per_question=s.per_question)
     shard = parse_shard(s.shard) if s.shard else None
-    bar = _progress(opts, len(examples), "search")
     earlier = search_lib.read_records(records_path) if records_path.exists() else []
-    bar.update(len(earlier))
-    scorer = _ProgressScorer(scorer, bar)
+    # Progress in simulations (they advance every round; questions finish in waves), with the questions written
+    # and the program runs beside it.
+    per_question = s.num_simulations
+    mine = len(range(shard[0], len(examples), shard[1])) if shard else len(examples)
+    total = mine * per_question
+    bar = _progress(opts, total, "search", unit="sim")
+    bar.update(len(earlier) * per_question)
+    start_n = bar.n
+    scorer = _ProgressScorer(scorer, bar, questions=mine, written=len(earlier))
     scalars = summaries.SearchScalars(out / "tensorboard", earlier)
     start = time.perf_counter()
 
     def on_record(rec):
-      bar.update(1)
+      scorer.written += 1
       scalars.record(rec, program_runs=scorer.runs, seconds=time.perf_counter() - start)
 
+    def on_round(simulations):
+      bar.n = min(start_n + simulations, bar.total)
+      bar.refresh()
+
     run = search_lib.run_search(examples, scorer, s.tree(), records_path, shard=shard, repair=s.repair,
-                                max_active=s.max_active, on_record=on_record)
+                                max_active=s.max_active, on_record=on_record, on_round=on_round)
     bar.close()
     records = search_lib.read_records(records_path)
     scalars.finish(search_lib.write_summary(records, out, title=f"{model.name}: valid programs ({opts.name})"))
@@ -343,14 +353,15 @@ def _write_menu_report(matrix, out: pathlib.Path, *, search_oracle: float | None
 class _ProgressScorer:
   """Shows the program runs on the search's progress bar (questions finish in waves, runs are continuous)."""
 
-  def __init__(self, scorer, bar):
+  def __init__(self, scorer, bar, questions: int, written: int = 0):
     self.scorer, self.bar, self.depth, self.runs = scorer, bar, scorer.depth, 0
+    self.questions, self.written = questions, written
     self.max_batch, self.per_question = scorer.max_batch, scorer.per_question  # Recorded in each record's config.
 
   def score(self, pairs):
     out = self.scorer.score(pairs)
     self.runs += len(pairs)
-    self.bar.set_postfix_str(f"{self.runs} program runs", refresh=True)
+    self.bar.set_postfix_str(f"{self.written}/{self.questions} questions, {self.runs} program runs", refresh=False)
     return out
 
 
@@ -420,10 +431,10 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
   return json.loads(results_path.read_text())
 
 
-def _progress(opts: PipelineOptions, total: int, desc: str, initial: int = 0):
+def _progress(opts: PipelineOptions, total: int, desc: str, initial: int = 0, unit: str = "it"):
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   return tqdm(total=total, desc=desc, disable=not opts.progress, file=sys.stdout, dynamic_ncols=True,
-              initial=initial)
+              initial=initial, unit=unit)
 
 
 def _finished(opts: PipelineOptions, workdir: pathlib.Path, stage: str) -> dict | None:

@@ -219,3 +219,16 @@ def test_a_longer_search_cut_to_fewer_simulations_equals_the_shorter_search(prot
   assert by_simulations([bare]) == {}
   with pytest.raises(ValueError, match="no 'simulation' field"):
     at_simulations(bare, 8)
+
+
+def test_on_round_reports_completed_simulations_every_round():
+  # The pipeline's search bar counts simulations: it must move every round and end at questions x N.
+  from polar_jax.search.mcts import search_stream
+  seen = []
+  config = SearchConfig(num_simulations=24, space="predictor", leaves_per_round=4)
+  records = list(search_stream(EXAMPLES, range(4), FunctionScorer(_skip2_repeat0, depth=6), config, max_active=2,
+                               on_round=seen.append))
+  assert len(records) == 4
+  assert seen == sorted(seen) and seen[-1] == 4 * 24
+  assert len(seen) == 2 * 24 // 4  # two waves of 6 rounds (2 active questions, 4 leaves per round)
+  assert seen[0] == 2 * 4 and len(set(seen)) == len(seen)  # it moves every round
