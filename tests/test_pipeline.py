@@ -289,7 +289,6 @@ def test_sweep_dry_run_and_local_runner(tmp_path):
     assert (tmp_path / name / "log.txt").read_text().startswith(f"# {name}, started ")
 
 
-
 # A small quick run for the kill test of the menu and the selection methods: 6 searched questions (4 train), a menu
 # of 6 train + 3 validation + 4 test questions in 3 chunks, and only the selection methods in the evaluation.
 KILL_OVERRIDES = {"data.num_search": 4, "data.num_validation": 2, "search.num_simulations": 4, "data.num_test": 4,
@@ -364,6 +363,7 @@ def test_menu_and_selection_methods_killed_then_resumed(tmp_path):
   assert _files(test_dir / name for name in saved) == saved  # finished methods were not redone
   final = {p.name: MethodRun.load(p) for p in sorted(test_dir.glob("*.json"))}
   assert len(final) == n_methods
+  assert any(j != 0 for run in final.values() for j in run.info["program_indices"])  # not all full depth
   computed = set(re.findall(r"evaluate: (\S+) on ", done.stdout))  # what the rerun ran
   assert computed == {run.method for name, run in final.items() if name not in saved}
 
