@@ -95,6 +95,22 @@ def test_rank_programs_counts_training_questions_only():
   assert programs == [FULL, a, b, c]
 
 
+def test_finished_chunks_ignore_a_write_torn_by_a_kill(tmp_path):
+  """A kill -9 while a chunk is written leaves `<index>.npz.tmp.npz`, maybe torn: it is not a finished chunk,
+  and counting the finished ones (the stage's progress bar) does not trip over it."""
+  from polar_jax.menu.matrix import write_npz_atomic
+  arrays = {**empty_arrays(2, 3), build.ANSWERS_FLAG: np.array(True)}
+  (tmp_path / build.CHUNKS).mkdir()
+  write_npz_atomic(build.chunk_path(tmp_path, 0), arrays)
+  write_npz_atomic(build.chunk_path(tmp_path, 1), {**arrays, build.ANSWERS_FLAG: np.array(False)})
+  whole = build.chunk_path(tmp_path, 0).read_bytes()
+  (tmp_path / build.CHUNKS / "00002.npz.tmp.npz").write_bytes(whole[:len(whole) // 2])  # torn
+  assert build.finished_chunks(tmp_path) == 1  # chunk 1 lacks full answers
+  assert build.finished_chunks(tmp_path, answers=False) == 2
+  (tmp_path / build.CHUNKS / "00002.npz.tmp.npz").write_bytes(whole)  # killed between the write and the rename
+  assert build.finished_chunks(tmp_path, answers=False) == 2
+
+
 def test_lab_command_json_and_bad_path(tmp_path):
   rng = np.random.default_rng(1)
   synthetic(rng.random((12, 3)) < 0.5, ["train"] * 4 + ["validation"] * 2 + ["test"] * 6).save(tmp_path / "m")

@@ -9,9 +9,9 @@ Running (`build_menu`): the questions (train, validation, test rows in that orde
 (the task's reward: with `teacher_forced` a pair is certified correct by one prefill where that is exact, and
 the gold log-probability comes with it; with `answers` every other pair is generated so that its answer and
 the model's confidence in it are known) and is written atomically as `chunks/<index>.npz`. A killed run redoes at most
-the chunk it was in; when all chunks exist they are assembled into `matrix.npz` + `menu.json`
-(`polar_jax.menu.matrix`). The plan (`plan.json`: programs and question ids) is written first; a rerun that
-finds a different plan refuses to mix them.
+the chunk it was in (a temporary file that a kill during a write leaves is ignored and removed); when all chunks exist
+they are assembled into `matrix.npz` + `menu.json` (`polar_jax.menu.matrix`). The plan (`plan.json`: programs and
+question ids) is written first, atomically; a rerun that finds a different plan refuses to mix them.
 
 Reuse (`reuse=`, config `menu.reuse`): an earlier menu of the same model, prompt task, reward and answers mode
 (checked against its recorded config) lends the cells it holds: a (question, program) pair it ran, matched by
@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -34,10 +35,16 @@ import numpy as np
 
 from polar_jax.menu.matrix import ARRAYS, MenuFileError, MenuMatrix, MenuQuestion, empty_arrays, write_npz_atomic
 from polar_jax.records import SearchRecord
+from polar_jax.workdir import write_json_atomic
 
 PLAN_FILE = "plan.json"
 CHUNKS = "chunks"
 ANSWERS_FLAG = "complete_answers"  # a chunk's 0-d bool: every cell's reply is known in full
+CHUNK_NAME = re.compile(r"\d{5,}\.npz")  # chunks/<index>.npz; not the `.tmp.npz` of a write in progress
+
+
+def chunk_path(out_dir: os.PathLike | str, index: int) -> pathlib.Path:
+  return pathlib.Path(out_dir) / CHUNKS / f"{index:05d}.npz"
 
 
 def rank_programs(records: Iterable[SearchRecord], depth: int, train_ids: set[str], top_k: int) -> tuple[
@@ -151,6 +158,8 @@ def finished_chunks(out_dir: os.PathLike | str, answers: bool = True) -> int:
   """How many chunks a build in out_dir would skip (written, and with every reply kept if answers are asked)."""
   done = 0
   for path in sorted((pathlib.Path(out_dir) / CHUNKS).glob("*.npz")):
+    if not CHUNK_NAME.fullmatch(path.name):  # a killed write's temporary file, maybe torn
+      continue
     with np.load(path, allow_pickle=False) as npz:
       done += int(not answers or (ANSWERS_FLAG in npz.files and bool(npz[ANSWERS_FLAG])))
   return done
@@ -182,7 +191,9 @@ def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequenc
       raise MenuFileError(f"{plan_path} holds a different menu plan (programs, questions or chunk size); delete "
                           f"{out} to rebuild the menu.")
   else:
-    plan_path.write_text(json.dumps(plan))
+    write_json_atomic(plan_path, plan)
+  for stale in (out / CHUNKS).glob("*.tmp.npz"):  # left by a write that a kill interrupted
+    stale.unlink()
   depth = model.config.num_layers
   progs = [Program(tuple(p), depth) for p in programs]
   lent = {}
@@ -193,7 +204,7 @@ def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequenc
     prior = {k: reuse._arrays[k] for k in ARRAYS}  # pylint: disable=protected-access  (see reusable_cells)
   n_chunks = -(-len(questions) // chunk_questions)
   for c in range(n_chunks):
-    path = out / CHUNKS / f"{c:05d}.npz"
+    path = chunk_path(out, c)
     lo, hi = c * chunk_questions, min(len(questions), (c + 1) * chunk_questions)
     chunk_examples = list(examples[lo:hi])
     start = time.perf_counter()
@@ -224,7 +235,7 @@ def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequenc
   full = empty_arrays(len(questions), len(progs))
   for c in range(n_chunks):
     lo = c * chunk_questions
-    with np.load(out / CHUNKS / f"{c:05d}.npz", allow_pickle=False) as npz:
+    with np.load(chunk_path(out, c), allow_pickle=False) as npz:
       for k in ARRAYS:
         if k in npz.files:
           full[k][lo:lo + len(npz[k])] = npz[k]
