@@ -45,6 +45,7 @@ from polar_jax.program_eval import prompt_ids
 from polar_jax.programs import Program
 from polar_jax.programs.executor import executor_for
 from polar_jax.records import SearchRecord
+from polar_jax.workdir import write_json_atomic
 
 SEARCH_TEST_SET = "search records"
 
@@ -208,8 +209,8 @@ def _shortgpt_prepare(ctx: EvalContext) -> None:
   else:
     chosen = list(ctx.calibration)[:limit]
     influence = shortgpt.block_influence(ctx.model, prompt_ids(ctx.model, chosen, ctx.task))
-    path.write_text(json.dumps({"calibration_questions": len(chosen),
-                                "block_influence": [float(v) for v in influence]}, indent=1))
+    write_json_atomic(path, {"calibration_questions": len(chosen),
+                             "block_influence": [float(v) for v in influence]})  # a kill leaves no torn file
     ctx.state["influence"] = influence
 
 
