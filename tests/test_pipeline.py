@@ -5,7 +5,6 @@ import json
 import pathlib
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -63,23 +62,13 @@ def _records(path: pathlib.Path) -> list[str]:
   return path.read_text().splitlines() if path.exists() else []
 
 
-def test_quick_pipeline_killed_during_search_then_resumed(tmp_path):
-  workdir = tmp_path / "run"
-  args = ["--config=configs/default.py:quick", f"--workdir={workdir}", "--config.search.max_active=2"]
+def test_quick_pipeline_killed_during_search_then_resumed(quick_run):
+  """The session's quick run (`conftest.quick_run`: killed during the search, then resumed with the same command)."""
+  workdir, before, done = quick_run.workdir, quick_run.before, quick_run.done
   records_path = workdir / "search" / "records.jsonl"
-  first = subprocess.Popen(main_command(*args, "--config.stages=convert,search"), cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while time.time() < deadline and first.poll() is None and not _records(records_path):
-    time.sleep(0.5)
-  first.kill()
-  first.wait()
-  before = _records(records_path)
   assert before, "the search wrote nothing before the kill"
   total = 8 + 4  # quick: 8 train + 4 validation questions are searched
   assert len(before) < total, "the kill came too late to test resuming"
-
-  done = subprocess.run(main_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   after = _records(records_path)
   assert after[:len(before)] == before  # finished questions were not redone or rewritten

@@ -232,10 +232,11 @@ def _shortgpt(ctx: EvalContext, name: str, examples) -> None:
     run = ctx.run(name, examples, f"shortgpt_n{n}",
                   lambda n=n: shortgpt.run_shortgpt(ctx.model, examples, ctx.task, influence, n, test_set=name,
                                                     **ctx.common))
-    if n == matched_n:  # The same run, named as the matched row.
-      ctx.runs[-1] = dataclasses.replace(run, method="shortgpt_matched",
-                                         label=f"ShortGPT, {n} layers removed (n matched to PoLar's mean layers)",
-                                         info={**run.info, "matched_to": "polar"})
+    if n == matched_n:  # The same run, named as the matched row (and saved under that name for inspection).
+      matched = dataclasses.replace(run, method="shortgpt_matched",
+                                    label=f"ShortGPT, {n} layers removed (n matched to PoLar's mean layers)",
+                                    info={**run.info, "matched_to": "polar"})
+      ctx.runs[-1] = ctx.store.get(name, matched.method, [str(ex.id) for ex in examples], lambda: matched)
 
 
 def _random_programs(ctx: EvalContext, name: str, examples) -> None:

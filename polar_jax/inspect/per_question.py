@@ -211,7 +211,7 @@ def markdown(per_question: Mapping[str, Any]) -> str:
 class WorkdirView:
   """A workdir's evaluation runs, test questions, search records and menu, as the files hold them.
 
-  runs: the saved method runs (JSON dicts), in results.json's method order where it has one;
+  runs: the saved method runs (JSON dicts); with a results.json, those of its rows, in its order;
   questions: id -> {"question", "gold", "level", "where": [test sets / "search" / "menu <split>"]};
   records: id -> `SearchRecord`; menu: the `MenuMatrix` or None.
   """
@@ -262,12 +262,14 @@ class WorkdirView:
                            "recompute that method.") from None
       runs.append(run)
     results = self.workdir / "evaluate" / "results.json"
-    if results.exists():
+    if results.exists():  # what the evaluation reported, in its order (not runs of methods it no longer lists)
       try:
-        order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in json.loads(results.read_text())["rows"]))}
-      except (ValueError, KeyError, TypeError):
-        order = {}
-      runs.sort(key=lambda r: order.get(r["method"], len(order)))  # stable: file order for the rest
+        rows = json.loads(results.read_text())["rows"]
+        order = {key: i for i, key in enumerate(dict.fromkeys((r["test_set"], r["method"]) for r in rows))}
+      except (ValueError, KeyError, TypeError) as e:
+        raise InspectError(f"{results} does not read ({type(e).__name__}: {e}); rerun the evaluate stage.") from None
+      runs = sorted((r for r in runs if (r["test_set"], r["method"]) in order),
+                    key=lambda r: order[(r["test_set"], r["method"])])
     return runs
 
   def _add(self, qid: str, question: str | None, gold: Any, level: Any, where: str) -> None:
