@@ -194,7 +194,8 @@ def markdown(per_question: Mapping[str, Any]) -> str:
     out += summary_markdown(name, part)
     if part["questions"]:
       more = part["contested"] - len(part["questions"])
-      out += ["", f"The {len(part['questions'])} most contested questions"
+      n = len(part["questions"])
+      out += ["", f"The {'most contested question' if n == 1 else f'{n} most contested questions'}"
               + (f" ({more} more: `python -m polar_jax.inspect --workdir=W --set='{name}' --max_questions=0`)"
                  if more > 0 else "") + ", full depth first, then the methods whose verdict differs:", ""]
     for q in part["questions"]:

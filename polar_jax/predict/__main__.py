@@ -97,7 +97,11 @@ def main(argv):
     return 2
   print(f"model {predictor.opts.model.name}, prompt {predictor.opts.task.preset}, {predictor.depth} layers "
         f"(full depth: 0-{predictor.depth - 1})")
-  width = max(len(m) for m in methods + ["full depth"]) + 3
+  def label(m, p, j):
+    return m if len(p.runs) == 1 else f"{m} #{j + 1}" if m in predict.RANKED_METHODS else f"{m} run {j + 1}"
+
+  width = max([len("full depth")] + [len(label(m, p, j)) for m in methods for p in predictions[m]
+                                     for j in range(len(p.runs))] + [len(m) for m in methods])
   first = predictions[methods[0]]
   for i, q in enumerate(questions):
     name = q.id or f"question {i + 1}"
@@ -107,9 +111,8 @@ def main(argv):
       if not p.runs:
         print(f"  {m:<{width}}  (no program: the predictor decoded none for this question)")
       for j, run in enumerate(p.runs):
-        label = m if len(p.runs) == 1 else f"{m} #{j + 1}"
         marker = "  <- its answer" if len(p.runs) > 1 and j == p.chosen else ""
-        print(_line(label, run, width, marker))
+        print(_line(label(m, p, j), run, width, marker))
     if first[i].full_depth is not None and methods != ["full_depth"]:
       print(_line("full depth", first[i].full_depth, width))
   if _OUT.value:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from polar_jax.errors import UserError
 
@@ -87,7 +87,8 @@ class Run:
 @dataclasses.dataclass(frozen=True)
 class Prediction:
   """A method's programs and answers on one question: `runs[chosen]` is the deployed answer (PoLar: its top-1;
-  a multi-run method: the run whose answer it took); `full_depth` the plain model's run (or None)."""
+  a multi-run method: the run whose answer it took; its runs are in the order it ran them); `full_depth` the
+  plain model's run (or None)."""
   question: Question
   method: str
   runs: tuple[Run, ...]
@@ -393,7 +394,7 @@ class WorkdirPredictor:
       live.run(j, [i for i, c in enumerate(picked) if int(c) == j])
     out = []
     for i, q in enumerate(questions):
-      read = [int(j) for j in range(len(matrix.programs)) if (i, j) in live.records]
+      read = [j for q, j in live.records if q == i]  # in the order the method ran them (a vote: rank order)
       runs = tuple(self._run(live.records[(i, j)], gold[i]) for j in read)
       out.append(Prediction(q, method, runs, read.index(int(picked[i])), None if full_run is None else full_run[i]))
     return out
