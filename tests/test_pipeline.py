@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -68,31 +67,17 @@ def _records(path: pathlib.Path) -> list[str]:
   return path.read_text().splitlines() if path.exists() else []
 
 
-def test_quick_pipeline_killed_during_search_then_resumed(tmp_path):
-  workdir = tmp_path / "run"
-  args = ["--config=configs/default.py:quick", f"--workdir={workdir}", "--config.search.max_active=2"]
+def test_quick_pipeline_killed_during_search_then_resumed(quick_run):
+  """The session's quick run (`conftest.quick_run`: killed during the search, then resumed with the same command)."""
+  workdir, before, done = quick_run.workdir, quick_run.before, quick_run.done
   records_path = workdir / "search" / "records.jsonl"
-  # A fresh cache, so this run prepares its dataset and converts the model as a new user's first run does.
-  env = {**os.environ, "POLAR_JAX_CACHE": str(tmp_path / "cache")}
-  first_log = tmp_path / "first.log"
-  with first_log.open("w") as log:
-    first = subprocess.Popen(main_command(*args, "--config.stages=convert,search"), cwd=ROOT, env=env,
-                             stdout=log, stderr=subprocess.STDOUT)
-  deadline = time.time() + 600
-  while time.time() < deadline and first.poll() is None and not _records(records_path):
-    time.sleep(0.5)
-  first.kill()
-  first.wait()
-  before = _records(records_path)
   assert before, "the search wrote nothing before the kill"
   total = 8 + 4  # quick: 8 train + 4 validation questions are searched
   assert len(before) < total, "the kill came too late to test resuming"
-
-  done = subprocess.run(main_command(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   # A quiet console: one line for preparing the dataset, none of TFDS's download / shuffle output or orbax's
   # read-only warnings, no tracebacks.
-  consoles = first_log.read_text() + done.stdout + done.stderr
+  consoles = quick_run.first_console + done.stdout + done.stderr
   assert "[polar_jax] preparing arith_level11 (once" in consoles
   for noise in ("Downloading and preparing", "Unknown size", "Shuffling", "Generating", "read only", "read_only",
                 "Traceback", "WARNING"):
