@@ -3,6 +3,11 @@
 Thin on purpose: parse flags (a config file with `get_config(arg)`, CLI overrides such as
 `--config.search.num_simulations=64`), then call `polar_jax.pipeline.run_pipeline`, which a notebook can call
 too. Installed as the `polar-jax` console script.
+
+Multi-process (one process per host, the same command on each, one shared workdir): `--coordinator_address`,
+`--num_processes` and `--process_id` (GPU nodes, several processes on one machine), or `--distributed` alone
+where JAX detects the cluster (Cloud TPU VM slices, SLURM, Open MPI); see the README's "Multi-host" section.
+Without them the run is one process and `jax.distributed` is never started.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from polar_jax import sharding
 from polar_jax.errors import is_disk_full, user_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py), optionally with ':variant', e.g. configs/default.py:quick.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run keeps all its outputs (resumable).")
+sharding.define_distributed_flags()
 
 
 def main(argv):
@@ -32,6 +39,7 @@ def main(argv):
   matplotlib.use("Agg")  # The run writes PNG files; the library leaves the backend to its caller (notebooks).
   from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
   try:
+    sharding.initialize_from_flags()  # before anything touches a device
     pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value)
   except user_errors() as e:
     print(f"polar_jax: error: {e}", file=sys.stderr)

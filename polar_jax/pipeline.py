@@ -22,6 +22,16 @@ Workdir layout:
   evaluate/                per-method records, results.json, results.md, tradeoff.png, layer_usage.png,
                            tensorboard/ (pass@1, layers, seconds per method; the table as text)
   results.json, results.md the final table (copied from evaluate/)
+
+Several processes (one per host; the entry point ran `jax.distributed.initialize`, see
+`polar_jax.sharding.initialize_distributed`) run the same `run_pipeline` on one shared workdir and do the stages
+convert, search and train (`MULTI_PROCESS_STAGES`). Process i searches questions i, i+n, ... into
+`search/records.shard-<i>-of-<n>.jsonl`; when every shard is done, process 0 merges them into
+`search/records.jsonl` (what the later stages read) and writes the summary and the marker. Training runs on
+every process over a mesh of all their devices. Process 0 alone writes the shared files (config, markers) and
+prints. The menu and the evaluation run one process (rerun the command without the multi-process flags and
+with `--config.stages=menu,evaluate`). A killed process takes the job down (JAX's heartbeats); the same command
+resumes every shard, with the same number of processes.
 """
 
 from __future__ import annotations
@@ -47,6 +57,51 @@ __all__ = ["ConfigError", "NoSupervisionError", "PipelineOptions", "Splits", "Wo
 
 class NoSupervisionError(UserError, RuntimeError):
   """The search found no valid program to train on."""
+
+
+class MultiProcessError(UserError, ValueError):
+  """A setting a multi-process run cannot honour (a stage that runs in one process, an explicit shard)."""
+
+
+# The stages a multi-process run does: the search in shards, the training over every process's devices.
+MULTI_PROCESS_STAGES = ("convert", "search", "train")
+
+
+def _processes() -> tuple[int, int]:
+  """(this process's index, the process count): (0, 1) unless the entry point started several."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index(), jax.process_count()
+
+
+def _device_count() -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.device_count()
+
+
+def search_shard(config: Any) -> tuple[int, int] | None:
+  """The search's (index, count) from `search.shard`, or None for this process's own (process i of n); an
+  explicit shard in a multi-process run is refused (every process would search the same questions)."""
+  from polar_jax.search.records import parse_shard  # pylint: disable=import-outside-toplevel
+  opts = _options(config)
+  count = _processes()[1]
+  if opts.search.shard and count > 1:
+    raise MultiProcessError(f"config.search.shard={opts.search.shard} in a {count}-process run: leave it unset, "
+                            f"process i searches shard i/{count}.")
+  return parse_shard(opts.search.shard) if opts.search.shard else None
+
+
+def check_processes(opts: PipelineOptions, stages: list[str]) -> int:
+  """The process count; refuses what a multi-process run does not do."""
+  count = _processes()[1]
+  if count > 1:
+    single = [s for s in stages if s not in MULTI_PROCESS_STAGES]
+    if single:
+      raise MultiProcessError(
+          f"A {count}-process run does the stages {', '.join(MULTI_PROCESS_STAGES)} (the search in shards); "
+          f"{' and '.join(single)} run in one process. Pass --config.stages={','.join(s for s in stages if s not in single)}"
+          f", then rerun without the multi-process flags with --config.stages={','.join(single)}.")
+    search_shard(opts)
+  return count
 
 
 def _options(config: Any) -> PipelineOptions:
@@ -170,6 +225,14 @@ def _load_kwargs(opts: PipelineOptions) -> dict[str, Any]:
 
 
 def load_splits(config: Any) -> Splits:
+  """The config's questions. In a multi-process run (every process calls this) process 0 loads first, so that
+  one process builds a dataset's TFDS cache and the others read it."""
+  from polar_jax import sharding  # pylint: disable=import-outside-toplevel
+  splits = sharding.on_lead("load_splits", lambda: _load_splits(config))
+  return splits if splits is not None else _load_splits(config)
+
+
+def _load_splits(config: Any) -> Splits:
   from polar_jax import data  # pylint: disable=import-outside-toplevel
   opts = _options(config)
   d = opts.data
@@ -223,7 +286,7 @@ def stage_convert(opts: PipelineOptions, workdir: pathlib.Path):
   from polar_jax.models import transformer  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
   model = load_model_for(opts)
-  if workdir_lib.done(workdir, "convert") is None:
+  if workdir_lib.done(workdir, "convert") is None and _processes()[0] == 0:
     info = {"name": model.name, "source": model.source, "depth": model.depth, "dtype": model.config.dtype,
             "parameters": transformer.count_params(model.params), "seconds": time.perf_counter() - start}
     (workdir / "convert").mkdir(exist_ok=True)
@@ -236,7 +299,6 @@ def stage_convert(opts: PipelineOptions, workdir: pathlib.Path):
 def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits) -> list:
   """Searches the train and validation questions; writes records, summary.json and the layer-usage plot."""
   from polar_jax import search as search_lib  # pylint: disable=import-outside-toplevel
-  from polar_jax.search.records import parse_shard  # pylint: disable=import-outside-toplevel
   from polar_jax.search.scoring import TaskScorer  # pylint: disable=import-outside-toplevel
 
   s = opts.search
@@ -244,21 +306,24 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
   out.mkdir(exist_ok=True)
   records_path = out / "records.jsonl"
   examples = splits.searched()
+  index, count = _processes()
   if _finished(opts, workdir, "search") is None:
     task = dataclasses.replace(task_config(opts), reward=s.reward)
     scorer = TaskScorer(model, examples, task, max_batch=s.max_batch, per_question=s.per_question)
-    shard = parse_shard(s.shard) if s.shard else None
-    earlier = search_lib.read_records(records_path) if records_path.exists() else []
+    shard = search_shard(opts)
+    this = shard or (index, count)
+    mine = search_lib.shard_path(records_path, *this)  # records_path for one process
+    earlier = search_lib.read_records(mine) if mine.exists() else []
     # Progress in simulations (they advance every round; questions finish in waves), with the questions written
     # and the program runs beside it.
+    n_mine = len(range(this[0], len(examples), this[1]))
     per_question = s.num_simulations
-    mine = len(range(shard[0], len(examples), shard[1])) if shard else len(examples)
-    total = mine * per_question
-    bar = _progress(opts, total, "search", unit="sim")
+    bar = _progress(opts, n_mine * per_question, "search" if this[1] == 1 else f"search (shard {this[0]}/{this[1]})",
+                    unit="sim")
     bar.update(len(earlier) * per_question)
     start_n = bar.n
-    scorer = _ProgressScorer(scorer, bar, questions=mine, written=len(earlier))
-    scalars = summaries.SearchScalars(out / "tensorboard", earlier)
+    scorer = _ProgressScorer(scorer, bar, questions=n_mine, written=len(earlier))
+    scalars = summaries.SearchScalars(out / "tensorboard", earlier, enabled=index == 0)  # process 0's shard
     start = time.perf_counter()
 
     def on_record(rec):
@@ -272,17 +337,26 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
     run = search_lib.run_search(examples, scorer, s.tree(), records_path, shard=shard, repair=s.repair,
                                 max_active=s.max_active, on_record=on_record, on_round=on_round)
     bar.close()
-    records = search_lib.read_records(records_path)
-    scalars.finish(search_lib.write_summary(records, out, title=f"{model.name}: valid programs ({opts.name})"))
-    # The whole (possibly resumed) run: every record of the file, not only this process's.
-    evaluations = sum(r.evaluations for r in records)
-    seconds = round(sum(r.seconds or 0.0 for r in records), 3)
-    workdir_lib.mark_done(workdir, "search", {"questions": len(records), "evaluations": evaluations,
-                                              "seconds": seconds, "skipped_existing": run.skipped,
-                                              "evaluations_this_process": run.evaluations,
-                                              "seconds_this_process": round(run.seconds, 3)})
-    _say(opts, f"search: {len(records)} questions, {evaluations} program runs in {seconds:.0f}s of search; "
-               f"summary in {out / 'summary.json'}")
+
+    def finish():
+      if count > 1:
+        search_lib.merge_shards([search_lib.shard_path(records_path, i, count) for i in range(count)], records_path)
+      records = search_lib.read_records(records_path)
+      scalars.finish(search_lib.write_summary(records, out, title=f"{model.name}: valid programs ({opts.name})"))
+      # The whole (possibly resumed) run: every record of the file, not only this process's.
+      evaluations = sum(r.evaluations for r in records)
+      seconds = round(sum(r.seconds or 0.0 for r in records), 3)
+      workdir_lib.mark_done(workdir, "search", {"questions": len(records), "evaluations": evaluations,
+                                                "seconds": seconds, "skipped_existing": run.skipped,
+                                                "evaluations_this_process": run.evaluations,
+                                                "seconds_this_process": round(run.seconds, 3),
+                                                **({"processes": count} if count > 1 else {})})
+      _say(opts, f"search: {len(records)} questions{f' from {count} shards' if count > 1 else ''}, {evaluations} "
+                 f"program runs in {seconds:.0f}s of search; summary in {out / 'summary.json'}")
+
+    from polar_jax import sharding  # pylint: disable=import-outside-toplevel
+    sharding.wait_for_all("search_shards_done")  # every shard is complete before process 0 merges them
+    sharding.on_lead("search_merged", finish)
   return search_lib.read_records(records_path)
 
 
@@ -383,7 +457,7 @@ def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spl
                                f"questions ({where}); there is nothing to train on. Search more questions or "
                                "simulations.")
     trainer = dataclasses.replace(opts.predictor, progress=opts.progress)
-    result = train.train_predictor(trainer, out, train_sup, encoder, validation=val_sup or None)
+    result = train.train_predictor(trainer, out, train_sup, encoder, validation=val_sup or None)  # every process
     info = {"step": result.step, "best_step": result.best_step, "best_val_loss": result.best_val_loss,
             "train_questions": len(train_sup), "validation_questions": len(val_sup)}
     if menu is not None and opts.menu.dense_predictor:
@@ -393,7 +467,8 @@ def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spl
       payload = dense.ensure_dense(menu, dense_dir / dense.TOP1_FILE, trainer=trainer, encoder=encoder,
                                    checkpoint=dense_dir)
       info["dense"] = {"train_questions": payload["train_questions"], "best_step": payload["best_step"]}
-    workdir_lib.mark_done(workdir, "train", info)
+    if _processes()[0] == 0:
+      workdir_lib.mark_done(workdir, "train", info)
   return encoder
 
 
@@ -453,10 +528,18 @@ def run_pipeline(config: Any, workdir: str | pathlib.Path) -> dict:
   opts = validate_config(config)
   stages = stage_list(opts)
   check_model(opts)
+  processes = check_processes(opts, stages)
+  if _processes()[0] > 0:
+    opts = dataclasses.replace(opts, progress=False)  # process 0 speaks for the run
+  from polar_jax import sharding  # pylint: disable=import-outside-toplevel
   notes: list[str] = []
-  workdir = prepare_workdir(opts, workdir, notes)
+  prepared = sharding.on_lead("workdir", lambda: prepare_workdir(opts, workdir, notes))  # one process writes
+  workdir = prepared or pathlib.Path(workdir).expanduser().absolute()
   for note in notes:
     _say(opts, note)
+  if processes > 1:
+    _say(opts, f"{processes} processes: the search in {processes} shards, training over "
+               f"{_device_count()} devices")
   start = time.perf_counter()
   model = stage_convert(opts, workdir)
   if stages == ["convert"]:
@@ -471,7 +554,7 @@ def run_pipeline(config: Any, workdir: str | pathlib.Path) -> dict:
   menu = None
   if "menu" in stages:
     menu = stage_menu(opts, workdir, model, splits, records)
-  elif workdir_lib.done(workdir, "menu") is not None:
+  elif workdir_lib.done(workdir, "menu") is not None and processes == 1:  # (the dense predictor: one process)
     from polar_jax.menu.matrix import MenuMatrix  # pylint: disable=import-outside-toplevel
     menu = MenuMatrix.load(workdir / "menu")
   encoder = None

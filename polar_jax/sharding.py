@@ -14,12 +14,15 @@ A dimension that the mesh axis does not divide is replicated rather than failing
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from polar_jax.errors import UserError
 
 DATA, MODEL = "data", "model"
 
@@ -85,19 +88,131 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-_COORDINATOR_VARS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
+class DistributedError(UserError, ValueError):
+  """The multi-process settings are inconsistent, or JAX could not start the distributed runtime with them."""
 
 
-def maybe_initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                                 process_id: int | None = None) -> bool:
-  """Calls `jax.distributed.initialize` only for a multi-process run; returns whether it did.
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, auto: bool = False,
+                           heartbeat_timeout_s: int | None = None, initialization_timeout_s: int | None = None
+                           ) -> bool:
+  """Calls `jax.distributed.initialize` for a multi-process run; returns whether JAX runs distributed.
 
-  A run is multi-process when `num_processes > 1` is given, or a coordinator address is given or set in the
-  environment (JAX_COORDINATOR_ADDRESS); on a cluster that jax auto-detects (SLURM, TPU pods), pass
-  num_processes. Must be called before any other jax call touches devices.
+  Nothing happens (False) for a single process: no arguments, `num_processes` 1 or None, no
+  JAX_COORDINATOR_ADDRESS in the environment and `auto` False. With `auto=True` and no arguments, JAX detects
+  the cluster itself (Cloud TPU VM slices, SLURM, Open MPI, Kubernetes JobSets). Otherwise the arguments are
+  passed on: a coordinator address (process 0's `host:port`), the process count and this process's id; what is
+  left out JAX detects or fails on, with a one-line `DistributedError`. Idempotent: once initialized, returns
+  True. Must run before anything touches a JAX device (an entry point calls it first).
   """
-  address = coordinator_address or next((os.environ[v] for v in _COORDINATOR_VARS if os.environ.get(v)), None)
-  if not address and not (num_processes and num_processes > 1):
+  if jax.distributed.is_initialized():
+    return True
+  address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  if num_processes is not None and num_processes < 1:
+    raise DistributedError(f"--num_processes must be at least 1, got {num_processes}.")
+  if process_id is not None and (process_id < 0 or (num_processes is not None and process_id >= num_processes)):
+    raise DistributedError(f"--process_id must be in 0..{(num_processes or 1) - 1} (one id per process), got "
+                           f"{process_id}.")
+  if not (auto or address or (num_processes or 1) > 1):
+    if process_id:
+      raise DistributedError(f"--process_id={process_id} without --num_processes: pass --num_processes=N and "
+                             "--coordinator_address=HOST:PORT (process 0's address) on every process.")
     return False
-  jax.distributed.initialize(coordinator_address=address, num_processes=num_processes, process_id=process_id)
+  kwargs = {"coordinator_address": address, "num_processes": num_processes, "process_id": process_id}
+  if heartbeat_timeout_s is not None:
+    kwargs["heartbeat_timeout_seconds"] = int(heartbeat_timeout_s)
+  if initialization_timeout_s is not None:
+    kwargs["initialization_timeout"] = int(initialization_timeout_s)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:  # what JAX could not detect: it names the missing argument
+    detail = " ".join(str(e).split()).rstrip(".")
+    where = ("--distributed found no cluster that JAX detects (Cloud TPU VM, SLURM, Open MPI)" if auto and not address
+             else f"jax.distributed.initialize failed: {detail}")
+    raise DistributedError(
+        f"{where}. Pass --coordinator_address=HOST:PORT (process 0's address), --num_processes=N and "
+        "--process_id=I on every process" + ("." if auto else ", or --distributed alone where JAX detects the cluster "
+                                             "(Cloud TPU VM, SLURM, Open MPI).")) from None
   return True
+
+
+def is_lead() -> bool:
+  """Process 0: the one that writes what all processes share (markers, merged files, summaries)."""
+  return jax.process_index() == 0
+
+
+def _client():
+  from jax._src import distributed  # pylint: disable=import-outside-toplevel  # the runtime's barrier and store
+  return distributed.global_state.client
+
+
+_LONG_S = 7 * 24 * 3600  # a barrier that waits for the slowest search shard: the job's own limits stop it first
+_CALLS = itertools.count()  # every process makes the same calls in the same order: their keys agree
+
+
+def _key(name: str) -> str:
+  return f"polar_jax/{next(_CALLS)}/{name}"
+
+
+def wait_for_all(name: str, timeout_s: float = _LONG_S) -> None:
+  """Every process reaches the barrier `name` before any goes on; nothing for one process.
+
+  A barrier of the distributed runtime, not a device collective, so a process may wait at it for hours. A
+  process that dies meanwhile brings the job down (JAX's heartbeats), so nobody waits forever.
+  """
+  if jax.process_count() == 1:
+    return
+  client = _client()
+  if client is None:  # several processes without jax.distributed (a TPU slice run without --distributed)
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(_key(name))
+    return
+  client.wait_at_barrier(_key(name), int(timeout_s * 1000))
+
+
+def on_lead(name: str, fn: Callable[[], Any], timeout_s: float = _LONG_S) -> Any:
+  """Runs `fn` on process 0 only; the others wait until it is done (or raise a `DistributedError` naming the
+  error it raised). Returns `fn()`'s value on process 0, None elsewhere. For one process: just `fn()`."""
+  if jax.process_count() == 1:
+    return fn()
+  client = _client()
+  if client is None:
+    raise DistributedError("This multi-process run was started without jax.distributed.initialize; pass "
+                           "--distributed (or --coordinator_address, --num_processes and --process_id).")
+  key = _key(name)
+  if is_lead():
+    try:
+      out = fn()
+    except BaseException as e:
+      client.key_value_set(key, f"{type(e).__name__}: {e}")
+      raise
+    client.key_value_set(key, "ok")
+    return out
+  status = client.blocking_key_value_get(key, int(timeout_s * 1000))
+  if status != "ok":
+    raise DistributedError(f"process 0 failed at {name!r} ({status}); see its output.")
+  return None
+
+
+# The entry points' flags (`python -m polar_jax.main`, `python -m polar_jax.search run`).
+def define_distributed_flags() -> None:
+  """Defines --coordinator_address, --num_processes, --process_id and --distributed (once per process)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if "num_processes" in flags.FLAGS:
+    return
+  flags.DEFINE_string("coordinator_address", None,
+                      "Multi-process runs: process 0's host:port, the same on every process (default: "
+                      "$JAX_COORDINATOR_ADDRESS, or what --distributed detects).")
+  flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes (one per host, usually).")
+  flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's id, 0 .. num_processes - 1.")
+  flags.DEFINE_bool("distributed", False,
+                    "Call jax.distributed.initialize() even without the three flags above, so that JAX detects "
+                    "the cluster (every worker of a Cloud TPU VM slice, a SLURM or Open MPI job). Off, and without "
+                    "those flags, the run is one process and nothing is initialized.")
+
+
+def initialize_from_flags() -> bool:
+  """`initialize_distributed` with the entry point's flags (see `define_distributed_flags`)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  return initialize_distributed(f.coordinator_address, f.num_processes, f.process_id, auto=f.distributed)

@@ -19,7 +19,11 @@ What happens (big_vision style):
 - validation (once per epoch by default, and at the end): the release's validation loss and the top-1
   match rate, the fraction of validation questions whose top-1 decoded program is one of their valid ones.
 
-`jax.distributed.initialize` is called only for a multi-process run (`config.distributed`).
+Multi-process: every process calls `train_predictor` with the same arguments after the entry point ran
+`jax.distributed.initialize` (`polar_jax.sharding.initialize_distributed`; or set `config.distributed`). Each
+process builds the same global batch and feeds its own rows; the mesh spans every process's devices; orbax
+writes the checkpoints together; process 0 alone prints and writes TensorBoard events. Two processes give the
+parameters of one process with the same mesh, bitwise (`tests/test_multiprocess.py`).
 """
 
 from __future__ import annotations
@@ -162,7 +166,9 @@ def _build_training(predictor_config: PredictorConfig, feature_dim: int, train: 
       init=jax.jit(init, out_shardings=state_sh),
       step=jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=0),
       eval_loss=jax.jit(eval_loss, in_shardings=(param_sh, batch_sh), out_shardings=repl),
-      apply=jax.jit(lambda p, f, m: model.apply({"params": p}, f, m), in_shardings=(param_sh, batch_sh, batch_sh)))
+      # Logits replicated: every process reads the whole batch's (its rows alone would not decode the batch).
+      apply=jax.jit(lambda p, f, m: model.apply({"params": p}, f, m), in_shardings=(param_sh, batch_sh, batch_sh),
+                    out_shardings=repl))
 
 
 def to_device(batch: dict, sharding_: jax.sharding.NamedSharding) -> dict:
@@ -200,6 +206,18 @@ def _validate(setup: TrainSetup, params, table: ExampleTable, features: Question
 def _every(step: int, period: int) -> bool:
   """Whether a periodic action (period <= 0: never, only at the end) falls on `step`."""
   return period > 0 and step % period == 0
+
+
+def _host(tree):
+  """Host numpy copies of (possibly multi-process) global arrays: sharded ones are gathered from every process."""
+  def one(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return np.asarray(jax.device_get(x))
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return jax.tree.map(one, tree)
 
 
 def _local_rows(arrays, pid, count):
@@ -261,9 +279,9 @@ def train_predictor(config: TrainOptions | ml_collections.ConfigDict, workdir: s
   """
   config = options_lib.coerce(TrainOptions, config, "predictor")
   dist = config.distributed
-  if dist.coordinator_address or dist.num_processes > 1:
-    sharding.maybe_initialize_distributed(dist.coordinator_address or None, dist.num_processes,
-                                          dist.process_id if dist.process_id >= 0 else None)
+  if dist.coordinator_address or dist.num_processes > 1:  # else: as the entry point set it up (or one process)
+    sharding.initialize_distributed(dist.coordinator_address or None, dist.num_processes,
+                                    dist.process_id if dist.process_id >= 0 else None)
   workdir = pathlib.Path(workdir).absolute()
   data = prepare_data(config, supervision, validation, encoder)
   depth, train_table, train_report, features = data.depth, data.train_table, data.train_report, data.features
@@ -335,6 +353,6 @@ def train_predictor(config: TrainOptions | ml_collections.ConfigDict, workdir: s
     checkpoints.close()
     writer.close()
   return TrainResult(
-      params=jax.device_get(state["params"]), predictor_config=predictor_config, step=int(state["step"]),
+      params=_host(state["params"]), predictor_config=predictor_config, step=int(state["step"]),
       best_step=best[0], best_val_loss=best[1], history=tuple(history), train_report=train_report,
       validation_report=data.val_report, workdir=str(workdir))

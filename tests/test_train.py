@@ -204,7 +204,7 @@ def test_sharding_rules_map_logical_axes_and_replicate_what_does_not_divide():
   assert sharding.ShardingRules.replicated().spec(P("embed", "mlp"), (256, 1024), mesh) == P(None, None)
   with pytest.raises(ValueError, match="Unknown sharding rules 'tp'"):
     sharding.ShardingRules.named("tp")
-  assert sharding.maybe_initialize_distributed() is False  # single process: never initialises
+  assert sharding.initialize_distributed() is False  # single process: never initialises
 
 
 def test_loading_a_predictor_prints_no_read_only_warnings(straight_run, caplog):

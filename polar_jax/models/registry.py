@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from polar_jax import resources
 from polar_jax.models.config import ModelConfig
@@ -130,8 +131,17 @@ def _load_gguf(path: str, name: str, dtype: str, use_cache: bool) -> Model:
   return model
 
 
+def _this_process_only(ocp):
+  """Orbax options for a cache that is this process's alone: no barriers with the other processes of a
+  multi-process run (each host has its own cache, and loads the model on its own)."""
+  pid = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=pid, active_processes={pid})
+
+
 def _write_cache(cache: str, hf_config: dict[str, Any], model: Model) -> None:
   import orbax.checkpoint as ocp  # Imported lazily: orbax is slow to import and only needed here.
+  if jax.process_index() != 0:
+    return  # orbax writes host arrays from process 0 only; the others convert again next time
   parent = os.path.dirname(cache)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
@@ -139,8 +149,8 @@ def _write_cache(cache: str, hf_config: dict[str, Any], model: Model) -> None:
     with open(os.path.join(tmp, "config.json"), "w") as fh:
       json.dump(hf_config, fh)
     model.tokenizer.save(os.path.join(tmp, "tokenizer"))
-    with ocp.StandardCheckpointer() as ckpt:
-      ckpt.save(os.path.join(tmp, "params"), model.params)
+    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only(ocp)) as ckpt:
+      ckpt.save(os.path.join(tmp, "params"), jax.tree.map(np.asarray, model.params))  # host arrays: no device
     with open(os.path.join(tmp, "done"), "w") as fh:
       fh.write("ok\n")
     shutil.rmtree(cache, ignore_errors=True)
@@ -154,6 +164,10 @@ def _load_cached(cache: str, name: str, source: str, dtype: str) -> Model:
   with open(os.path.join(cache, "config.json")) as fh:
     cfg = ModelConfig.from_hf_dict(json.load(fh), dtype=dtype, source=source)
   tokenizer = Tokenizer.load(os.path.join(cache, "tokenizer"))
-  with ocp.StandardCheckpointer() as ckpt:
-    params = ckpt.restore(os.path.join(cache, "params"))
-  return Model(name, cfg, params, tokenizer, source)
+  with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only(ocp)) as ckpt:
+    path = os.path.join(cache, "params")
+    saved = ckpt.metadata(path)
+    # Restored as host arrays, then placed here: the writer's device layout may name another process's device.
+    target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), getattr(saved, "item_metadata", saved))
+    params = ckpt.restore(path, target)
+  return Model(name, cfg, _to_device(params), tokenizer, source)

@@ -70,13 +70,18 @@ class Checkpoints:
     workdir = pathlib.Path(workdir).absolute()
     self.async_save = bool(async_save)
     items = ("state", "meta")
+    # Each manager names its own multi-process barriers: with one shared name, two processes deadlock when
+    # both managers save in the same step ("Barrier ...set_value_start is already ongoing").
+    sync = lambda name: ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=f"polar_jax_{name}")
     self.latest = ocp.CheckpointManager(
         workdir / "checkpoints", item_names=items,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                             multiprocessing_options=sync("latest")))
     self.best = ocp.CheckpointManager(
         workdir / "best", item_names=items,
         options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m["val_loss"], best_mode="min",
-                                             enable_async_checkpointing=async_save))
+                                             enable_async_checkpointing=async_save,
+                                             multiprocessing_options=sync("best")))
 
   def _room_for(self, manager, step: int, state) -> None:
     """Refuses a save that cannot fit (orbax would fail in its writer threads, print hundreds of tracebacks and

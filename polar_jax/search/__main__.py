@@ -8,6 +8,10 @@
   python -m polar_jax.search import merged_mcts_samples.json runs/imported.jsonl --depth 28
   python -m polar_jax.search summary runs/s.jsonl runs/summary/
 
+In a multi-process run (`run` with `--coordinator_address`, `--num_processes`, `--process_id`, or `--distributed`
+where JAX detects the cluster; the same command on every host) process i searches shard i/n into
+`<out>.shard-<i>-of-<n>.jsonl`, and process 0 merges the shards into `--out` once all are done.
+
 `run` reads the pipeline's config file (absl flags, overrides as in `python -m polar_jax.main`) and searches
 what the pipeline's search stage searches: the config's model, task, search settings and questions (the
 searched train and validation questions, or one of the two with `--set`), with the same scorer, so its records
@@ -45,6 +49,8 @@ def _define_run_flags() -> None:
   flags.DEFINE_enum("set", "searched", _SETS, "Which of the config's searched questions: all (the pipeline's "
                     "search stage), only the train ones or only the validation ones.")
   flags.DEFINE_string("summary", None, "A directory for summary.json and the layer-usage plot.")
+  from polar_jax import sharding
+  sharding.define_distributed_flags()
 
 
 def _questions(splits, which: str) -> list:
@@ -58,7 +64,7 @@ def _questions(splits, which: str) -> list:
 def _run(argv: Sequence[str]) -> None:
   from absl import app, flags
   from absl import logging as absl_logging
-  from polar_jax import pipeline
+  from polar_jax import pipeline, sharding
   from polar_jax.search.mcts import run_search
   from polar_jax.search.scoring import TaskScorer
 
@@ -73,13 +79,14 @@ def _run(argv: Sequence[str]) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)  # Library INFO logs drown the progress; --v=0 shows them.
   logging.getLogger("polar_jax").setLevel(logging.INFO)  # Our progress, not every library's chatter.
   try:
+    sharding.initialize_from_flags()  # before anything touches a device
+    shard = pipeline.search_shard(config)  # None: this process's own (i/n of n processes)
     examples = _questions(pipeline.load_splits(config), FLAGS.set)
     model = pipeline.load_model_for(config)
     opts = pipeline.search_config(config)
     task = dataclasses.replace(pipeline.task_config(config), reward=opts.reward)
     scorer = TaskScorer(model, examples, task, max_batch=opts.max_batch,
                         per_question=opts.per_question)
-    shard = records.parse_shard(opts.shard) if opts.shard else None
     run = run_search(examples, scorer, opts.tree(), FLAGS.out, shard=shard, repair=opts.repair,
                      max_active=opts.max_active,
                      on_record=lambda r: log.info("%s: %d valid of %d evaluated, initial score %s", r.id,
@@ -87,8 +94,14 @@ def _run(argv: Sequence[str]) -> None:
     print(json.dumps({"output": run.output_path, "written": run.written, "skipped": run.skipped,
                       "evaluations": run.evaluations, "seconds": round(run.seconds, 1),
                       "total_evaluations": run.total_evaluations, "total_seconds": round(run.total_seconds, 1)}))
-    if FLAGS.summary and (shard is None or shard[1] == 1):
-      print(json.dumps(summary.write_summary(records.read_records(run.output_path), FLAGS.summary,
+    count = run.shard[1] if shard is None else 1  # several processes: merge their shards into --out
+    if count > 1:
+      sharding.wait_for_all("search_shards_done")
+      sharding.on_lead("search_merged", lambda: print(
+          f"{len(records.merge_shards([records.shard_path(FLAGS.out, i, count) for i in range(count)], FLAGS.out))} "
+          f"records from {count} shards -> {FLAGS.out}", flush=True))
+    if FLAGS.summary and (shard is None or shard[1] == 1) and sharding.is_lead():
+      print(json.dumps(summary.write_summary(records.read_records(FLAGS.out), FLAGS.summary,
                                              title=f"{model.name} / {config.name} ({FLAGS.set})"), indent=2))
   except user_errors() as e:
     print(f"polar_jax.search: error: {e}", file=sys.stderr)
