@@ -230,8 +230,9 @@ def run(model: Model, repeats: int, new_tokens: int, decode_tokens: int, batch: 
     prompt, active, row_valid = ex._prompt_arrays([ids] * rows, sched, programs, ex._batch_pad(rows))
     args = (params, jnp.asarray(sched.ids), jnp.asarray(active), jnp.int32(sched.length), prompt,
             jnp.asarray(row_valid))
+    keys = jax.vmap(jax.random.key)(jnp.zeros(len(row_valid), jnp.uint32))  # per-row keys (unused: greedy)
     return sched.length, [lambda n=n: jax.block_until_ready(ex._generate(
-        *args, jnp.int32(n), jnp.float32(0.0), jax.random.key(0), stop, new_cap=new_cap))
+        *args, jnp.int32(n), jnp.float32(0.0), keys, stop, new_cap=new_cap))
         for n in (1, 1 + decode_tokens)]
 
   def static_calls(rows):

@@ -131,6 +131,9 @@ class MenuOptions:
       and confidence selection need: with the one-pass reward, pairs it does not certify correct are generated.
     dense_predictor: also train the paper's predictor on the matrix's train rows (`polar_jax.menu.dense`, with
       the `predictor` section's options) for the `polar_dense` evaluation method and the lab's row.
+    reuse: an earlier menu directory (a workdir's menu/, or "shipped" for the package's copy of the embedded
+      default's) of the same model and task whose cells are copied instead of run (`polar_jax.menu.build`):
+      after a new search only the new programs' columns cost time. Not part of the workdir's identity.
   """
   top_k: int = 64
   num_train: int = 0
@@ -140,6 +143,7 @@ class MenuOptions:
   max_batch: int = 32
   answers: bool = True
   dense_predictor: bool = True
+  reuse: str = ""
 
   def __post_init__(self):
     if self.reward not in ("teacher_forced", "generate"):
@@ -318,6 +322,7 @@ class PipelineOptions:
 # paths; a section name covers the whole section). Batch sizes listed here do not change results (a row's
 # outputs do not depend on the rows it is batched with), the search's do with `per_question=False`, so they stay.
 VOLATILE_FIELDS = ("stages", "overwrite", "progress", "name", "search.repair", "search.shard", "menu.max_batch",
+                   "menu.reuse",
                    "predictor.progress", "predictor.log_every_steps", "predictor.checkpoint", "predictor.data",
                    "predictor.eval.batch_size", "predictor.distributed", "evaluate.progress", "evaluate.plots",
                    "evaluate.max_batch", "evaluate.warmup")

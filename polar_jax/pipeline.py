@@ -311,21 +311,31 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
     task = dataclasses.replace(task_config(opts), reward=s.reward)
     scorer = TaskScorer(model, examples, task, max_batch=s.max_batch, per_question=s.per_question)
     shard = search_shard(opts)
-    mine = search_lib.shard_path(records_path, *(shard or (index, count)))  # records_path for one process
-    bar = _progress(opts, len(examples) if count == 1 else len(range(index, len(examples), count)),
-                    "search" if count == 1 else f"search (shard {index}/{count})")
+    this = shard or (index, count)
+    mine = search_lib.shard_path(records_path, *this)  # records_path for one process
     earlier = search_lib.read_records(mine) if mine.exists() else []
-    bar.update(len(earlier))
-    scorer = _ProgressScorer(scorer, bar)
+    # Progress in simulations (they advance every round; questions finish in waves), with the questions written
+    # and the program runs beside it.
+    n_mine = len(range(this[0], len(examples), this[1]))
+    per_question = s.num_simulations
+    bar = _progress(opts, n_mine * per_question, "search" if this[1] == 1 else f"search (shard {this[0]}/{this[1]})",
+                    unit="sim")
+    bar.update(len(earlier) * per_question)
+    start_n = bar.n
+    scorer = _ProgressScorer(scorer, bar, questions=n_mine, written=len(earlier))
     scalars = summaries.SearchScalars(out / "tensorboard", earlier, enabled=index == 0)  # process 0's shard
     start = time.perf_counter()
 
     def on_record(rec):
-      bar.update(1)
+      scorer.written += 1
       scalars.record(rec, program_runs=scorer.runs, seconds=time.perf_counter() - start)
 
+    def on_round(simulations):
+      bar.n = min(start_n + simulations, bar.total)
+      bar.refresh()
+
     run = search_lib.run_search(examples, scorer, s.tree(), records_path, shard=shard, repair=s.repair,
-                                max_active=s.max_active, on_record=on_record)
+                                max_active=s.max_active, on_record=on_record, on_round=on_round)
     bar.close()
 
     def finish():
@@ -370,7 +380,7 @@ def menu_parts(opts: PipelineOptions, splits: Splits) -> list[tuple[str, str, li
 def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list):
   """Ranks the searched programs on the training questions and runs the top K + full depth everywhere."""
   from polar_jax.menu import build  # pylint: disable=import-outside-toplevel
-  from polar_jax.menu.matrix import MenuMatrix  # pylint: disable=import-outside-toplevel
+  from polar_jax.menu.matrix import SHIPPED, MenuMatrix  # pylint: disable=import-outside-toplevel
   out = workdir / "menu"
   if _finished(opts, workdir, "menu") is None:
     start = time.perf_counter()
@@ -383,12 +393,19 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     bar = _progress(opts, n_chunks, "menu chunks", initial=build.finished_chunks(out, m.answers))
     info = {"config": options_lib.to_json(opts), "search_train_valid_counts": counts,
             "ranking": "training questions the search found each program valid for"}
+    reuse = None
+    if m.reuse:
+      reuse = MenuMatrix.load(SHIPPED if m.reuse == "shipped" else m.reuse)
+      lent = build.reusable_cells(reuse, info["config"], questions, programs)
+      _say(opts, f"menu: {len(lent)} of {len(programs) * len(questions)} cells copied from {m.reuse}")
     matrix = build.build_menu(model, task, questions, examples, programs, out, chunk_questions=m.chunk_questions,
-                              max_batch=m.max_batch, answers=m.answers, info=info, on_chunk=lambda i, n, sec: bar.update(1))
+                              max_batch=m.max_batch, answers=m.answers, info=info, on_chunk=lambda i, n, sec: bar.update(1),
+                              reuse=reuse)
     bar.close()
     from polar_jax.menu import features  # pylint: disable=import-outside-toplevel
     _say(opts, "menu: question features for the selectors (MiniLM; the LLM's prompt state at full depth)")
-    features.ensure_features(out, matrix, model=model, task=task)
+    features.ensure_features(out, matrix, model=model, task=task,
+                             reuse=None if reuse is None else (SHIPPED if m.reuse == "shipped" else m.reuse, reuse))
     searched = [r for r in records if r.id in splits.ids("search")]
     oracle = sum(1 for r in searched if r.valid) / len(searched) if searched else None
     _write_menu_report(matrix, out, search_oracle=oracle)
@@ -410,14 +427,15 @@ def _write_menu_report(matrix, out: pathlib.Path, *, search_oracle: float | None
 class _ProgressScorer:
   """Shows the program runs on the search's progress bar (questions finish in waves, runs are continuous)."""
 
-  def __init__(self, scorer, bar):
+  def __init__(self, scorer, bar, questions: int, written: int = 0):
     self.scorer, self.bar, self.depth, self.runs = scorer, bar, scorer.depth, 0
+    self.questions, self.written = questions, written
     self.max_batch, self.per_question = scorer.max_batch, scorer.per_question  # Recorded in each record's config.
 
   def score(self, pairs):
     out = self.scorer.score(pairs)
     self.runs += len(pairs)
-    self.bar.set_postfix_str(f"{self.runs} program runs", refresh=True)
+    self.bar.set_postfix_str(f"{self.written}/{self.questions} questions, {self.runs} program runs", refresh=False)
     return out
 
 
@@ -488,10 +506,10 @@ def stage_evaluate(opts: PipelineOptions, workdir: pathlib.Path, model, splits: 
   return json.loads(results_path.read_text())
 
 
-def _progress(opts: PipelineOptions, total: int, desc: str, initial: int = 0):
+def _progress(opts: PipelineOptions, total: int, desc: str, initial: int = 0, unit: str = "it"):
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
   return tqdm(total=total, desc=desc, disable=not opts.progress, file=sys.stdout, dynamic_ncols=True,
-              initial=initial)
+              initial=initial, unit=unit)
 
 
 def _finished(opts: PipelineOptions, workdir: pathlib.Path, stage: str) -> dict | None:

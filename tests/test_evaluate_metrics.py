@@ -208,7 +208,10 @@ def test_report_files_exist_and_parse(tmp_path):
   exs = [Example(id=f"ds/test/{i}", question=f"q{i}", answer="1", level=1 + i % 2) for i in range(3)]
   polar = MethodRun("polar", "PoLar (top-3)", "deployable", "ds/test",
                     tuple(dataclass_level(o, 1 + i % 2) for i, o in enumerate(OUTCOMES)), 0.3, 0.6, 0.9)
-  runs = [polar, search_oracle.oracle_run(RECORDS, "joint", test_set="search records")]
+  full = MethodRun("full_depth_greedy", "Full depth", "deployable", "ds/test",
+                   tuple(QuestionOutcome(f"ds/test/{i}", 1 + i % 2, (c,))
+                         for i, c in enumerate([cand("2", True), cand("4", False), cand(None, False)])))
+  runs = [full, polar, search_oracle.oracle_run(RECORDS, "joint", test_set="search records")]
   config = evaluate.default_eval_config()
   config.k = 3
   model = type("M", (), {"name": "tiny"})()
@@ -217,7 +220,8 @@ def test_report_files_exist_and_parse(tmp_path):
   files = report.write_report(results, tmp_path)
   assert set(files) == {"results.json", "results.md", "tradeoff.png", "layer_usage.png"}
   loaded = json.loads((tmp_path / "results.json").read_text())
-  assert loaded["rows"][0]["pass@k"]["2"] == pytest.approx(2 / 3)
+  polar_row = next(r for r in loaded["rows"] if r["method"] == "polar" and r["level"] == "all")
+  assert polar_row["pass@k"]["2"] == pytest.approx(2 / 3)
   assert loaded["polar_layer_usage"]["ds/test"][0] == [0, 3, 0]
   md = (tmp_path / "results.md").read_text()
   header = next(line for line in md.splitlines() if line.startswith("| method | n | pass@1"))
@@ -225,6 +229,15 @@ def test_report_files_exist_and_parse(tmp_path):
   assert "| PoLar (top-3) | 3 | 33.3 [" in md and "skipped x: y" in md and "level 2" in md
   for name in ("tradeoff.png", "layer_usage.png"):
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # Per question: PoLar is wrong where full depth is right on q0 and right where it is wrong on q1 (q2: both wrong).
+  part = loaded["per_question"]["ds/test"]
+  assert part["summary"] == [{"method": "polar", "label": "PoLar (top-3)", "n": 3, "other_program": 0,
+                              "other_answer": 2, "fixes": 1, "breaks": 1}]
+  assert [q["id"] for q in part["questions"]] == ["ds/test/0", "ds/test/1"]
+  section = md[md.index("## Per question: where methods disagree with full depth"):]
+  assert "2 of 3 questions have a method whose verdict differs" in section
+  assert "| PoLar (top-3) | 3 | 0 | 2 | 1 | 1 |" in section
+  assert "**ds/test/1**: q1 (gold: 1)" in section and "| PoLar (top-3) | `0-3` | 4 | 5 | yes |" in section
 
 
 def dataclass_level(o, level):

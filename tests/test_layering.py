@@ -39,10 +39,12 @@ LAYERS = {
     "options": 10,  # every stage's options (reads the light parts of the layers below)
     "menu.features": 10,  # frozen question features for the menu selectors (encoders, the LLM)
     "menu.samples": 10,  # full-depth samples of the menu's test rows (runs the LLM)
+    "inspect": 10,  # per-question views of a workdir's runs, search records and menu (light)
     "train": 11,
     "menu.dense": 12,  # the paper's predictor trained (polar_jax.train) on the menu's dense supervision
     "evaluation": 12,  # the evaluation data model, metrics, every method, the protocol, the report
     "pipeline": 13, "experiments": 14, "main": 14, "search.__main__": 14, "lab": 14,  # apps (entry points above the pipeline)
+    "inspect.__main__": 14, "predict": 14,  # the inspect command; new questions through a workdir's choosers
 }
 LIGHT_PACKAGES = ("programs", "search", "predictor")  # their __init__ re-export lazily
 

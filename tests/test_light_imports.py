@@ -24,7 +24,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
                                     "polar_jax.search", "polar_jax.search.tree", "polar_jax.search.release",
                                     "polar_jax.predictor", "polar_jax.records", "polar_jax.options",
                                     "polar_jax.workdir", "polar_jax.errors",
-                                    "polar_jax.summaries"])
+                                    "polar_jax.summaries", "polar_jax.inspect", "polar_jax.predict"])
 def test_module_imports_light(module):
   code = (f"import sys, {module}\n"
           f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")

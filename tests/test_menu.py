@@ -95,6 +95,22 @@ def test_rank_programs_counts_training_questions_only():
   assert programs == [FULL, a, b, c]
 
 
+def test_finished_chunks_ignore_a_write_torn_by_a_kill(tmp_path):
+  """A kill -9 while a chunk is written leaves `<index>.npz.tmp.npz`, maybe torn: it is not a finished chunk,
+  and counting the finished ones (the stage's progress bar) does not trip over it."""
+  from polar_jax.menu.matrix import write_npz_atomic
+  arrays = {**empty_arrays(2, 3), build.ANSWERS_FLAG: np.array(True)}
+  (tmp_path / build.CHUNKS).mkdir()
+  write_npz_atomic(build.chunk_path(tmp_path, 0), arrays)
+  write_npz_atomic(build.chunk_path(tmp_path, 1), {**arrays, build.ANSWERS_FLAG: np.array(False)})
+  whole = build.chunk_path(tmp_path, 0).read_bytes()
+  (tmp_path / build.CHUNKS / "00002.npz.tmp.npz").write_bytes(whole[:len(whole) // 2])  # torn
+  assert build.finished_chunks(tmp_path) == 1  # chunk 1 lacks full answers
+  assert build.finished_chunks(tmp_path, answers=False) == 2
+  (tmp_path / build.CHUNKS / "00002.npz.tmp.npz").write_bytes(whole)  # killed between the write and the rename
+  assert build.finished_chunks(tmp_path, answers=False) == 2
+
+
 def test_lab_command_json_and_bad_path(tmp_path):
   rng = np.random.default_rng(1)
   synthetic(rng.random((12, 3)) < 0.5, ["train"] * 4 + ["validation"] * 2 + ["test"] * 6).save(tmp_path / "m")
@@ -183,3 +199,56 @@ def test_stage_matrix_equals_run_programs_and_resumes(smollm2, tmp_path):
       x, y = a.run(j), b.run(j)
       assert x["answer"].tolist() == y["answer"].tolist() and x["known"].tolist() == y["known"].tolist()
       np.testing.assert_allclose(x["logprob"], y["logprob"], atol=2e-3)
+
+
+def test_reuse_copies_the_cells_an_earlier_menu_holds_and_runs_only_the_rest(smollm2, tmp_path, monkeypatch):
+  """menu.reuse: a new menu that shares programs with an earlier one copies their cells (matched by question and
+  program) and runs only the new column; the result equals a fresh build. Another task is refused."""
+  from polar_jax import data, program_eval
+  from polar_jax.program_eval import TaskConfig
+
+  parts = [("train", "arith_level11", data.load_split("arith_level11", "train", limit=3)),
+           ("test", "arith_level13", data.load_split("arith_level13", "test", limit=3))]
+  questions, examples = build.menu_questions(parts)
+  full = tuple(range(30))
+  old_prog, new_prog = full[:20] + full[22:], full[:12] + full[12:16] + full[12:]
+  task = TaskConfig.from_preset("raw_qa_3shot", max_new_tokens=8, few_shot_split="auto", reward="teacher_forced")
+  config = {"model": {"name": "smollm2-135m-instruct"}, "task": {"preset": "raw_qa_3shot"},
+            "menu": {"reward": "teacher_forced", "answers": True}}
+  earlier = build.build_menu(smollm2, task, questions, examples, [full, old_prog], tmp_path / "a",
+                             chunk_questions=4, info={"config": config})
+  # The earlier menu's last question is a different one under the same id: its cells must not be lent.
+  changed = list(questions)
+  changed[-1] = dataclasses.replace(changed[-1], question=changed[-1].question + " (edited)")
+  lent = build.reusable_cells(earlier, config, changed, [full, new_prog, old_prog])
+  assert sorted(lent) == [(r, c) for r in range(len(questions) - 1) for c in (0, 2)]
+  assert lent[(1, 2)] == (1, 1)
+
+  pairs_run = []
+  real = program_eval.run_programs
+  monkeypatch.setattr(program_eval, "run_programs", lambda m, ex, pairs, *a, **k: (
+      pairs_run.extend(tuple(p.ids) for _, p in pairs), real(m, ex, pairs, *a, **k))[1])
+  reused = build.build_menu(smollm2, task, questions, examples, [full, new_prog, old_prog], tmp_path / "b",
+                            chunk_questions=4, info={"config": config}, reuse=earlier)
+  assert sorted(set(pairs_run)) == [new_prog] and len(pairs_run) == len(questions)
+  monkeypatch.setattr(program_eval, "run_programs", real)
+  fresh = build.build_menu(smollm2, task, questions, examples, [full, new_prog, old_prog], tmp_path / "c",
+                           chunk_questions=4, info={"config": config})
+  for split in ("train",):
+    a, b = reused.fit_view(split), fresh.fit_view(split)
+    assert a.correct.tolist() == b.correct.tolist() and a.answer.tolist() == b.answer.tolist()
+    np.testing.assert_allclose(a.gold_logprob, b.gold_logprob, atol=1e-4, equal_nan=True)
+  assert lab.scoring_view(reused).correct.tolist() == lab.scoring_view(fresh).correct.tolist()
+
+  other = {**config, "task": {"preset": "free_prefix"}}
+  with pytest.raises(MenuFileError, match="menu.reuse: the earlier menu was made with task="):
+    build.reusable_cells(earlier, other, questions, [full])
+
+  # Its question features are lent too when the earlier menu holds every question with the same text.
+  from polar_jax.menu import features
+  vectors = np.arange(len(questions) * 3, dtype=np.float32).reshape(-1, 3)[::-1]
+  features.save_features(tmp_path / "a", "minilm", [q.id for q in questions][::-1], vectors)
+  got = features.ensure_features(tmp_path / "b", reused, names=("minilm",), reuse=(tmp_path / "a", earlier))
+  assert got["minilm"].ids == tuple(q.id for q in questions)
+  np.testing.assert_array_equal(got["minilm"].vectors, vectors[::-1])
+  assert not features._reuse_table(tmp_path / "d", "minilm", changed, tmp_path / "a", earlier)

@@ -1,11 +1,15 @@
-"""The end-to-end pipeline: configs, the quick run (killed during the search, then resumed), bad input, launch."""
+"""The end-to-end pipeline: configs, the quick run (killed during the search, then resumed), kills in the menu and
+the selection methods, bad input, launch."""
 
+import dataclasses
 import importlib.util
 import json
+import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -63,24 +67,21 @@ def _records(path: pathlib.Path) -> list[str]:
   return path.read_text().splitlines() if path.exists() else []
 
 
-def test_quick_pipeline_killed_during_search_then_resumed(tmp_path):
-  workdir = tmp_path / "run"
-  args = ["--config=configs/default.py:quick", f"--workdir={workdir}", "--config.search.max_active=2"]
+def test_quick_pipeline_killed_during_search_then_resumed(quick_run):
+  """The session's quick run (`conftest.quick_run`: killed during the search, then resumed with the same command)."""
+  workdir, before, done = quick_run.workdir, quick_run.before, quick_run.done
   records_path = workdir / "search" / "records.jsonl"
-  first = subprocess.Popen(main_command(*args, "--config.stages=convert,search"), cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while time.time() < deadline and first.poll() is None and not _records(records_path):
-    time.sleep(0.5)
-  first.kill()
-  first.wait()
-  before = _records(records_path)
   assert before, "the search wrote nothing before the kill"
   total = 8 + 4  # quick: 8 train + 4 validation questions are searched
   assert len(before) < total, "the kill came too late to test resuming"
-
-  done = subprocess.run(main_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
+  # A quiet console: one line for preparing the dataset, none of TFDS's download / shuffle output or orbax's
+  # read-only warnings, no tracebacks.
+  consoles = quick_run.first_console + done.stdout + done.stderr
+  assert "[polar_jax] preparing arith_level11 (once" in consoles
+  for noise in ("Downloading and preparing", "Unknown size", "Shuffling", "Generating", "read only", "read_only",
+                "Traceback", "WARNING"):
+    assert noise not in consoles, (noise, consoles[-3000:])
   after = _records(records_path)
   assert after[:len(before)] == before  # finished questions were not redone or rewritten
   ids = [json.loads(line)["id"] for line in after]
@@ -271,3 +272,132 @@ def test_sweep_dry_run_and_local_runner(tmp_path):
   for name in codes:
     assert json.loads((tmp_path / name / "convert" / "done.json").read_text())["depth"] == 30
     assert (tmp_path / name / "log.txt").read_text().startswith(f"# {name}, started ")
+
+
+# A small quick run for the kill test of the menu and the selection methods: 6 searched questions (4 train), a menu
+# of 6 train + 3 validation + 4 test questions in 3 chunks, and only the selection methods in the evaluation.
+KILL_OVERRIDES = {"data.num_search": 4, "data.num_validation": 2, "search.num_simulations": 4, "data.num_test": 4,
+                  "menu.num_train": 6, "menu.num_validation": 3, "menu.chunk_questions": 5,
+                  "evaluate.methods": "selection"}
+
+
+def _kill_when(command, log_path: pathlib.Path, ready, what: str) -> None:
+  """Runs the command until `ready()` holds, then SIGKILLs it; fails when the run ended by itself first (the
+  kill would then test nothing) or `what` never came."""
+  with log_path.open("w") as log:
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.time() + 600
+  while proc.poll() is None and time.time() < deadline and not ready():
+    time.sleep(0.05)
+  if proc.poll() is None:
+    os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, (f"the run ended (rc {proc.returncode}) before {what}; nothing was "
+                                              "killed", log_path.read_text()[-3000:])
+  assert ready(), (f"no {what} in 600s", log_path.read_text()[-3000:])
+
+
+def _files(paths) -> dict[str, tuple[bytes, int]]:
+  return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
+
+
+def test_menu_and_selection_methods_killed_then_resumed(tmp_path):
+  """kill -9 of the menu stage after its first chunk, and of the evaluation during the selection methods: each
+  rerun keeps what was finished (the same bytes and mtimes) and ends where an uninterrupted run does (the menu
+  built in one go in this process; the selectors fitted and scored on the menu offline, the lab, which the
+  pipeline's selection methods equal: tests/test_pipeline_selection.py)."""
+  import numpy as np
+  from polar_jax.evaluation.outcomes import MethodRun
+  from polar_jax.menu import build, features, select
+  from polar_jax.menu.lab import scoring_view
+  from polar_jax.menu.matrix import MenuMatrix
+  from polar_jax.search import read_records
+
+  workdir = tmp_path / "run"
+  args = ["--config=configs/default.py:quick", f"--workdir={workdir}",
+          *(f"--config.{k}={v}" for k, v in KILL_OVERRIDES.items())]
+  menu_dir, chunks, runs = workdir / "menu", workdir / "menu" / "chunks", workdir / "evaluate" / "runs"
+  n_chunks = 3  # 13 questions in chunks of 5
+
+  # The search, then the menu, killed once its first chunk is written.
+  _kill_when(main_command(*args, "--config.stages=convert,search,menu"), tmp_path / "menu.log",
+             lambda: build.chunk_path(menu_dir, 0).exists(), "the menu's first chunk")
+  assert (workdir / "search" / "done.json").exists()
+  written = _files(p for p in sorted(chunks.iterdir()) if build.CHUNK_NAME.fullmatch(p.name))
+  assert 1 <= len(written) < n_chunks and not (menu_dir / "done.json").exists(), \
+      f"the kill came too late to test resuming ({len(written)} of {n_chunks} chunks)"
+  # What a kill during the next chunk's write leaves: its temporary file, torn.
+  torn = chunks / f"{len(written):05d}.npz.tmp.npz"
+  torn.write_bytes(next(iter(written.values()))[0][:500])
+
+  # The menu resumes and finishes; the evaluation is killed once a selection method's run is saved.
+  _kill_when(main_command(*args, "--config.stages=convert,search,menu,evaluate"), tmp_path / "evaluate.log",
+             lambda: any(runs.glob("*/*.json")), "a saved selection method")
+  assert (menu_dir / "done.json").exists() and not torn.exists()
+  assert _files(chunks / name for name in written) == written  # the chunks written before the kill were kept
+  assert sorted(p.name for p in chunks.iterdir()) == [build.chunk_path(menu_dir, c).name for c in range(n_chunks)]
+  [test_dir] = runs.iterdir()
+  saved = _files(sorted(test_dir.glob("*.json")))
+  n_methods = 10  # vote and confidence at k = 3, 5; per feature set (minilm, llm) two selectors and the gate
+  assert 1 <= len(saved) < n_methods and not (workdir / "evaluate" / "done.json").exists(), \
+      f"the kill came too late to test resuming ({len(saved)} of {n_methods} selection methods saved)"
+
+  done = subprocess.run(main_command(*args, "--config.stages=convert,search,menu,evaluate"), cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert _files(test_dir / name for name in saved) == saved  # finished methods were not redone
+  final = {p.name: MethodRun.load(p) for p in sorted(test_dir.glob("*.json"))}
+  assert len(final) == n_methods
+  assert any(j != 0 for run in final.values() for j in run.info["program_indices"])  # not all full depth
+  computed = set(re.findall(r"evaluate: (\S+) on ", done.stdout))  # what the rerun ran
+  assert computed == {run.method for name, run in final.items() if name not in saved}
+
+  # The menu: equal to one built in one go here on the same questions and programs (the same chunks and batches).
+  config = load_config(ROOT / "configs" / "default.py", "quick")
+  for key, value in KILL_OVERRIDES.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  opts = pipeline.validate_config(config)
+  model, splits = pipeline.load_model_for(opts), pipeline.load_splits(opts)
+  programs, _ = build.rank_programs(read_records(workdir / "search" / "records.jsonl"), model.depth,
+                                    splits.ids("search"), opts.menu.top_k)
+  assert len(programs) > 1  # the selectors have a choice
+  questions, examples = build.menu_questions(pipeline.menu_parts(opts, splits))
+  task = dataclasses.replace(pipeline.task_config(opts), reward=opts.menu.reward)
+  build.build_menu(model, task, questions, examples, programs, tmp_path / "reference",
+                   chunk_questions=opts.menu.chunk_questions, max_batch=opts.menu.max_batch, answers=opts.menu.answers)
+  matrix = MenuMatrix.load(menu_dir)
+  assert list(matrix.programs) == [tuple(p) for p in programs]
+  with np.load(menu_dir / "matrix.npz") as got, np.load(tmp_path / "reference" / "matrix.npz") as want:
+    assert sorted(got.files) == sorted(want.files)
+    for key in got.files:
+      if key.endswith("logprob"):  # the same batches: equal here, a tolerance for BLAS paths that vary by thread
+        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-5, equal_nan=True, err_msg=key)
+      else:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+  # The selection methods: each one's choices and verdicts equal the lab's on the same menu and features.
+  tables = features.load_features(menu_dir, matrix)
+  train, validation = matrix.fit_view("train"), matrix.fit_view("validation")
+  selectors = [select.VoteSelector(k) for k in (3, 5)] + [select.ConfidenceSelector(k) for k in (3, 5)]
+  for table in tables.values():
+    selectors += [select.MenuSelector(table), select.MenuSelector(table, max_length=matrix.depth),
+                  select.GatedFallback(select.MenuSelector(table, max_length=matrix.depth), table)]
+  resumed = {run.method: run for run in final.values()}
+  assert sorted(resumed) == sorted(s.name for s in selectors)
+  test_questions, test = matrix.questions("test"), scoring_view(matrix)
+  answers = matrix.answers_view("test")
+  lab_table = json.loads((menu_dir / "lab.json").read_text())["methods"]
+  rows = {r["method"]: r for r in json.loads((workdir / "results.json").read_text())["rows"] if r["level"] == "all"}
+  for selector in selectors:
+    selector.fit(train, validation)
+    choice = selector.choose(test_questions, answers)
+    run = resumed[selector.name]
+    assert [o.id for o in run.outcomes] == [q.id for q in test_questions]
+    assert run.info["program_indices"] == choice.tolist(), selector.name
+    for i, outcome in enumerate(run.outcomes):
+      [cand] = outcome.candidates
+      assert cand.program == matrix.programs[choice[i]]
+      assert cand.correct == bool(test.correct[i, choice[i]]), (selector.name, outcome.id)
+      assert (cand.answer or "")[:24] == answers.run(int(choice[i]))["answer"][i], (selector.name, outcome.id)
+    assert rows[selector.name]["pass@1"] == pytest.approx(lab_table[selector.name]["pass1"])

@@ -14,6 +14,7 @@ import pytest
 
 from polar_jax.programs import Program
 from polar_jax.programs import ProgramError
+from polar_jax.programs import compact_text
 from polar_jax.programs import validate_ids
 
 
@@ -109,6 +110,7 @@ def test_compact_examples(ids, text):
   assert p.compact() == text
   assert str(p) == text and repr(p) == f"Program({text!r}, depth=30)"
   assert Program.from_compact(text, 30) == p
+  assert compact_text(ids) == compact_text(tuple(ids)) == text  # the same text from plain ids (no depth)
 
 
 def test_from_compact_accepts_any_spelling():

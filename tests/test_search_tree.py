@@ -187,3 +187,48 @@ def test_memo_hits_count_as_simulations():
   assert rec.valid_programs == ((1,),)
   total = sum(e.visits for e in rec.valid + rec.invalid if e.program != (0, 1))
   assert total >= 29  # Every non-root simulation ended below the root.
+
+
+@pytest.mark.parametrize("protocol,leaves", [("cola", 8), ("cola", 1), ("polar_release", 1)])
+def test_a_longer_search_cut_to_fewer_simulations_equals_the_shorter_search(protocol, leaves):
+  # The budget rows of summary.json rest on this: a question's first n simulations do not depend on how many
+  # follow, so the entries first reached by simulation n are exactly a run of n simulations' entries.
+  from polar_jax.search.summary import at_simulations, by_simulations, summarize
+  depth = 6
+  def config(n):
+    return SearchConfig(num_simulations=n, space="predictor" if protocol == "cola" else "cola", seed=5,
+                        leaves_per_round=leaves, protocol=protocol, min_len=2, max_len=9)
+  def reward(i, ids):  # Depends on the question, so the trees differ.
+    return float((i + len(ids)) % 3 == 0)
+  long = search(EXAMPLES, FunctionScorer(reward, depth=depth), config(48))
+  for n in (8, 24, 48):
+    short = search(EXAMPLES, FunctionScorer(reward, depth=depth), config(n))
+    for a, b in zip(long, short):
+      cut = at_simulations(a, n)
+      strip = lambda entries: sorted((e.program, e.answer) for e in entries)
+      assert strip(cut.valid) == strip(b.valid) and strip(cut.invalid) == strip(b.invalid), (protocol, n, a.id)
+      assert cut.evaluations == b.evaluations and cut.simulations == n
+      assert all(1 <= e.extra["simulation"] <= n or (protocol == "polar_release" and e.extra["simulation"] == 0)
+                 for e in b.valid + b.invalid)
+    rows = by_simulations(long, [n])
+    assert rows[str(n)]["oracle_accuracy"] == summarize(short)["oracle_accuracy"]
+  assert long[0].simulations == 48 and any(e.extra["simulation"] > 24 for e in long[0].valid + long[0].invalid)
+  # An imported record (no 'simulation' fields) gives no budget rows, and cutting it says why.
+  bare = dataclasses.replace(long[0], valid=tuple(dataclasses.replace(e, extra={}) for e in long[0].valid),
+                             invalid=tuple(dataclasses.replace(e, extra={}) for e in long[0].invalid))
+  assert by_simulations([bare]) == {}
+  with pytest.raises(ValueError, match="no 'simulation' field"):
+    at_simulations(bare, 8)
+
+
+def test_on_round_reports_completed_simulations_every_round():
+  # The pipeline's search bar counts simulations: it must move every round and end at questions x N.
+  from polar_jax.search.mcts import search_stream
+  seen = []
+  config = SearchConfig(num_simulations=24, space="predictor", leaves_per_round=4)
+  records = list(search_stream(EXAMPLES, range(4), FunctionScorer(_skip2_repeat0, depth=6), config, max_active=2,
+                               on_round=seen.append))
+  assert len(records) == 4
+  assert seen == sorted(seen) and seen[-1] == 4 * 24
+  assert len(seen) == 2 * 24 // 4  # two waves of 6 rounds (2 active questions, 4 leaves per round)
+  assert seen[0] == 2 * 4 and len(set(seen)) == len(seen)  # it moves every round

@@ -23,7 +23,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from polar_jax import program_eval
-from polar_jax.programs import Program
+from polar_jax.programs import Program, compact_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +57,14 @@ class Candidate:
     return self.layers / max(self.generated_tokens, 1)
 
   def to_json(self) -> dict[str, Any]:
+    """The fields as JSON, with the program's compact text (`0-9 [10-11]x2 12-29`) next to its layer ids."""
     out = dataclasses.asdict(self)
     out["program"] = list(self.program)
-    return out
+    return {"program": out.pop("program"), "compact": compact_text(self.program), **out}
 
   @classmethod
   def from_json(cls, obj: Mapping[str, Any]) -> Candidate:
+    """Reads `to_json`'s dict back (the compact text is derived from the ids, so it is not read)."""
     return cls(program=tuple(int(i) for i in obj["program"]), answer=obj.get("answer"),
                correct=bool(obj["correct"]), layers=obj.get("layers"), generated_tokens=obj.get("generated_tokens"),
                score=obj.get("score"), text=obj.get("text", ""), source=obj.get("source", "run"))

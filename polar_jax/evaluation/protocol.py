@@ -22,13 +22,16 @@ returning its `MethodRun`s through `ctx.run`, which loads a finished run from `r
 instead of recomputing it (an interrupted evaluation resumes per method). To add a method, write its two
 functions and add one entry to `METHOD_TABLE` (and its name to `options.EVAL_METHODS`).
 
-Outputs in `out_dir`: `runs/`, `results.json`, `results.md`, `tradeoff.png`, `layer_usage.png` (`report`).
+Outputs in `out_dir`: `runs/` (every per-test-set method, the menu's rows included), `questions.jsonl` (the test
+questions), `results.json`, `results.md` (with the per-question section of `polar_jax.inspect`), `tradeoff.png`,
+`layer_usage.png` (`report`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import re
 from typing import Any, Callable, Mapping, Sequence
@@ -36,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from polar_jax import inspect as inspect_lib
 from polar_jax import options as options_lib
 from polar_jax.evaluation import full_depth, metrics, random_programs, report, search_oracle, shortgpt
 from polar_jax.evaluation.outcomes import MethodRun, run_pairs
@@ -45,6 +49,7 @@ from polar_jax.program_eval import prompt_ids
 from polar_jax.programs import Program
 from polar_jax.programs.executor import executor_for
 from polar_jax.records import SearchRecord
+from polar_jax.workdir import write_json_atomic
 
 SEARCH_TEST_SET = "search records"
 
@@ -208,8 +213,8 @@ def _shortgpt_prepare(ctx: EvalContext) -> None:
   else:
     chosen = list(ctx.calibration)[:limit]
     influence = shortgpt.block_influence(ctx.model, prompt_ids(ctx.model, chosen, ctx.task))
-    path.write_text(json.dumps({"calibration_questions": len(chosen),
-                                "block_influence": [float(v) for v in influence]}, indent=1))
+    write_json_atomic(path, {"calibration_questions": len(chosen),
+                             "block_influence": [float(v) for v in influence]})  # a kill leaves no torn file
     ctx.state["influence"] = influence
 
 
@@ -228,10 +233,11 @@ def _shortgpt(ctx: EvalContext, name: str, examples) -> None:
     run = ctx.run(name, examples, f"shortgpt_n{n}",
                   lambda n=n: shortgpt.run_shortgpt(ctx.model, examples, ctx.task, influence, n, test_set=name,
                                                     **ctx.common))
-    if n == matched_n:  # The same run, named as the matched row.
-      ctx.runs[-1] = dataclasses.replace(run, method="shortgpt_matched",
-                                         label=f"ShortGPT, {n} layers removed (n matched to PoLar's mean layers)",
-                                         info={**run.info, "matched_to": "polar"})
+    if n == matched_n:  # The same run, named as the matched row (and saved under that name for inspection).
+      matched = dataclasses.replace(run, method="shortgpt_matched",
+                                    label=f"ShortGPT, {n} layers removed (n matched to PoLar's mean layers)",
+                                    info={**run.info, "matched_to": "polar"})
+      ctx.runs[-1] = ctx.store.get(name, matched.method, [str(ex.id) for ex in examples], lambda: matched)
 
 
 def _random_programs(ctx: EvalContext, name: str, examples) -> None:
@@ -284,7 +290,9 @@ def _menu(ctx: EvalContext, name: str, examples) -> None:
   runs = menu_rows.menu_runs(ctx.menu, examples, test_set=name)
   if not runs:
     ctx.skip("menu", f"the menu matrix lacks questions of {name!r}")
-  ctx.runs.extend(runs)
+  ids = [str(ex.id) for ex in examples]
+  for run in runs:  # saved like every method's run (read from the matrix, nothing is run)
+    ctx.runs.append(ctx.store.get(name, run.method, ids, lambda run=run: run))
 
 
 def _selection(ctx: EvalContext, name: str, examples) -> None:
@@ -369,9 +377,20 @@ def run_evaluation(config: EvalOptions | ml_collections.ConfigDict, *, model, ta
   for name in chosen:
     if METHOD_TABLE[name].finish is not None:
       METHOD_TABLE[name].finish(ctx)
+  write_questions(out, test_sets)
   results = build_results(config, model, task, test_sets, ctx.runs, ctx.skipped, ctx.depth, k)
   report.write_report(results, out, plots=bool(config.plots))
   return results
+
+
+def write_questions(out: pathlib.Path, test_sets: Mapping[str, Sequence[Any]]) -> None:
+  """`out/questions.jsonl`: every test question (its test set and `Example` fields), one line each, for reading
+  runs back per question (`polar_jax.inspect`)."""
+  lines = [json.dumps({"test_set": name, **ex.to_dict()}, ensure_ascii=False)
+           for name, examples in test_sets.items() for ex in examples]
+  tmp = out / (inspect_lib.QUESTIONS_FILE + ".tmp")
+  tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+  os.replace(tmp, out / inspect_lib.QUESTIONS_FILE)
 
 
 def _task_info(task) -> dict[str, Any]:
@@ -396,6 +415,9 @@ def build_results(config, model, task, test_sets: Mapping[str, Sequence[Any]], r
       levels[str(ex.level)] = levels.get(str(ex.level), 0) + 1
     sets[name] = {"n": len(examples), "levels": levels,
                   "datasets": sorted({str(ex.id).split("/")[0] for ex in examples})}
+  questions = {name: {str(ex.id): {"question": ex.question, "gold": ex.answer} for ex in examples}
+               for name, examples in test_sets.items()}
+  per_question = inspect_lib.per_question_results([run.to_json() for run in runs], questions)
   usage = {run.test_set: metrics.layer_usage([o.candidates[0].program for o in run.outcomes if o.candidates], depth)
            for run in runs if run.method == "polar"}
   return {
@@ -407,5 +429,6 @@ def build_results(config, model, task, test_sets: Mapping[str, Sequence[Any]], r
       "test_sets": sets,
       "rows": rows,
       "polar_layer_usage": usage,
+      "per_question": per_question,
       "skipped": list(skipped),
   }

@@ -3,7 +3,8 @@
 - `results.md`: per test set, rows = methods, columns = pass@1, vote@k, pass@k (oracle), executed layers per
   token (= program length; full depth alongside) and per question (prefill + decode), seconds per question
   (deployed: ranking + rank-1 run; and with all k candidates); then pass@1..k (oracle) for the methods with
-  several candidates, pass@1 per level, and the search-ablation oracles.
+  several candidates, pass@1 per level, and the search-ablation oracles; last, per test set, where the methods
+  disagree with full depth and the most contested questions (`polar_jax.inspect`, from `results["per_question"]`).
 - `tradeoff.png`: accuracy vs mean executed layers per token for every method (the paper's trade-off figure),
   one panel per test set; filled markers pass@1 with their 95% Wilson intervals, white markers pass@k
   (oracle); a marker per method family, a number per method (legend on the right), coincident points spread
@@ -22,6 +23,8 @@ import pathlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from polar_jax import inspect as inspect_lib
 
 
 def _pct(x: float | None) -> str:
@@ -129,6 +132,9 @@ def markdown(results: Mapping[str, Any]) -> str:
     out.append("")
   for s in results.get("skipped", []):
     out.append(f"- skipped {s['method']}: {s['reason']}")
+  section = inspect_lib.markdown(results.get("per_question") or {})
+  if section:
+    out += ["", section]
   return "\n".join(out).rstrip() + "\n"
 
 

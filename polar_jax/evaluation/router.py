@@ -43,6 +43,7 @@ from polar_jax.program_eval import prompt_ids
 from polar_jax.models.config import ModelConfig
 from polar_jax.programs import Program, bucket_length
 from polar_jax.records import SearchRecord
+from polar_jax.workdir import write_json_atomic
 
 SKIP, EXECUTE, REPEAT = 0, 1, 2
 
@@ -244,8 +245,8 @@ def save_router(router: RouterModel, out_dir: pathlib.Path) -> None:
   out_dir.mkdir(parents=True, exist_ok=True)
   save_file({k: np.ascontiguousarray(v, np.float32) for k, v in router.params.items()},
             str(out_dir / "router.safetensors"))
-  (out_dir / "router.json").write_text(json.dumps({"windows": router.windows, "batch_size": router.batch_size,
-                                                   "info": router.info}, indent=1))
+  write_json_atomic(out_dir / "router.json", {"windows": router.windows, "batch_size": router.batch_size,
+                                              "info": router.info})  # a kill leaves no torn file
 
 
 def train_or_load_router(config: ml_collections.ConfigDict, model, task, records: Sequence[SearchRecord],

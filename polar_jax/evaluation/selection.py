@@ -83,6 +83,23 @@ def multi_run(live: LiveAnswers, selector, questions, examples, *, test_set: str
                          "cost": "layers of every run the method read; seconds of those runs"})
 
 
+def fresh_feature_table(name: str, cached, matrix, questions: Sequence[Any], model, task):
+  """(A feature table with the cached features of the matrix's train and validation rows and fresh ones of
+  `questions` (`MenuQuestion`s; MiniLM on the text, or the LLM's prompt state), seconds spent on the fresh
+  ones). Fresh features get the cache's float16 rounding, so a question's choice matches the lab's."""
+  from polar_jax.menu import features as feats  # pylint: disable=import-outside-toplevel
+  from polar_jax.menu import select  # pylint: disable=import-outside-toplevel
+  fit_questions = [q for s in ("train", "validation") for q in matrix.questions(s)]
+  start = time.perf_counter()
+  vectors = (feats.minilm_features([q.question for q in questions]) if name == "minilm" else
+             feats.llm_features(model, task, questions))
+  seconds = time.perf_counter() - start
+  vectors = vectors.astype(np.float16).astype(np.float32)  # the cache's rounding
+  table = select.FeatureTable(name, tuple(q.id for q in fit_questions) + tuple(q.id for q in questions),
+                              np.concatenate([cached.rows(fit_questions).astype(np.float32), vectors]))
+  return table, seconds
+
+
 def selection_runs(model, task, matrix, menu_dir, examples: Sequence[Any], *, test_set: str,
                    feature_sets: Sequence[str] = ("minilm", "llm"), multi_run_methods: bool = True,
                    ks: Sequence[int] = (3, 5), saved: Callable[[str, Callable[[], MethodRun]], MethodRun] | None = None,
@@ -97,7 +114,6 @@ def selection_runs(model, task, matrix, menu_dir, examples: Sequence[Any], *, te
   from polar_jax.menu.matrix import MenuQuestion  # pylint: disable=import-outside-toplevel
   saved = saved or (lambda method, compute: compute())
   cached = feats.load_features(menu_dir, matrix, feature_sets)
-  fit_questions = [q for s in ("train", "validation") for q in matrix.questions(s)]
   questions = [MenuQuestion(ex.id, "test", ex.id.split("/")[0], int(ex.level), ex.group or ex.id, ex.question,
                             ex.answer) for ex in examples]
   train, validation = matrix.fit_view("train"), matrix.fit_view("validation")
@@ -119,14 +135,7 @@ def selection_runs(model, task, matrix, menu_dir, examples: Sequence[Any], *, te
     def table_of(name=name, fresh=fresh):
       """The feature table with this test set's fresh features (computed once, on first use)."""
       if not fresh:
-        start = time.perf_counter()
-        vectors = (feats.minilm_features([q.question for q in questions]) if name == "minilm" else
-                   feats.llm_features(model, task, questions))
-        fresh["seconds"] = time.perf_counter() - start
-        vectors = vectors.astype(np.float16).astype(np.float32)  # the cache's rounding
-        fresh["table"] = select.FeatureTable(
-            name, tuple(q.id for q in fit_questions) + tuple(q.id for q in questions),
-            np.concatenate([cached[name].rows(fit_questions).astype(np.float32), vectors]))
+        fresh["table"], fresh["seconds"] = fresh_feature_table(name, cached[name], matrix, questions, model, task)
       return fresh["table"], fresh["seconds"]
 
     for max_length in (None, matrix.depth):

@@ -101,14 +101,30 @@ def load_features(menu_dir, matrix: MenuMatrix, names: Sequence[str] = FEATURE_S
   return out
 
 
+def _reuse_table(menu_dir, name: str, questions: Sequence[MenuQuestion], prior_dir, prior: MenuMatrix) -> bool:
+  """Copies the rows of `questions` from an earlier menu's table when it holds them all with the same text."""
+  known = {q.id: q.question for s in ("train", "validation", "test") for q in prior.questions(s)}
+  if any(known.get(q.id) != q.question for q in questions) or not feature_path(prior_dir, name).exists():
+    return False
+  table = load_features(prior_dir, prior, (name,))[name]
+  row = {i: r for r, i in enumerate(table.ids)}
+  save_features(menu_dir, name, [q.id for q in questions], table.vectors[[row[q.id] for q in questions]])
+  return True
+
+
 def ensure_features(menu_dir, matrix: MenuMatrix, *, model=None, task=None,
-                    names: Sequence[str] = FEATURE_SETS) -> dict[str, FeatureTable]:
+                    names: Sequence[str] = FEATURE_SETS, reuse: tuple[Any, MenuMatrix] | None = None
+                    ) -> dict[str, FeatureTable]:
   """Loads the cached feature tables, computing and saving the missing ones (the LLM feature needs `model` and
-  `task`: the matrix's own model and prompt)."""
+  `task`: the matrix's own model and prompt). `reuse`: (directory, matrix) of an earlier menu of the same model
+  and task (`build.reusable_cells` checks that); its tables give the rows of the questions it holds with the
+  same text, and only a table that covers every question is taken (the others are computed)."""
   questions = [q for s in ("train", "validation", "test") for q in matrix.questions(s)]
   ids = [q.id for q in questions]
   for name in names:
     if feature_path(menu_dir, name).exists():
+      continue
+    if reuse is not None and _reuse_table(menu_dir, name, questions, *reuse):
       continue
     if name == "minilm":
       vectors = minilm_features([q.question for q in questions])

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from polar_jax.programs.program import Program
 from polar_jax.programs.program import ProgramError
+from polar_jax.programs.program import compact_text
 from polar_jax.programs.program import validate_ids
 from polar_jax.programs.schedule import Schedule
 from polar_jax.programs.schedule import bucket_length

@@ -171,7 +171,7 @@ class Program:
 
   def compact(self) -> str:
     """The compact human form, e.g. `0-9 [10-11]x2 12-29`; `Program.from_compact` reads it back."""
-    return " ".join(_format_item(*item) for item in _compact_items(self.ids))
+    return compact_text(self.ids)
 
   @classmethod
   def from_compact(cls, text: str, depth: int, max_len: int | None = None) -> Program:
@@ -201,6 +201,12 @@ class Program:
         raise ProgramError(f"{text!r} spells more than max_len={limit} steps for a {depth}-layer model.")
       ids.extend(list(range(first, last + 1)) * times)
     return cls(ids, depth, max_len)
+
+
+def compact_text(ids: Sequence[int]) -> str:
+  """The compact form of layer ids as they are (no depth, no validation), e.g. for ids read from a JSON file:
+  `compact_text([0, 1, 2, 1, 2, 3]) == "0 [1-2]x2 3"`; `Program(ids, depth).compact()` is the same text."""
+  return " ".join(_format_item(*item) for item in _compact_items(tuple(int(i) for i in ids)))
 
 
 _RUN_RE = re.compile(r"(?P<a>\d+)(?:-(?P<b>\d+))?")

@@ -77,6 +77,7 @@ class QuestionSearch:
     self.tree = new_tree(depth, config, self.id)
     self.memo: dict[tuple[int, ...], ScoredProgram] = {}
     self.pending: dict[tuple[int, ...], list[list[int]]] = {}
+    self.first: dict[tuple[int, ...], int] = {}  # The simulation (1-based; 0: before any) that first reached it.
     self.driver = dict(driver or {})  # How the driver batched: recorded next to the tree config.
     self.seconds = 0.0  # This question's share of the rounds' wall time so far.
 
@@ -103,6 +104,7 @@ class QuestionSearch:
         self.pending[program].append(path)
       else:
         self.pending[program] = [path]
+        self.first.setdefault(program, self.simulations)
         new.append(program)
     return new
 
@@ -119,6 +121,8 @@ class QuestionSearch:
       scored = self.memo[program]
       extra = {} if scored.gold_logprob is None else {"gold_logprob": round(float(scored.gold_logprob), 4),
                                                        "decided_by": scored.decided_by}
+      if program in self.first:
+        extra["simulation"] = int(self.first[program])
       entry = ProgramEntry(program, visits.get(program, 0), scored.answer, extra)
       (valid if scored.reward > VALID_THRESHOLD else invalid).append(entry)
     ex = self.example
@@ -198,11 +202,14 @@ def _share_round(active: Sequence[QuestionSearch], cost: Mapping[int, float], se
 
 
 def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Scorer, config: SearchConfig,
-                  *, max_active: int = 32) -> Iterator[SearchRecord]:
+                  *, max_active: int = 32, on_round: Callable[[int], None] | None = None
+                  ) -> Iterator[SearchRecord]:
   """Searches `examples[i]` for i in `indices`, yielding one record per question, in `indices` order.
 
   Up to `max_active` questions advance together; scorer question indexes are indexes into `examples`. Each
   record's config is `config.to_json()` plus max_active and the scorer's batching (`scorer_batching`).
+  `on_round(simulations)`: called after every round with the simulations this call has completed so far (of
+  `len(indices) * config.num_simulations`): progress that moves every round, while questions finish in waves.
   """
   if max_active < 1:
     raise ValueError(f"max_active must be at least 1, got {max_active}.")
@@ -214,6 +221,7 @@ def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Score
   finished: dict[int, SearchRecord] = {}
   started = 0
   emitted = 0
+  finished_simulations = 0
   while emitted < len(queue):
     while len(active) < max_active and started < len(queue):
       i = queue[started]
@@ -226,6 +234,9 @@ def search_stream(examples: Sequence[Any], indices: Sequence[int], scorer: Score
     for q in [q for q in active if q.done]:
       active.remove(q)
       finished[q.order] = q.record()
+      finished_simulations += q.simulations
+    if on_round is not None:
+      on_round(finished_simulations + sum(q.simulations for q in active))  # every pair was scored
     while emitted in finished:
       yield finished.pop(emitted)
       emitted += 1
@@ -264,7 +275,8 @@ def default_shard() -> tuple[int, int]:
 
 def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, output_path: os.PathLike | str, *,
                shard: tuple[int, int] | None = None, repair: bool = False, max_active: int = 32,
-               on_record: Callable[[SearchRecord], None] | None = None) -> SearchRun:
+               on_record: Callable[[SearchRecord], None] | None = None,
+               on_round: Callable[[int], None] | None = None) -> SearchRun:
   """Searches this shard's questions and appends one record per question to the output (resumable).
 
   Args:
@@ -278,6 +290,7 @@ def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, ou
     repair: move corrupt lines of an existing output aside instead of refusing to continue.
     max_active: questions advanced together (more fills the device better, costs host memory).
     on_record: called after each record is durably written (progress, or fault injection in tests).
+    on_round: called after every round with this process's completed simulations (`search_stream`).
 
   Raises:
     records.CorruptRecordsError: the existing output has bad lines and `repair` is False.
@@ -317,7 +330,7 @@ def run_search(examples: Sequence[Any], scorer: Scorer, config: SearchConfig, ou
   written = evaluations = simulations = 0
   new_seconds = 0.0
   with records_lib.RecordWriter(path) as writer:
-    for rec in search_stream(examples, todo, scorer, config, max_active=max_active):
+    for rec in search_stream(examples, todo, scorer, config, max_active=max_active, on_round=on_round):
       writer.write(rec)
       written += 1
       evaluations += rec.evaluations

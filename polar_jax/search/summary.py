@@ -16,10 +16,17 @@ Definitions (D = model depth; a question is *base-correct* when the full program
 - valid_program_kinds: valid programs (pooled) per `polar_jax.programs.kinds.ProgramKind`: full, skip-only,
   repeat-only, skip and repeat, and other (outside the skip/repeat space: reorders, partial repeats).
 Records without an initial score (imported from other tools) count only in the pooled statistics.
+
+by_simulations: the headline shares as they stood after the first n simulations of the same run, for n in
+`budgets` (by default N/8, N/4, N/2 and N of the run's N): each valid / invalid entry of our searches records
+the simulation that first reached it (`simulation`), and a question's first n simulations do not depend on how
+many follow (the tree never reads `num_simulations`), so one run of N simulations gives the findings of every
+smaller budget. Records without the field (imported, or written before it existed) give no budget rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -171,12 +178,57 @@ def plot_search_layer_usage(summary: Mapping[str, Any], path: os.PathLike | str,
   plt.close(fig)
 
 
+BUDGET_KEYS = ("base_correct_with_shorter_valid", "base_wrong_corrected", "base_wrong_corrected_shorter",
+               "oracle_accuracy", "valid_programs", "evaluations_mean")
+
+
+def at_simulations(record: SearchRecord, n: int) -> SearchRecord:
+  """The record as it stood after its first n simulations: the entries first reached by then (`simulation`
+  <= n), with evaluations counted the same way. Raises ValueError for entries that lack the field."""
+  def kept(entries):
+    out = []
+    for e in entries:
+      first = e.extra.get("simulation")
+      if not isinstance(first, int) or isinstance(first, bool):
+        raise ValueError(f"record {record.id!r}: program {list(e.program)} has no 'simulation' field, so the "
+                         "record cannot be cut to a smaller budget (it was imported or written before the field).")
+      if first <= n:
+        out.append(e)
+    return tuple(out)
+  valid, invalid = kept(record.valid), kept(record.invalid)
+  return dataclasses.replace(record, valid=valid, invalid=invalid, evaluations=len(valid) + len(invalid),
+                             simulations=min(n, record.simulations) if record.simulations is not None else n)
+
+
+def default_budgets(records: Sequence[SearchRecord]) -> list[int]:
+  """N/8, N/4, N/2 and N (N: the largest simulations count of the records), the positive ones."""
+  most = max((r.simulations or 0 for r in records), default=0)
+  return sorted({b for b in (most // 8, most // 4, most // 2, most) if b > 0})
+
+
+def by_simulations(records: Sequence[SearchRecord], budgets: Sequence[int] | None = None) -> dict[str, Any]:
+  """{str(n): the `BUDGET_KEYS` of `summarize` on the records cut to n simulations}; {} when some entry has
+  no `simulation` field (see the module docstring)."""
+  budgets = default_budgets(records) if budgets is None else sorted(set(int(b) for b in budgets))
+  out = {}
+  try:
+    for n in budgets:
+      s = summarize([at_simulations(r, n) for r in records])
+      out[str(n)] = {k: s[k] for k in BUDGET_KEYS}
+  except ValueError:
+    return {}
+  return out
+
+
 def write_summary(records: Sequence[SearchRecord], out_dir: os.PathLike | str,
                   title: str = "") -> dict[str, Any]:
   """Writes `summary.json` and `layer_usage.png` into `out_dir`; returns the summary."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   summary = summarize(records)
+  budgets = by_simulations(records)
+  if budgets:
+    summary["by_simulations"] = budgets
   (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
   plot_search_layer_usage(summary, out / "layer_usage.png", title=title)
   return summary
