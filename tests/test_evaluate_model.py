@@ -253,3 +253,21 @@ def test_method_progress_bars_are_named_by_method_and_test_set(tmp_path):
     return evaluation.MethodRun("m", "M", "deployable", "syn", (evaluation.QuestionOutcome("q/0", 1, ()),))
   ctx.run("syn", examples, "full_depth_greedy", compute)
   assert seen == ["full_depth_greedy on syn"] and ctx.common["progress"] is True
+
+
+def test_selection_live_runs_name_their_progress_bars(monkeypatch):
+  # The selection method's live runs show "<method> on <test set>: menu program j", not "run_programs".
+  import types
+  from polar_jax import program_eval
+  from polar_jax.evaluation import selection
+  seen = []
+  def fake(model, examples, pairs, task, **kw):
+    seen.append(kw.get("progress"))
+    return [types.SimpleNamespace(answer="1", answer_logprob=-0.5) for _ in pairs]
+  monkeypatch.setattr(program_eval, "run_programs", fake)
+  live = selection.LiveAnswers(None, None, ["a", "b"], [(0, 1), (1,)], 2, progress="selection on syn")
+  assert live.run(1)["answer"].tolist() == ["1", "1"]
+  live.run(1)  # already run: no second call
+  quiet = selection.LiveAnswers(None, None, ["a"], [(0, 1)], 2, progress=False)
+  quiet.run(0)
+  assert seen == ["selection on syn: menu program 1", False]

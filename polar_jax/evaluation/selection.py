@@ -45,8 +45,12 @@ class LiveAnswers:
     rows = list(range(len(self))) if rows is None else [int(i) for i in rows]
     todo = [i for i in rows if (i, program) not in self.records]
     if todo:
+      common = dict(self.common)
+      if common.get("progress"):  # the bar names the method (and test set) and the menu program it runs
+        shown = common["progress"] if isinstance(common["progress"], str) else "selection"
+        common["progress"] = f"{shown}: menu program {program}"
       records = run_programs(self.model, self.examples, [(i, self.programs[program]) for i in todo], self.task,
-                             answers=True, **self.common)
+                             answers=True, **common)
       for i, record in zip(todo, records):
         self.records[(i, program)] = record
     self.ran[rows, program] = True
