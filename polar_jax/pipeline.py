@@ -394,8 +394,9 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     info = {"config": options_lib.to_json(opts), "search_train_valid_counts": counts,
             "ranking": "training questions the search found each program valid for"}
     reuse = None
+    reuse_dir = SHIPPED if m.reuse == "shipped" else m.reuse
     if m.reuse:
-      reuse = MenuMatrix.load(SHIPPED if m.reuse == "shipped" else m.reuse)
+      reuse = MenuMatrix.load(reuse_dir)
       lent = build.reusable_cells(reuse, info["config"], questions, programs)
       _say(opts, f"menu: {len(lent)} of {len(programs) * len(questions)} cells copied from {m.reuse}")
     matrix = build.build_menu(model, task, questions, examples, programs, out, chunk_questions=m.chunk_questions,
@@ -405,7 +406,7 @@ def stage_menu(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Spli
     from polar_jax.menu import features  # pylint: disable=import-outside-toplevel
     _say(opts, "menu: question features for the selectors (MiniLM; the LLM's prompt state at full depth)")
     features.ensure_features(out, matrix, model=model, task=task,
-                             reuse=None if reuse is None else (SHIPPED if m.reuse == "shipped" else m.reuse, reuse))
+                             reuse=None if reuse is None else (reuse_dir, reuse))
     searched = [r for r in records if r.id in splits.ids("search")]
     oracle = sum(1 for r in searched if r.valid) / len(searched) if searched else None
     _write_menu_report(matrix, out, search_oracle=oracle)

@@ -252,3 +252,9 @@ def test_reuse_copies_the_cells_an_earlier_menu_holds_and_runs_only_the_rest(smo
   assert got["minilm"].ids == tuple(q.id for q in questions)
   np.testing.assert_array_equal(got["minilm"].vectors, vectors[::-1])
   assert not features._reuse_table(tmp_path / "d", "minilm", changed, tmp_path / "a", earlier)
+
+
+def test_reuse_refuses_a_menu_of_another_depth():
+  earlier = synthetic(np.ones((2, 2)), ["train", "test"])  # a 6-layer menu
+  with pytest.raises(MenuFileError, match="6-layer model, this one has 30 layers"):
+    build.reusable_cells(earlier, {}, earlier.questions("train"), [tuple(range(30))])

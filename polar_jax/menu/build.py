@@ -132,6 +132,10 @@ def reusable_cells(prior: MenuMatrix, config: dict[str, Any], questions: Sequenc
 
   Raises MenuFileError when `prior` was made with another model, task, reward or answers mode (its recorded
   config says), or by another depth."""
+  depth = len(programs[0]) if programs else prior.depth  # programs[0] is the full program
+  if prior.depth != depth:
+    raise MenuFileError(f"menu.reuse: the earlier menu is for a {prior.depth}-layer model, this one has {depth} "
+                        "layers; point menu.reuse at a menu of this model, or leave it empty.")
   theirs = prior.info.get("config") or {}
   for keys in REUSE_KEYS:
     a, b = _config_part(theirs, keys), _config_part(config, keys)
@@ -148,7 +152,7 @@ def reusable_cells(prior: MenuMatrix, config: dict[str, Any], questions: Sequenc
     if old is None or (old.question, str(old.gold)) != (q.question, str(q.gold)):
       continue
     for c, p in enumerate(programs):
-      j = cols.get(tuple(int(i) for i in p))
+      j = cols.get(tuple(int(layer) for layer in p))
       if j is not None:
         out[(r, c)] = (i, j)
   return out
@@ -198,8 +202,6 @@ def build_menu(model, task, questions: Sequence[MenuQuestion], examples: Sequenc
   progs = [Program(tuple(p), depth) for p in programs]
   lent = {}
   if reuse is not None:
-    if reuse.depth != depth:
-      raise MenuFileError(f"menu.reuse: the earlier menu is for depth {reuse.depth}, this model has {depth}.")
     lent = reusable_cells(reuse, (info or {}).get("config") or {}, questions, programs)
     prior = {k: reuse._arrays[k] for k in ARRAYS}  # pylint: disable=protected-access  (see reusable_cells)
   n_chunks = -(-len(questions) // chunk_questions)
