@@ -147,11 +147,13 @@ def _confidence(tokenizer, argmax, logprobs, completion: Completion, decision: D
 
 def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]], task: TaskConfig, *,
                    share_prefixes: bool = True, positives_only: bool = False,
-                   gold_logprobs: dict[int, float] | None = None) -> list[RunRecord | None]:
+                   gold_logprobs: dict[int, float] | None = None,
+                   share_contexts: bool = True) -> list[RunRecord | None]:
   """One-pass records for the decided rows of a batch; None for rows that must be generated (with
   positives_only, every row not decided correct: its full reply and confidence then come from generation).
   `gold_logprobs`, when given, receives row -> gold log-probability for every row the prefill scored (decided
-  or not), so that a generated row can keep it."""
+  or not), so that a generated row can keep it. With share_contexts, the prompts' question-independent part
+  (`Prompts.context_length`: template and few-shot turns) is computed once per program and kept."""
   completions = {i: canonical_completion(prompts, i) for i in {i for i, _ in batch}}
   rows = [r for r, (i, _) in enumerate(batch) if completions[i] is not None]
   out: list[RunRecord | None] = [None] * len(batch)
@@ -160,7 +162,9 @@ def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]],
   seqs = [list(prompts.ids(batch[r][0])) + list(completions[batch[r][0]].tokens) for r in rows]
   starts = [len(prompts.ids(batch[r][0])) for r in rows]
   tokenizer = prompts.model.tokenizer
-  scores = executor.score_completions(seqs, [batch[r][1] for r in rows], starts, share_prefixes=share_prefixes)
+  contexts = [prompts.context_length(batch[r][0]) for r in rows] if share_contexts else None
+  scores = executor.score_completions(seqs, [batch[r][1] for r in rows], starts, share_prefixes=share_prefixes,
+                                      context_lengths=contexts)
   for r, argmax, logprobs in zip(rows, scores.argmax, scores.logprobs):
     i, program = batch[r]
     example = prompts.examples[i]

@@ -102,6 +102,7 @@ class Prompts:
       if dataset != AUTO_FEW_SHOT:
         self.few_shot = data.load_split(dataset, split, limit=task.prompt.few_shot + 1, seed=0)
     self._ids: dict[int, list[int]] = {}
+    self._contexts: dict[int, int] = {}
 
   def shots(self, example: data.Example) -> list[data.Example]:
     """The few-shot candidates for one example (with "auto": drawn from its own dataset, once per dataset)."""
@@ -127,6 +128,23 @@ class Prompts:
         raise ValueError(f"The prompt of question {self.examples[index].id!r} is empty after tokenization.")
       self._ids[index] = ids
     return self._ids[index]
+
+  def context_length(self, index: int) -> int:
+    """How many leading tokens of prompt `index` do not depend on its question: the template and few-shot
+    turns before it, which every question with the same shots shares (`Executor.score_completions`'s
+    `context_lengths`). Found by rendering the same prompt around two placeholder questions: the tokens all
+    three agree on."""
+    if index not in self._contexts:
+      example = self.examples[index]
+      ids = self.ids(index)
+      n = len(ids)
+      for placeholder in ("A", "B"):
+        other = dataclasses.replace(example, question=placeholder, choices=())
+        text = data.render_prompt(other, self.task.prompt, self.model.tokenizer, self.shots(example))
+        alt = self.model.tokenizer.encode(text, add_special_tokens=not self.task.prompt.use_chat_template)
+        n = next((j for j, (a, b) in enumerate(zip(ids[:n], alt)) if a != b), min(n, len(alt)))
+      self._contexts[index] = n
+    return self._contexts[index]
 
 
 def prompt_ids(model, examples: Sequence[data.Example], task: TaskConfig) -> list[list[int]]:

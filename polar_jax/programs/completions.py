@@ -23,6 +23,7 @@ Traces count in `Executor.compiles`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from typing import TYPE_CHECKING
@@ -82,6 +83,11 @@ def _score_core(params, x_src, tokens_src, mask_src, rows_x, rows_q, steps, acti
   # before attending, so no key / value outlives its step; a prefill needs no cache afterwards.
   scratch = jnp.zeros((1,) + x.shape[:2] + (cfg.num_kv_heads, cfg.head_dim), x.dtype)
   x, _, _ = executor_core.run_steps(params, cfg, steps, active, length, x, rope, key_mask, scratch, scratch, 0)
+  return _head(params, cfg, x, tokens, head)
+
+
+def _head(params, cfg: ModelConfig, x, tokens, head: int):
+  """x itself (head=0), or the argmax [B, M] and next-token log-probs [B, M-1] at the last M=head positions."""
   if not head:
     return x
   logits = transformer.logits(params, cfg, transformer.final_norm(params, cfg, x[:, -head:]))  # [B, M, V] f32
@@ -91,17 +97,104 @@ def _score_core(params, x_src, tokens_src, mask_src, rows_x, rows_q, steps, acti
   return jnp.argmax(logits, axis=-1).astype(jnp.int32), logprobs
 
 
+def _context_core(params, tokens, valid, steps, active, length, *, cfg: ModelConfig, counter: list):
+  """Keys and values of one context (tokens [P], right-padded; valid [P]) under the G programs of a merged
+  schedule (active [G, T]). Returns (k, v) [T, G, P, K, hd]: row g's keys / values at every schedule step
+  (only the steps it is active at are its own; with G = 1, steps 0 .. len - 1 are the program's)."""
+  counter[0] += 1  # Runs at trace time only: counts compiles.
+  g, p = active.shape[0], tokens.shape[0]
+  x = transformer.embed(params, cfg, jnp.broadcast_to(tokens[None], (g, p)))
+  rope = transformer.rope_tables(cfg, jnp.broadcast_to(jnp.arange(p)[None], (g, p)))
+  key_mask = transformer.causal_key_mask(jnp.broadcast_to(valid[None], (g, p)))
+  cache = jnp.zeros((steps.shape[0], g, p, cfg.num_kv_heads, cfg.head_dim), transformer.dtype_of(cfg))
+  _, k, v = executor_core.run_steps(params, cfg, steps, active, length, x, rope, key_mask, cache, cache, 0)
+  return k, v
+
+
+def _score_context_core(params, ctx_k, ctx_v, ctx_len, x_src, tokens_src, mask_src, rows_x, rows_q, rows_e,
+                        step_of, steps, active, length, *, cfg: ModelConfig, head: int, counter: list):
+  """`_score_core` for rows that continue one shared context of ctx_len tokens (`ContextCache`).
+
+  ctx_k, ctx_v: [N, L, P, K, hd] the context's keys / values under N programs at each of their steps (P >=
+  ctx_len columns, the rest padding); rows_e: [B] each row's program among the N; step_of: [B, T] the
+  program step a row runs at schedule step t (its pass's offset + its active steps before t). The rows'
+  tokens are the rest of their sequences, left-padded, at positions ctx_len + 0, 1, ...; at step t each row
+  attends to its program's context keys of that step and to its own.
+  """
+  counter[0] += 1  # Runs at trace time only: counts compiles.
+  tokens, mask = tokens_src[rows_q], mask_src[rows_q]
+  x = transformer.embed(params, cfg, tokens) if x_src is None else x_src[rows_x]
+  b, s = tokens.shape
+  p = ctx_k.shape[2]
+  rope = transformer.rope_tables(cfg, ctx_len + transformer.positions_from_mask(mask))
+  ctx_valid = jnp.broadcast_to((jnp.arange(p) < ctx_len)[None, None], (b, s, p))
+  key_mask = jnp.concatenate([ctx_valid, transformer.causal_key_mask(mask)], axis=2)
+  own = jnp.zeros((b, s, cfg.num_kv_heads, cfg.head_dim), ctx_k.dtype)
+
+  def body(t, x):
+    lp = transformer.layer_slice(params["layers"], steps[t])
+    kc = jnp.concatenate([ctx_k[rows_e, step_of[:, t]], own], axis=1)
+    vc = jnp.concatenate([ctx_v[rows_e, step_of[:, t]], own], axis=1)
+    x_new, _, _ = transformer.layer(lp, cfg, x, rope, kc, vc, p, key_mask)
+    return jnp.where(active[:, t, None, None], x_new, x)
+
+  x = jax.lax.fori_loop(0, length, body, x)
+  return _head(params, cfg, x, tokens, head)
+
+
+class ContextCache:
+  """Keys and values of shared contexts under programs, kept across scoring calls (least recently used out).
+
+  A context is a token prefix that many sequences share (a few-shot block and the question template: every
+  prompt of one dataset under `raw_qa_3shot`). Under a program, a context's keys and values at the program's
+  step j depend only on the context and the program's first j + 1 steps (causal attention), so they are
+  computed once per (context, program) and reused by every question and every later call (the search meets
+  the same programs on many questions, the menu scores a few programs on every question). Entries are device
+  arrays [len(program), P, K, hd] for k and v; `max_bytes` bounds their total.
+  """
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes = int(max_bytes)
+    self._entries: collections.OrderedDict = collections.OrderedDict()
+    self.bytes = 0
+    self.hits = self.misses = 0
+
+  def get(self, key):
+    entry = self._entries.get(key)
+    if entry is not None:
+      self._entries.move_to_end(key)
+    return entry
+
+  def put(self, key, k, v) -> None:
+    if key in self._entries:
+      return
+    self._entries[key] = (k, v)
+    self.bytes += k.nbytes + v.nbytes
+    while self.bytes > self.max_bytes and len(self._entries) > 1:
+      _, (ok, ov) = self._entries.popitem(last=False)
+      self.bytes -= ok.nbytes + ov.nbytes
+
+  def __len__(self) -> int:
+    return len(self._entries)
+
+
 class CompletionScorer:
   """The host side of completion scoring for one executor (its bucketing, schedules and compile counter)."""
 
   def __init__(self, executor: "Executor"):
     self.ex = executor
     # Work done over this scorer's life, for FLOP accounting (benchmarks): passes, (row, step) pairs, the same
-    # times the padded sequence length (token-layers), and LM-head rows x positions.
+    # times the padded sequence length (token-layers; a row that continues a context attends to its P columns
+    # too: `context_key_layers`), LM-head rows x positions, and the context passes' own token-layers.
     self.totals = {"calls": 0, "passes": 0, "executed_row_steps": 0, "needed_row_steps": 0,
-                   "executed_token_layers": 0, "head_tokens": 0}
-    self._core = jax.jit(functools.partial(_score_core, cfg=executor.cfg, counter=executor._counter),
-                         static_argnames=("head",))
+                   "executed_token_layers": 0, "head_tokens": 0, "context_key_layers": 0,
+                   "context_token_layers": 0, "context_programs": 0, "context_hits": 0}
+    self.contexts = ContextCache(executor.context_cache_bytes)
+    cfg, counter = executor.cfg, executor._counter
+    self._core = jax.jit(functools.partial(_score_core, cfg=cfg, counter=counter), static_argnames=("head",))
+    self._ctx_core = jax.jit(functools.partial(_score_context_core, cfg=cfg, counter=counter),
+                             static_argnames=("head",))
+    self._context = jax.jit(functools.partial(_context_core, cfg=cfg, counter=counter))
 
   def _stage_schedule(self, stage: prefix_sharing.Stage, rows: int):
     """(steps [T], active [rows, T], length) of a stage; rows with an empty program are never active."""
@@ -114,18 +207,62 @@ class CompletionScorer:
     active[nonempty] = sched.active
     return sched.ids, active, sched.length
 
-  def _run(self, stage, x_src, tokens, mask, head):
+  def _run(self, stage, x_src, tokens, mask, head, ctx=None):
     rows = prefix_sharing.rows_bucket(len(stage.programs)) if head else tokens.shape[0]
     steps, active, length = self._stage_schedule(stage, rows)
     pad = rows - len(stage.programs)  # Padding rows repeat row 0's inputs and run no step.
     rows_x = np.asarray(stage.source_rows + (stage.source_rows[0],) * pad, np.int32)
     rows_q = np.asarray(stage.questions + (stage.questions[0],) * pad, np.int32)
-    out = self._core(self.ex.model.params, x_src, tokens, mask, jnp.asarray(rows_x), jnp.asarray(rows_q),
-                     jnp.asarray(steps), jnp.asarray(active), jnp.int32(length), head=head)
+    common = (jnp.asarray(rows_x), jnp.asarray(rows_q))
+    sched = (jnp.asarray(steps), jnp.asarray(active), jnp.int32(length))
+    if ctx is None:
+      out = self._core(self.ex.model.params, x_src, tokens, mask, *common, *sched, head=head)
+    else:
+      ctx_k, ctx_v, ctx_len, entry_of = ctx
+      rows_e = np.zeros(rows, np.int32)
+      rows_e[:len(stage.owners)] = [entry_of[o] for o in stage.owners]
+      # The program step of row i at schedule step t: the pass's offset plus its active steps before t.
+      step_of = stage.offset + np.maximum(np.cumsum(active, axis=1) - 1, 0)
+      step_of = np.minimum(step_of, ctx_k.shape[1] - 1).astype(np.int32)
+      out = self._ctx_core(self.ex.model.params, ctx_k, ctx_v, jnp.int32(ctx_len), x_src, tokens, mask, *common,
+                           jnp.asarray(rows_e), jnp.asarray(step_of), *sched, head=head)
+      self.totals["context_key_layers"] += rows * length * tokens.shape[1] * ctx_k.shape[2]
     return out, rows * length, len(stage.programs) * length
 
+  def _context_entries(self, context: tuple[int, ...], owners: list[tuple[int, ...]]):
+    """(k, v [N, L, P, K, hd], entry index of each owner) for one context, computing the missing entries."""
+    ex = self.ex
+    p = ex.prompt_bucket(len(context))
+    found = {o: self.contexts.get((context, o)) for o in owners}
+    missing = [o for o, e in found.items() if e is None]
+    self.totals["context_hits"] += len(owners) - len(missing)
+    self.totals["context_programs"] += len(missing)
+    if missing:
+      tokens = np.full(p, ex.model.tokenizer.pad_id, np.int32)
+      tokens[:len(context)] = context
+      valid, tokens = jnp.asarray(np.arange(p) < len(context)), jnp.asarray(tokens)
+      # One program per pass: an entry's values then never depend on which programs were missing together
+      # (or on what the cache held), so a resumed search computes the same bits.
+      for o in missing:
+        sched = ex.schedule([Program(o, ex.depth)])
+        k, v = self._context(ex.model.params, tokens, valid, jnp.asarray(sched.ids), jnp.asarray(sched.active),
+                             jnp.int32(sched.length))
+        found[o] = (k[:len(o), 0], v[:len(o), 0])
+        self.contexts.put((context, o), *found[o])
+        self.totals["context_token_layers"] += sched.length * p
+    order = list(found)
+    n = prefix_sharing.rows_bucket(len(order))
+    width = bucket_length(max(len(o) for o in order), self.ex.schedule_quantum)
+
+    def stack(i):
+      arrays = [found[o][i] for o in order]
+      arrays += [arrays[0]] * (n - len(arrays))
+      return jnp.stack([jnp.pad(a, ((0, width - a.shape[0]),) + ((0, 0),) * 3) for a in arrays])
+
+    return stack(0), stack(1), {o: i for i, o in enumerate(order)}
+
   def score(self, sequences, programs, completion_starts, *, share_prefixes: bool = True,
-            max_groups: int = 4) -> CompletionScores:
+            max_groups: int = 4, context_lengths: Sequence[int] | None = None) -> CompletionScores:
     ex = self.ex
     ids = ex._tokenize(sequences)
     progs = ex._programs(programs, len(ids))
@@ -135,6 +272,36 @@ class CompletionScorer:
     for i, (x, s) in enumerate(zip(ids, starts)):
       if not 1 <= s <= len(x):
         raise ValueError(f"completion_starts[{i}] = {s} is outside [1, {len(x)}] for a {len(x)}-token sequence.")
+    # Rows that continue a shared context are scored apart, one part per context; the rest as one part.
+    parts: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
+    if context_lengths is not None:
+      if len(context_lengths) != len(ids):
+        raise ValueError(f"Got {len(context_lengths)} context lengths for {len(ids)} sequences.")
+      for r, (x, s, c) in enumerate(zip(ids, starts, context_lengths)):
+        c = min(int(c), s - 1)  # The position before the completion stays in the row (its argmax).
+        usable = c >= ex.min_shared_prefix and not ex.cfg.layer_types  # sliding windows: see `Executor`
+        parts[tuple(x[:c]) if usable else ()].append(r)
+    else:
+      parts[()] = list(range(len(ids)))
+    argmax: list = [None] * len(ids)
+    logprobs: list = [None] * len(ids)
+    executed = needed = passes = 0
+    for context, rows in parts.items():
+      c = len(context)
+      res = self._score_part([ids[r][c:] for r in rows], [progs[r] for r in rows], [starts[r] - c for r in rows],
+                             share_prefixes, max_groups, context)
+      for r, am, lp in zip(rows, res[0], res[1]):
+        argmax[r], logprobs[r] = am, lp
+      executed, needed, passes = executed + res[2], needed + res[3], passes + res[4]
+    self.totals["calls"] += 1
+    return CompletionScores(argmax=argmax, logprobs=logprobs,
+                            layers_executed=np.array([len(p) for p in progs], np.int64),
+                            executed_row_steps=executed, needed_row_steps=needed, passes=passes)
+
+  def _score_part(self, ids, progs, starts, share_prefixes, max_groups, context):
+    """Scores rows whose token sequences are `ids` after `context` (() for none): (argmax, logprobs,
+    executed, needed, passes)."""
+    ex = self.ex
     # Questions are distinct sequences; with sharing, identical (sequence, program) rows are scored once.
     q_of: dict[tuple[int, ...], int] = {}
     question = [q_of.setdefault(tuple(x), len(q_of)) for x in ids]
@@ -147,6 +314,11 @@ class CompletionScorer:
     else:
       slot = list(range(len(ids)))
       plan = prefix_sharing.plan_unshared(question, [p.ids for p in progs], max_batch=ex.max_batch)
+    ctx = None
+    if context:
+      owners = list(dict.fromkeys(o for stage in plan.trunk + plan.groups for o in stage.owners))
+      ctx_k, ctx_v, entry_of = self._context_entries(context, owners)
+      ctx = (ctx_k, ctx_v, len(context), entry_of)
 
     seqs = list(q_of)
     s = ex.prompt_bucket(max(len(x) for x in seqs))
@@ -161,17 +333,18 @@ class CompletionScorer:
     executed = needed = 0
     trunk_out = []
     for stage in plan.trunk:
-      x, e, n = self._run(stage, trunk_out[stage.source] if stage.source >= 0 else None, tokens, mask, 0)
+      stage_ctx = ctx if stage.owners else None  # Stage 0 (the embedding) runs no step.
+      x, e, n = self._run(stage, trunk_out[stage.source] if stage.source >= 0 else None, tokens, mask, 0,
+                          stage_ctx)
       trunk_out.append(x)
       executed, needed = executed + e, needed + n
     outs = []
     for stage in plan.groups:
-      out, e, n = self._run(stage, trunk_out[stage.source], tokens, mask, head)
+      out, e, n = self._run(stage, trunk_out[stage.source], tokens, mask, head, ctx)
       outs.append(out)
       executed, needed = executed + e, needed + n
 
     t = self.totals
-    t["calls"] += 1
     t["passes"] += len(plan.trunk) + len(plan.groups)
     t["executed_row_steps"] += executed
     t["needed_row_steps"] += needed
@@ -188,7 +361,4 @@ class CompletionScorer:
       m = len(x) - st
       argmax.append(am[head - m - 1:].copy())
       logprobs.append(lp[head - 1 - m:].copy())
-    return CompletionScores(argmax=argmax, logprobs=logprobs,
-                            layers_executed=np.array([len(p) for p in progs], np.int64),
-                            executed_row_steps=executed, needed_row_steps=needed,
-                            passes=len(plan.trunk) + len(plan.groups))
+    return argmax, logprobs, executed, needed, len(plan.trunk) + len(plan.groups)

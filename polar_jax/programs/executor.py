@@ -75,12 +75,15 @@ class Executor:
     share_prefix: compute a prefix that all prompts of a batch share (the chat template's system turn) once per
       distinct program instead of once per row (`executor_core.prefill_shared`); the results are the same.
     min_shared_prefix: shorter shared prefixes are not worth a separate pass.
+    context_cache_bytes: what `score_completions` may keep of shared contexts' keys and values across calls
+      (`completions.ContextCache`).
   """
 
   def __init__(self, model: Model, *, prompt_quantum: int = 8, new_token_quantum: int = 16,
                schedule_quantum: int = 16, max_batch: int = 64, share_prefix: bool = True,
-               min_shared_prefix: int = 16):
+               min_shared_prefix: int = 16, context_cache_bytes: int = 2 << 30):
     self.model = model
+    self.context_cache_bytes = context_cache_bytes
     self.share_prefix = share_prefix
     self.min_shared_prefix = min_shared_prefix
     self.cfg = model.config
@@ -276,14 +279,17 @@ class Executor:
     return out
 
   def score_completions(self, sequences, programs, completion_starts: Sequence[int], *,
-                        share_prefixes: bool = True, max_groups: int = 4) -> completions.CompletionScores:
+                        share_prefixes: bool = True, max_groups: int = 4,
+                        context_lengths: Sequence[int] | None = None) -> completions.CompletionScores:
     """Greedy predictions and log-probs of each row's completion `sequence[start:]` under its program, from
     one prefill (`completions.py`; with share_prefixes, rows of one sequence share their programs' common
-    steps, in at most max_groups groups)."""
+    steps, in at most max_groups groups). `context_lengths[i]`: how many leading tokens of sequence i are a
+    context that other sequences share (its keys / values under each program are computed once and kept,
+    `completions.ContextCache`); the results are the same."""
     if self._scorer is None:
       self._scorer = completions.CompletionScorer(self)
     return self._scorer.score(sequences, programs, completion_starts, share_prefixes=share_prefixes,
-                              max_groups=max_groups)
+                              max_groups=max_groups, context_lengths=context_lengths)
 
 
 _EXECUTORS: "weakref.WeakKeyDictionary[Model, Executor]" = weakref.WeakKeyDictionary()

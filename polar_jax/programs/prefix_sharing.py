@@ -56,12 +56,19 @@ class Stage:
       only) the token embedding.
     source_rows: each row's row in the source (for source -1: its question).
     rows: for a group, each row's index into the planned input rows; for a trunk stage, ().
+    offset: the step of the rows' whole programs at which this pass starts (a trunk stage: where the trunk
+      stood; a group: its start a_g).
+    owners: each row's whole program, of which `programs[i]` is the slice from `offset` (a trunk row: its
+      question's trunk, itself one of the question's programs). A shared context's keys / values at step j
+      depend only on the owner's first j + 1 steps (`completions.py`).
   """
   questions: tuple[int, ...]
   programs: tuple[Ids, ...]
   source: int
   source_rows: tuple[int, ...]
   rows: tuple[int, ...] = ()
+  offset: int = 0
+  owners: tuple[Ids, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +174,8 @@ def plan_sharing(questions: Sequence[int], programs: Sequence[Sequence[int]], *,
       continue
     qs = tuple(sorted({questions[r] for rs in rows_at[i:] for r in rs}))
     trunk.append(Stage(questions=qs, programs=tuple(trunks[q][prev:values[i]] for q in qs), source=len(trunk) - 1,
-                       source_rows=tuple(state[q, prev][1] for q in qs)))
+                       source_rows=tuple(state[q, prev][1] for q in qs), offset=prev,
+                       owners=tuple(trunks[q] for q in qs)))
     state.update({(q, values[i]): (len(trunk) - 1, n) for n, q in enumerate(qs)})
     prev = values[i]
 
@@ -180,7 +188,7 @@ def plan_sharing(questions: Sequence[int], programs: Sequence[Sequence[int]], *,
       groups.append(Stage(
           questions=tuple(questions[r] for r in chunk), programs=tuple(progs[r][a:] for r in chunk),
           source=state[questions[chunk[0]], a][0], source_rows=tuple(state[questions[r], a][1] for r in chunk),
-          rows=chunk))
+          rows=chunk, offset=a, owners=tuple(progs[r] for r in chunk)))
   return SharingPlan(trunk=tuple(trunk), groups=tuple(groups), starts=starts, estimated_cost=int(cost))
 
 
@@ -190,6 +198,7 @@ def plan_unshared(questions: Sequence[int], programs: Sequence[Sequence[int]], *
   groups = []
   for c in range(0, len(programs), max_batch):
     chunk = tuple(range(c, min(c + max_batch, len(programs))))
-    groups.append(Stage(questions=tuple(questions[r] for r in chunk), programs=tuple(tuple(programs[r]) for r in chunk),
-                        source=0, source_rows=tuple(questions[r] for r in chunk), rows=chunk))
+    progs = tuple(tuple(int(x) for x in programs[r]) for r in chunk)
+    groups.append(Stage(questions=tuple(questions[r] for r in chunk), programs=progs, source=0,
+                        source_rows=tuple(questions[r] for r in chunk), rows=chunk, owners=progs))
   return SharingPlan(trunk=(_embedding(questions),), groups=tuple(groups), starts=(0,))
