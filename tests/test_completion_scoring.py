@@ -134,3 +134,91 @@ def test_smollm2_scores_equal_rows_alone():
   starts = [len(x) - 2 for x in s]
   res = ex.score_completions(s, p, starts)
   _assert_rows_alone(ex, res, s, p, starts)
+
+
+def _context_rows(seed: int):
+  """Two shared contexts (20 and 27 tokens) continued by several questions, each question under programs that
+  share all, some and none of their steps; one row whose completion starts inside its context."""
+  rng = np.random.default_rng(seed)
+  contexts = [rng.integers(1, 96, n).tolist() for n in (20, 27)]
+  seqs, ctx = [], []
+  for c in contexts:
+    for n in (5, 8, 6):
+      seqs.append(c + rng.integers(1, 96, n).tolist())
+      ctx.append(len(c))
+  rows = [(q, p) for q in range(len(seqs)) for p in PROGRAMS[(q % 3)::2]]
+  s = [seqs[q] for q, _ in rows]
+  p = [prog for _, prog in rows]
+  c = [ctx[q] for q, _ in rows]
+  starts = [len(x) - 1 - r % 3 for r, x in enumerate(s)]
+  starts[0] = c[0] - 3  # the context is cut to leave the position before the completion in the row
+  return s, p, starts, c
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_shared_contexts_score_as_rows_alone(share):
+  ex = Executor(tiny_model("llama", num_layers=D))
+  s, p, starts, c = _context_rows(3)
+  res = ex.score_completions(s, p, starts, share_prefixes=share, context_lengths=c)
+  _assert_rows_alone(ex, res, s, p, starts)
+  totals = ex._scorer.totals
+  distinct = {(tuple(x[:n]), prog) for x, prog, n in zip(s[1:], p[1:], c[1:])}
+  assert 0 < totals["context_programs"] <= len(distinct) + 2  # + trunks that are nobody's row in a part
+  assert len(ex._scorer.contexts) == totals["context_programs"]
+  # A second call computes no context again and gives the same bits.
+  computed = totals["context_programs"]
+  again = ex.score_completions(s, p, starts, share_prefixes=share, context_lengths=c)
+  assert totals["context_programs"] == computed and totals["context_hits"] > 0
+  for a, b in zip(res.argmax + res.logprobs, again.argmax + again.logprobs):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_context_cache_evicts_least_recent():
+  ex = Executor(tiny_model("llama", num_layers=D), context_cache_bytes=1)
+  s, p, starts, c = _context_rows(4)
+  res = ex.score_completions(s, p, starts, context_lengths=c)
+  assert len(ex._scorer.contexts) == 1  # every entry but the newest went out; the call still used them all
+  _assert_rows_alone(ex, res, s, p, starts)
+
+
+def test_sliding_window_models_ignore_contexts():
+  ex = Executor(tiny_model("gemma3_text"))
+  s, p, starts, c = _context_rows(5)
+  p = [tuple(x % 4 for x in prog) for prog in p]  # the tiny Gemma has 4 layers
+  res = ex.score_completions(s[:6], p[:6], starts[:6], context_lengths=c[:6])
+  assert ex._scorer.totals["context_programs"] == 0
+  plain = ex.score_completions(s[:6], p[:6], starts[:6])
+  for a, b in zip(res.argmax + res.logprobs, plain.argmax + plain.logprobs):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_smollm2_few_shot_contexts_score_as_rows_alone():
+  """The embedded default's prompts: two datasets' few-shot contexts (`Prompts.context_length`), programs
+  that share all, some and none of their steps."""
+  from polar_jax import data
+  from polar_jax.models import load_model
+  from polar_jax.program_eval.task import Prompts, TaskConfig
+  ex = Executor(load_model("smollm2-135m-instruct"))
+  task = TaskConfig.from_preset("raw_qa_3shot", max_new_tokens=8, few_shot_split="auto")
+  seqs, ctx = [], []
+  for dataset in ("arith_level11", "arith_level13"):
+    examples = data.load_split(dataset, "train", limit=7, seed=0)  # the first four are the shot candidates
+    prompts = Prompts(ex.model, examples, task)
+    lengths = [prompts.context_length(i) for i in range(len(examples))]
+    shared = lengths[-1]
+    assert 60 < shared < len(prompts.ids(6)) - 5 and lengths[4:] == [shared] * 3
+    assert len({tuple(prompts.ids(i)[:shared]) for i in range(4, 7)}) == 1
+    assert ex.model.tokenizer.decode(prompts.ids(4)[:shared]).endswith("\n\nQuestion:")  # the question follows
+    for i in (0, 4, 5, 6):  # question 0 is itself a shot candidate: other shots, its own context
+      seqs.append(prompts.ids(i) + ex.model.tokenizer.encode(" " + examples[i].answer))
+      ctx.append(lengths[i])
+  full = tuple(range(30))
+  progs = [full, full[:7] + full[8:], full[:20] + (19,) + full[20:], full[::-1][:12]]
+  s = [x for x in seqs for _ in progs]
+  p = progs * len(seqs)
+  c = [n for n in ctx for _ in progs]
+  starts = [len(x) - 2 for x in s]
+  res = ex.score_completions(s, p, starts, context_lengths=c)
+  _assert_rows_alone(ex, res, s, p, starts)
+  # Per dataset two contexts (question 0's and the others'), each under the four programs.
+  assert ex._scorer.totals["context_programs"] == 2 * 2 * len(progs)
