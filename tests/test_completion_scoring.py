@@ -173,12 +173,28 @@ def test_shared_contexts_score_as_rows_alone(share):
     np.testing.assert_array_equal(a, b)
 
 
-def test_context_cache_evicts_least_recent():
-  ex = Executor(tiny_model("llama", num_layers=D), context_cache_bytes=1)
+def test_context_cache_within_its_budget():
+  """No room: the rows run their whole sequences. Room for one call's programs: the next call's programs take
+  the least recently used slots, and every result still equals the row alone."""
+  model = tiny_model("llama", num_layers=D)
   s, p, starts, c = _context_rows(4)
-  res = ex.score_completions(s, p, starts, context_lengths=c)
-  assert len(ex._scorer.contexts) == 1  # every entry but the newest went out; the call still used them all
-  _assert_rows_alone(ex, res, s, p, starts)
+  tiny = Executor(model, context_cache_bytes=1)
+  _assert_rows_alone(tiny, tiny.score_completions(s, p, starts, context_lengths=c), s, p, starts)
+  assert len(tiny._scorer.contexts) == 0 and tiny._scorer.totals["context_programs"] == 0
+  cfg = model.config
+  # One context (27 tokens, padded to 32), slots of 16 steps: room for 8 entries.
+  first, second = [FULL, *_edits(1), *_edits(4)], [*_edits(2), *_edits(3), FULL[1:], FULL[:3]]
+  seq = s[-1]
+  slot = 2 * 16 * 32 * cfg.num_kv_heads * cfg.head_dim * 4
+  ex = Executor(model, context_cache_bytes=8 * slot)
+  for progs in (first, second, first):
+    rows = [seq] * len(progs)
+    starts = [len(seq) - 2] * len(progs)
+    res = ex.score_completions(rows, progs, starts, context_lengths=[27] * len(progs))
+    _assert_rows_alone(ex, res, rows, progs, starts)
+    assert len(ex._scorer.contexts) <= 8 and ex._scorer.contexts.bytes <= 8 * slot
+  # 5 entries, then 6 new ones (3 evicted), then the 3 evicted ones of `first` again.
+  assert ex._scorer.totals["context_programs"] == 5 + 6 + 3
 
 
 def test_sliding_window_models_ignore_contexts():
@@ -209,7 +225,8 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
     assert 60 < shared < len(prompts.ids(6)) - 5 and lengths[4:] == [shared] * 3
     assert len({tuple(prompts.ids(i)[:shared]) for i in range(4, 7)}) == 1
     assert ex.model.tokenizer.decode(prompts.ids(4)[:shared]).endswith("\n\nQuestion:")  # the question follows
-    for i in (0, 4, 5, 6):  # question 0 is itself a shot candidate: other shots, its own context
+    assert lengths[:4] == [0] * 4  # shot candidates are shown other shots: nothing shared
+    for i in (0, 4, 5, 6):
       seqs.append(prompts.ids(i) + ex.model.tokenizer.encode(" " + examples[i].answer))
       ctx.append(lengths[i])
   full = tuple(range(30))
@@ -220,5 +237,5 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
   starts = [len(x) - 2 for x in s]
   res = ex.score_completions(s, p, starts, context_lengths=c)
   _assert_rows_alone(ex, res, s, p, starts)
-  # Per dataset two contexts (question 0's and the others'), each under the four programs.
-  assert ex._scorer.totals["context_programs"] == 2 * 2 * len(progs)
+  # Per dataset one context (question 0 runs its whole sequence), under each of the four programs.
+  assert ex._scorer.totals["context_programs"] == 2 * len(progs)

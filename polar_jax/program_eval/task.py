@@ -133,11 +133,13 @@ class Prompts:
     """How many leading tokens of prompt `index` do not depend on its question: the template and few-shot
     turns before it, which every question with the same shots shares (`Executor.score_completions`'s
     `context_lengths`). Found by rendering the same prompt around two placeholder questions: the tokens all
-    three agree on."""
+    three agree on. 0 for a question that is itself a few-shot candidate (its shots are its own)."""
     if index not in self._contexts:
       example = self.examples[index]
       ids = self.ids(index)
       n = len(ids)
+      if any(shot.id == example.id for shot in self.shots(example)):
+        n = 0  # a few-shot candidate is shown other shots: its context is its own, nothing to share
       for placeholder in ("A", "B"):
         other = dataclasses.replace(example, question=placeholder, choices=())
         text = data.render_prompt(other, self.task.prompt, self.model.tokenizer, self.shots(example))

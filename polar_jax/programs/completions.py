@@ -36,12 +36,13 @@ from polar_jax.models import transformer
 from polar_jax.models.config import ModelConfig
 from polar_jax.programs import executor_core, prefix_sharing
 from polar_jax.programs.program import Program, ProgramError
-from polar_jax.programs.schedule import bucket_length
+from polar_jax.programs.schedule import bucket_length, make_schedule
 
 if TYPE_CHECKING:
   from polar_jax.programs.executor import Executor
 
 COMPLETION_QUANTUM = 4
+CONTEXT_ROWS = 8  # programs per context pass (a fixed shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,40 +143,92 @@ def _score_context_core(params, ctx_k, ctx_v, ctx_len, x_src, tokens_src, mask_s
   return _head(params, cfg, x, tokens, head)
 
 
+def _store(bank_k, bank_v, k, v, index, slots):
+  """Writes rows g of a context pass (k, v [T, G, P, K, hd]) into bank slots `slots[g]` (out of range: not
+  written): slot row j holds the row's keys / values at schedule step index[g, j], its program's step j."""
+  rows = jnp.arange(index.shape[0])[:, None]
+  new_k, new_v = k[index, rows], v[index, rows]  # [G, L, P, K, hd]
+  return bank_k.at[slots].set(new_k, mode="drop"), bank_v.at[slots].set(new_v, mode="drop")
+
+
 class ContextCache:
   """Keys and values of shared contexts under programs, kept across scoring calls (least recently used out).
 
-  A context is a token prefix that many sequences share (a few-shot block and the question template: every
+  A context is a token prefix that many sequences share (the few-shot turns and the question template: every
   prompt of one dataset under `raw_qa_3shot`). Under a program, a context's keys and values at the program's
   step j depend only on the context and the program's first j + 1 steps (causal attention), so they are
-  computed once per (context, program) and reused by every question and every later call (the search meets
-  the same programs on many questions, the menu scores a few programs on every question). Entries are device
-  arrays [len(program), P, K, hd] for k and v; `max_bytes` bounds their total.
+  computed once per (context, program) and reused by every question and every later call: the search meets the
+  same programs on many questions (the embedded default's 96-simulation search ran 229 distinct programs
+  12,288 times), the menu scores a few programs on every question.
+
+  Storage: per context a *bank*, device arrays k, v [slots, L, P, K, hd] (L: the longest program so far,
+  bucketed; P: the context's padded length), written in place (donated buffers), so a scoring pass gathers its
+  rows' keys straight from the bank. Banks grow by doubling while the total stays within `max_bytes`; then the
+  least recently used entry that the current call does not need gives up its slot.
   """
 
-  def __init__(self, max_bytes: int):
-    self.max_bytes = int(max_bytes)
-    self._entries: collections.OrderedDict = collections.OrderedDict()
-    self.bytes = 0
-    self.hits = self.misses = 0
+  def __init__(self, max_bytes: int, quantum: int = 16):
+    self.max_bytes, self.quantum = int(max_bytes), quantum
+    self.banks: dict[tuple[int, ...], dict] = {}
+    self._lru: collections.OrderedDict = collections.OrderedDict()  # (context, program) -> slot
+    self._store = jax.jit(_store, donate_argnums=(0, 1))
 
-  def get(self, key):
-    entry = self._entries.get(key)
-    if entry is not None:
-      self._entries.move_to_end(key)
-    return entry
-
-  def put(self, key, k, v) -> None:
-    if key in self._entries:
-      return
-    self._entries[key] = (k, v)
-    self.bytes += k.nbytes + v.nbytes
-    while self.bytes > self.max_bytes and len(self._entries) > 1:
-      _, (ok, ov) = self._entries.popitem(last=False)
-      self.bytes -= ok.nbytes + ov.nbytes
+  @property
+  def bytes(self) -> int:
+    return sum(b["k"].nbytes + b["v"].nbytes for b in self.banks.values() if "k" in b)
 
   def __len__(self) -> int:
-    return len(self._entries)
+    return len(self._lru)
+
+  def _resize(self, bank: dict, slots: int, length: int) -> None:
+    shape = (slots, length) + bank["tail"]
+    k, v = jnp.zeros(shape, bank["dtype"]), jnp.zeros(shape, bank["dtype"])
+    n = 0
+    if "k" in bank:
+      n, l = bank["k"].shape[:2]
+      k, v = k.at[:n, :l].set(bank["k"]), v.at[:n, :l].set(bank["v"])
+    bank["free"] += list(range(slots - 1, n - 1, -1))  # popped from the end: lowest slots first
+    bank["k"], bank["v"] = k, v
+
+  def slots(self, context: tuple[int, ...], programs, tail: tuple[int, ...], dtype):
+    """(bank, slot of each program, [(program, slot)] to compute), or None when the bank cannot hold all of
+    `programs` at once within max_bytes (the caller then scores without the context)."""
+    need = list(dict.fromkeys(programs))
+    new = [p for p in need if (context, p) not in self._lru]
+    bank = self.banks.get(context) or {"tail": tuple(tail), "dtype": dtype, "free": []}
+    n, width = bank["k"].shape[:2] if "k" in bank else (0, 0)
+    wide = max(width, -(-max(len(p) for p in need) // self.quantum) * self.quantum)
+    slot_bytes = 2 * wide * int(np.prod(tail)) * jnp.dtype(dtype).itemsize
+    others = self.bytes - (bank["k"].nbytes + bank["v"].nbytes if "k" in bank else 0)
+    most = (self.max_bytes - others) // slot_bytes  # slots this bank may have
+    if not n:
+      size = min(most, max(64, len(need)))
+    elif len(bank["free"]) < len(new):  # grow rather than evict while the budget allows
+      size = max(n, min(most, max(2 * n, n + len(new) - len(bank["free"]))))
+    else:
+      size = n
+    if size < max(n, len(need)) or (wide > width and n * slot_bytes + others > self.max_bytes):
+      return None  # a bank only grows; n slots this wide would not fit
+    if size != n or wide != width:
+      self._resize(bank, size, wide)
+      self.banks[context] = bank
+    out = {}
+    for p in need:
+      if p not in new:
+        self._lru.move_to_end((context, p))
+        out[p] = self._lru[(context, p)]
+    missing = []
+    for p in new:
+      if not bank["free"]:  # the least recently used entry of this context that this call does not read
+        victim = next(key for key in self._lru if key[0] == context and key[1] not in out and key[1] not in new)
+        bank["free"].append(self._lru.pop(victim))
+      out[p] = bank["free"].pop()
+      self._lru[(context, p)] = out[p]
+      missing.append((p, out[p]))
+    return bank, out, missing
+
+  def store(self, bank: dict, k, v, index, slots) -> None:
+    bank["k"], bank["v"] = self._store(bank["k"], bank["v"], k, v, index, slots)
 
 
 class CompletionScorer:
@@ -230,36 +283,50 @@ class CompletionScorer:
     return out, rows * length, len(stage.programs) * length
 
   def _context_entries(self, context: tuple[int, ...], owners: list[tuple[int, ...]]):
-    """(k, v [N, L, P, K, hd], entry index of each owner) for one context, computing the missing entries."""
-    ex = self.ex
+    """(bank k, bank v, slot of each owner) for one context, computing the missing entries; None when the
+    cache cannot hold this call's entries."""
+    ex, cfg = self.ex, self.ex.cfg
     p = ex.prompt_bucket(len(context))
-    found = {o: self.contexts.get((context, o)) for o in owners}
-    missing = [o for o, e in found.items() if e is None]
-    self.totals["context_hits"] += len(owners) - len(missing)
+    got = self.contexts.slots(context, owners, (p, cfg.num_kv_heads, cfg.head_dim), transformer.dtype_of(cfg))
+    if got is None:
+      return None
+    bank, slot_of, missing = got
+    self.totals["context_hits"] += len(set(owners)) - len(missing)
     self.totals["context_programs"] += len(missing)
     if missing:
       tokens = np.full(p, ex.model.tokenizer.pad_id, np.int32)
       tokens[:len(context)] = context
       valid, tokens = jnp.asarray(np.arange(p) < len(context)), jnp.asarray(tokens)
-      # One program per pass: an entry's values then never depend on which programs were missing together
-      # (or on what the cache held), so a resumed search computes the same bits.
-      for o in missing:
-        sched = ex.schedule([Program(o, ex.depth)])
-        k, v = self._context(ex.model.params, tokens, valid, jnp.asarray(sched.ids), jnp.asarray(sched.active),
+      # Fixed-shape passes (CONTEXT_ROWS rows, the model's longest schedule): a row's keys then never depend
+      # on which programs were missing together or on what the cache held, so a resumed search computes the
+      # same bits.
+      t_pad = bucket_length(2 * ex.depth, ex.schedule_quantum)
+      width = bank["k"].shape[1]
+      chunks, chunk = [], []
+      for o, slot in missing:
+        if chunk and (len(chunk) == CONTEXT_ROWS or
+                      ex.schedule([Program(x, ex.depth) for x, _ in chunk + [(o, slot)]]).length > t_pad):
+          chunks.append(chunk)
+          chunk = []
+        chunk.append((o, slot))
+      chunks.append(chunk)
+      for chunk in chunks:
+        sched = make_schedule([Program(o, ex.depth) for o, _ in chunk], quantum=1)
+        steps = np.zeros(t_pad, np.int32)
+        steps[:sched.length] = sched.ids
+        active = np.zeros((CONTEXT_ROWS, t_pad), bool)
+        active[:len(chunk), :sched.length] = sched.active
+        k, v = self._context(ex.model.params, tokens, valid, jnp.asarray(steps), jnp.asarray(active),
                              jnp.int32(sched.length))
-        found[o] = (k[:len(o), 0], v[:len(o), 0])
-        self.contexts.put((context, o), *found[o])
-        self.totals["context_token_layers"] += sched.length * p
-    order = list(found)
-    n = prefix_sharing.rows_bucket(len(order))
-    width = bucket_length(max(len(o) for o in order), self.ex.schedule_quantum)
-
-    def stack(i):
-      arrays = [found[o][i] for o in order]
-      arrays += [arrays[0]] * (n - len(arrays))
-      return jnp.stack([jnp.pad(a, ((0, width - a.shape[0]),) + ((0, 0),) * 3) for a in arrays])
-
-    return stack(0), stack(1), {o: i for i, o in enumerate(order)}
+        index = np.zeros((CONTEXT_ROWS, width), np.int32)
+        slots = np.full(CONTEXT_ROWS, bank["k"].shape[0], np.int32)  # padding rows: out of range, dropped
+        for g, (o, slot) in enumerate(chunk):
+          own = np.flatnonzero(sched.active[g])
+          index[g, :len(own)] = own
+          slots[g] = slot
+        self.contexts.store(bank, k, v, jnp.asarray(index), jnp.asarray(slots))
+        self.totals["context_token_layers"] += CONTEXT_ROWS * sched.length * p
+    return bank["k"], bank["v"], slot_of
 
   def score(self, sequences, programs, completion_starts, *, share_prefixes: bool = True,
             max_groups: int = 4, context_lengths: Sequence[int] | None = None) -> CompletionScores:
@@ -314,13 +381,17 @@ class CompletionScorer:
     else:
       slot = list(range(len(ids)))
       plan = prefix_sharing.plan_unshared(question, [p.ids for p in progs], max_batch=ex.max_batch)
-    ctx = None
+    ctx, seqs = None, list(q_of)
     if context:
       owners = list(dict.fromkeys(o for stage in plan.trunk + plan.groups for o in stage.owners))
-      ctx_k, ctx_v, entry_of = self._context_entries(context, owners)
-      ctx = (ctx_k, ctx_v, len(context), entry_of)
+      got = self._context_entries(context, owners)
+      if got is None:  # more programs than the cache may hold: this part runs its whole sequences
+        seqs = [context + x for x in seqs]
+        ids = [list(context) + list(x) for x in ids]
+        starts = [st + len(context) for st in starts]
+      else:
+        ctx = (got[0], got[1], len(context), got[2])
 
-    seqs = list(q_of)
     s = ex.prompt_bucket(max(len(x) for x in seqs))
     head = bucket_length(max(len(x) - st for x, st in zip(ids, starts)) + 1, COMPLETION_QUANTUM, s)
     tokens = np.full((prefix_sharing.rows_bucket(len(seqs)), s), ex.model.tokenizer.pad_id, np.int32)
