@@ -3,22 +3,28 @@
   python benchmarks/search.py --out search.json          # 84 questions x 24 programs = 2,016 pairs
   python benchmarks/search.py --quick --out quick.json   # a few minutes on 2 cores, the same keys
 
-Pairs: the embedded default's questions (arithmetic ladder levels 1 and 3, train split) and prompt
-(`free_prefix`, 12 new tokens), each question with the full program and programs one skip / repeat edit away in
-the predictor's space (what the default search's 24 simulations evaluate). Scorers:
-  (a) generate: today's scorer, KV-cached greedy generation then verification (`reward="generate"`);
-  (b) one pass: `reward="teacher_forced"`, the completion scorer without prefix sharing;
-  (c) one pass + shared prefixes: (b) with rows of one question sharing their programs' common steps;
+Pairs: the embedded default's questions (arithmetic ladder levels 11 and 13, train split, in the search's order
+after the 4 few-shot candidates of each dataset, `--skip`) and prompt (`raw_qa_3shot`, 8 new tokens), each question with
+the full program and programs one skip / repeat edit away in the predictor's space (what the search's first
+simulations evaluate). Scorers:
+  (a) generate: KV-cached greedy generation then verification (`reward="generate"`; a batch's common prompt
+      prefix once per program, `Executor.prefill_shared`);
+  (b) one pass: `reward="teacher_forced"`, the completion scorer without any sharing;
+  (c0) one pass + shared layer prefixes: rows of one question share their programs' common steps;
+  (c) one pass + shared layer prefixes + shared contexts (the search's scorer): besides (c0), the prompts'
+      question-independent tokens (few-shot turns) are computed once per program and kept across calls
+      (`completions.ContextCache`, emptied after the warm-up, so (c) pays for every context it computes);
   (d) reference: the release's way, transformers `generate` per pair (the PoLar release's layer-list
       replacement; no KV cache when a layer repeats), on a stratified sample of pairs.
-(a), (b), (c) run interleaved over chunks of questions (each chunk: the three in rotating order), so load
-changes hit all three alike. Undecided one-pass pairs are generated inside (b) / (c), and their time counts.
+(a), (b), (c0), (c) run interleaved over chunks of questions (each chunk: the four in rotating order), so load
+changes hit all alike. Undecided one-pass pairs are generated inside (b) / (c0) / (c), and their time counts.
 
 Keys: evals_per_s_generate, evals_per_s_one_pass, evals_per_s_one_pass_shared, evals_per_s_reference,
-agreement_pairs, agreement_equal (rewards of (b) and (c) equal to (a)'s; both must hold), scorer_gflops (achieved
-by (c): its counted FLOPs / its seconds), matmul_gflops (a large float32 matmul in this process), ideal_speedup
-(of (c) over (a): (a)'s counted FLOPs over the floor of prefix sharing, every distinct (question, program
-prefix) node computed once), and details (decided shares, speedups, load average, machine).
+agreement_pairs, agreement_equal (rewards of (b), (c0) and (c) equal to (a)'s; all must hold), scorer_gflops
+(achieved by (c): its executed FLOPs / its seconds), matmul_gflops (a large float32 matmul in this process),
+ideal_speedup (of (c) over (a): the FLOPs (a) executed over the floor of (c)'s sharing: every distinct
+(context, program prefix) node over the context and every distinct (question, program prefix) node over the
+rest of its sequence, each computed once), and details (decided shares, speedups, load average, machine).
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ import time
 import numpy as np
 
 from common import emit, machine
-from polar_jax.data import load_split, make_stop_checker, score_generation
+from polar_jax.data import get_preset, load_split, make_stop_checker, score_generation
 from polar_jax.models import load_model
-from polar_jax.program_eval import TaskConfig, prompt_ids, run_programs
+from polar_jax.program_eval import TaskConfig, run_programs
+from polar_jax.program_eval.task import Prompts
 from polar_jax.programs import executor_for
+from polar_jax.programs.completions import ContextCache
 from polar_jax.search.tree import children
 
 
@@ -159,16 +167,19 @@ def _timed(fn) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="smollm2-135m-instruct")
-  parser.add_argument("--datasets", default="arith_level1,arith_level3")
+  parser.add_argument("--datasets", default="arith_level11,arith_level13")
   parser.add_argument("--split", default="train")
-  parser.add_argument("--prompt", default="free_prefix", help="A polar_jax.data prompt preset.")
+  parser.add_argument("--prompt", default="raw_qa_3shot", help="A polar_jax.data prompt preset.")
   parser.add_argument("--questions", type=int, default=84, help="In total, split over the datasets.")
   parser.add_argument("--programs", type=int, default=24, help="Programs per question (the full one included).")
   parser.add_argument("--chunk", type=int, default=12, help="Questions per interleaved chunk.")
   parser.add_argument("--max-batch", type=int, default=32)
-  parser.add_argument("--max-new-tokens", type=int, default=12)
+  parser.add_argument("--max-new-tokens", type=int, default=8)
   parser.add_argument("--reference-pairs", type=int, default=16)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--skip", type=int, default=4,
+                      help="Questions skipped at the start of each dataset: the few-shot candidates (shown other "
+                           "shots, so they share no context; 8 of the default search's 128 questions are).")
   parser.add_argument("--quick", action="store_true", help="8 questions x 12 programs, 4 reference pairs.")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
@@ -180,63 +191,70 @@ def main():
   load_before = os.getloadavg()
   model = load_model(args.model)
   names = [d for d in args.datasets.split(",") if d]
-  examples = [e for d in names for e in load_split(d, args.split, limit=args.questions // len(names),
-                                                    seed=args.seed)]
+  per = args.questions // len(names)
+  examples = [e for d in names for e in load_split(d, args.split, limit=args.skip + per, seed=args.seed)[args.skip:]]
   pairs = _pairs(model, examples, args.programs, args.seed)
-  tasks = {name: TaskConfig.from_preset(args.prompt, max_new_tokens=args.max_new_tokens, reward=reward)
-           for name, reward in (("generate", "generate"), ("one_pass", "teacher_forced"),
-                                ("one_pass_shared", "teacher_forced"))}
+  few_shot = "auto" if get_preset(args.prompt).few_shot > 0 else None
+  variants = {"generate": ("generate", False, False), "one_pass": ("teacher_forced", False, False),
+              "one_pass_layers": ("teacher_forced", True, False), "one_pass_shared": ("teacher_forced", True, True)}
+  tasks = {name: TaskConfig.from_preset(args.prompt, max_new_tokens=args.max_new_tokens, reward=reward,
+                                        few_shot_split=few_shot) for name, (reward, _, _) in variants.items()}
   executor = executor_for(model)
-  kwargs = dict(max_batch=args.max_batch, executor=executor)
+
+  def run(name, rows):
+    _, layers, contexts = variants[name]
+    return run_programs(model, examples, rows, tasks[name], share_prefixes=layers, share_contexts=contexts,
+                        max_batch=args.max_batch, executor=executor)
+
   warm = [p for p in pairs if p[0] < 2]  # compiles outside the timings
-  for name, task in tasks.items():
-    run_programs(model, examples, warm, task, share_prefixes=name == "one_pass_shared", **kwargs)
+  for name in tasks:
+    run(name, warm)
+  executor._scorer.contexts = ContextCache(executor.context_cache_bytes)  # (c) computes every context it uses
   seconds = {name: 0.0 for name in tasks}
   results = {name: [None] * len(pairs) for name in tasks}
-  work = {}
+  work = {"generate": {}, "one_pass_shared": {}}
   chunks = [list(range(s, min(s + args.chunk, len(examples)))) for s in range(0, len(examples), args.chunk)]
   for number, chunk in enumerate(chunks):
     members = [j for j, (q, _) in enumerate(pairs) if q in set(chunk)]
-    names_order = list(tasks)[number % 3:] + list(tasks)[:number % 3]
-    for name in names_order:
-      totals = dict(executor._scorer.totals) if executor._scorer is not None else {}
+    k = number % len(tasks)
+    for name in list(tasks)[k:] + list(tasks)[:k]:
+      totals = {**executor._scorer.totals, **executor.generation_totals}
       t0 = time.perf_counter()
-      records = run_programs(model, examples, [pairs[j] for j in members], tasks[name],
-                             share_prefixes=name == "one_pass_shared", **kwargs)
+      records = run(name, [pairs[j] for j in members])
       seconds[name] += time.perf_counter() - t0
       for j, record in zip(members, records):
         results[name][j] = record
-      if name == "one_pass_shared":
-        for key, value in executor._scorer.totals.items():
-          work[key] = work.get(key, 0) + value - totals.get(key, 0)
+      if name in work:
+        for key, value in {**executor._scorer.totals, **executor.generation_totals}.items():
+          work[name][key] = work[name].get(key, 0) + value - totals[key]
   n = len(pairs)
   rate = {name: n / seconds[name] for name in tasks}
-  agree_b = sum(a.correct == b.correct for a, b in zip(results["generate"], results["one_pass"]))
-  agree_c = sum(a.correct == c.correct for a, c in zip(results["generate"], results["one_pass_shared"]))
-  decided = {name: sum(r.decided_by == "one_pass" for r in results[name]) / n for name in ("one_pass", "one_pass_shared")}
+  agree = {name: sum(a.correct == b.correct for a, b in zip(results["generate"], results[name]))
+           for name in ("one_pass", "one_pass_layers", "one_pass_shared")}
+  decided = {name: sum(r.decided_by == "one_pass" for r in results[name]) / n for name in agree}
 
-  # FLOPs. (a): every row's program over its prompt (prefill) and its generated tokens (decode), plus the LM
-  # head per generated token. (c): the completion scorer's counted token-layers and head positions, plus the
-  # generation of its undecided pairs.
+  # FLOPs, as executed (padding included): (a) its prefill (a shared prefix once per program group), decode and
+  # LM head; (c) the completion scorer's token-layers (its rows and its context passes) and head positions,
+  # plus the generation of its undecided pairs.
   cfg = model.config
   per_layer, head = _layer_flops(cfg), 2.0 * cfg.hidden_size * cfg.vocab_size
-  ids = prompt_ids(model, examples, tasks["generate"])
-  def generate_flops(records, rows):
-    return sum(len(r.program) * (len(ids[pairs[j][0]]) + r.generated_tokens) * per_layer + r.generated_tokens * head
-               for j, r in zip(rows, records))
-  # Generation computes the prompt tokens common to every question (the chat template) once per program and
-  # batch (`prefill_shared`); credit that once per distinct program.
-  common = len(os.path.commonprefix([tuple(x) for x in ids])) if len(ids) > 1 else 0
-  programs = {p for _, p in pairs}
-  flops_a = (generate_flops(results["generate"], range(n)) - sum(len(p) * common * per_layer for _, p in pairs)
-             + sum(len(p) * common * per_layer for p in programs))
-  # The floor of prefix sharing: every distinct (question, program prefix) node run once over its sequence.
+
+  def executed_flops(w):
+    layers = sum(w.get(k, 0) for k in ("prefill_token_layers", "decode_token_layers", "executed_token_layers",
+                                       "context_token_layers"))
+    return layers * per_layer + (w.get("head_tokens", 0) + w.get("decode_head_tokens", 0)) * head
+
+  flops_a = executed_flops(work["generate"])
+  flops_c = executed_flops(work["one_pass_shared"])
+  # The floor of (c)'s sharing: each distinct (context, program prefix) node over its context, each distinct
+  # (question, program prefix) node over the rest of its sequence (prompt + ~4 completion tokens), once.
+  prompts = Prompts(model, examples, tasks["one_pass_shared"])
+  ids = [prompts.ids(i) for i in range(len(examples))]
+  ctx = [prompts.context_length(i) for i in range(len(examples))]
+  nodes_ctx = {(tuple(ids[q][:ctx[q]]), p[:k]) for q, p in pairs if ctx[q] for k in range(1, len(p) + 1)}
   nodes = {(q, p[:k]) for q, p in pairs for k in range(1, len(p) + 1)}
-  seq = {q: len(ids[q]) + 4 for q, _ in pairs}  # prompt + the canonical completion (about 4 tokens)
-  flops_floor = sum(seq[q] for q, _ in nodes) * per_layer + n * 4 * head
-  undecided = [j for j, r in enumerate(results["one_pass_shared"]) if r.decided_by != "one_pass"]
-  flops_c = (work.get("executed_token_layers", 0) * per_layer + work.get("head_tokens", 0) * head
-             + generate_flops([results["one_pass_shared"][j] for j in undecided], undecided))
+  flops_floor = (sum(len(c) for c, _ in nodes_ctx) + sum(len(ids[q]) - ctx[q] + 4 for q, _ in nodes)) * per_layer \
+      + n * 4 * head
 
   # (d) the reference, on a stratified sample (skip-only vs repeating programs).
   prompt_cfg = tasks["generate"].prompt
@@ -269,23 +287,25 @@ def main():
       "evals_per_s_one_pass_shared": rate["one_pass_shared"],
       "evals_per_s_reference": ref_rate,
       "agreement_pairs": n,
-      "agreement_equal": min(agree_b, agree_c),
-      "agreement_equal_one_pass": agree_b,
-      "agreement_equal_one_pass_shared": agree_c,
+      "agreement_equal": min(agree.values()),
+      **{f"agreement_equal_{name}": value for name, value in agree.items()},
+      "evals_per_s_one_pass_layers": rate["one_pass_layers"],
       "scorer_gflops": flops_c / seconds["one_pass_shared"] / 1e9,
       "matmul_gflops": _matmul_gflops(),
       "ideal_speedup": flops_a / flops_floor,
       "achieved_share_of_ideal": (rate["one_pass_shared"] / rate["generate"]) / (flops_a / flops_floor),
       "speedup_one_pass": rate["one_pass"] / rate["generate"],
+      "speedup_one_pass_layers": rate["one_pass_layers"] / rate["generate"],
       "speedup_one_pass_shared": rate["one_pass_shared"] / rate["generate"],
       "speedup_vs_reference": rate["one_pass_shared"] / ref_rate,
       "decided_one_pass": decided["one_pass"],
+      "decided_one_pass_layers": decided["one_pass_layers"],
       "decided_one_pass_shared": decided["one_pass_shared"],
       "base_accuracy": float(np.mean([r.correct for r, (_, p) in zip(results["generate"], pairs)
                                       if len(p) == model.depth and p == tuple(range(model.depth))])),
       "seconds": seconds,
       "gflop_generate": flops_a / 1e9, "gflop_one_pass_shared": flops_c / 1e9, "gflop_floor": flops_floor / 1e9,
-      "completion_scorer_work": work,
+      "work_generate": work["generate"], "work_one_pass_shared": work["one_pass_shared"],
       "reference_pairs": len(sample), "reference_agreement": ref_agree / max(len(sample), 1),
       "reference_seconds_skip_only": mean[False], "reference_seconds_repeating": mean[True],
       "repeat_share": share,

@@ -65,7 +65,7 @@ def sampling_seeds(examples: Sequence[data.Example], pairs: Sequence[tuple[int, 
 def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Program]], task: TaskConfig, *,
               temperature: float, seed: int, max_batch: int, progress: bool | str, executor: Executor | None,
               per_question: bool = False, share_prefixes: bool = True, step_cost: float = 0.0,
-              answers: bool = False) -> Iterator[list[tuple[int, RunRecord]]]:
+              answers: bool = False, share_contexts: bool = True) -> Iterator[list[tuple[int, RunRecord]]]:
   """Yields, batch by batch, (pair index, record) for every pair (arguments as in `run_programs`).
 
   With `task.reward == "teacher_forced"` and greedy decoding, the generated rows first go through one-pass
@@ -79,8 +79,13 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
     raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}.")
   prompts = Prompts(model, examples, task)
   loglik = [task.choice_scoring == "loglik" and examples[i].is_multiple_choice for i, _ in pairs]
-  # Similar prompt lengths batch together (less left padding); plan_batches keeps this order within a program.
-  order = sorted(range(len(pairs)), key=lambda j: (loglik[j], len(prompts.ids(pairs[j][0])), j))
+  # Prompts with one context (template and few-shot turns) batch together, so that a generated batch computes
+  # it once per program (`Executor.prefill_shared`); then similar prompt lengths (less left padding).
+  # plan_batches keeps this order within a program.
+  def context(i: int) -> tuple[int, ...]:
+    return tuple(prompts.ids(i)[:prompts.context_length(i)]) if share_contexts else ()
+
+  order = sorted(range(len(pairs)), key=lambda j: (loglik[j], context(pairs[j][0]), len(prompts.ids(pairs[j][0])), j))
   bar = None
   if progress:
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
@@ -104,7 +109,7 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
         scored: dict[int, float] = {}
         decided = timed(chunk, lambda rows: one_pass_batch(executor, prompts, rows, task,
                                                            share_prefixes=share_prefixes, positives_only=answers,
-                                                           gold_logprobs=scored))
+                                                           gold_logprobs=scored, share_contexts=share_contexts))
         gold.update({chunk[r]: v for r, v in scored.items()})
         done = {j for j, _ in decided}
         undecided += [j for j in chunk if j not in done]
@@ -133,7 +138,7 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
 def run_programs(model, examples: Sequence[data.Example], programs: Any, task: TaskConfig, *,
                  temperature: float = 0.0, seed: int = 0, max_batch: int = 32, progress: bool | str = False,
                  executor: Executor | None = None, per_question: bool = False, share_prefixes: bool = True,
-                 step_cost: float = 0.0, answers: bool = False,
+                 step_cost: float = 0.0, answers: bool = False, share_contexts: bool = True,
                  on_batch: Callable[[list[RunRecord]], None] | None = None) -> list[RunRecord]:
   """Runs (question, program) pairs and scores them; returns one record per pair, in input order.
 
@@ -151,6 +156,9 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     per_question: never batch two questions together (batch shapes, and so float rounding, then do not depend
       on which other questions are pending: what a search needs to reproduce itself exactly after a restart).
     share_prefixes: with the one-pass reward, rows of one question share their programs' common steps.
+    share_contexts: the prompts' question-independent tokens (`Prompts.context_length`: template, few-shot
+      turns) are computed once per program: kept across calls by the one-pass scorer
+      (`completions.ContextCache`), and generated batches group prompts by context. The results are the same.
     step_cost: a schedule step's fixed cost (weight reads, dispatch) in units of one row's step; above 0,
       batches of unlike programs are coalesced where that cost model says it pays (`plan_batches`). 0 (the
       default) keeps the plan that bounds each batch's schedule by `max_waste`, as the search relies on.
@@ -163,7 +171,8 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
   out: list[RunRecord | None] = [None] * len(pairs)
   for batch in iter_runs(model, examples, pairs, task, temperature=temperature, seed=seed, max_batch=max_batch,
                          progress=progress, executor=executor, per_question=per_question,
-                         share_prefixes=share_prefixes, step_cost=step_cost, answers=answers):
+                         share_prefixes=share_prefixes, step_cost=step_cost, answers=answers,
+                         share_contexts=share_contexts):
     for j, record in batch:
       out[j] = record
     if on_batch is not None:

@@ -92,6 +92,9 @@ class Executor:
     self.schedule_quantum = schedule_quantum
     self.max_batch = max_batch
     self._counter = [0]
+    # Generation work executed (padding included), for FLOP accounting (benchmarks): prefill token-layers
+    # (a shared prefix once per program group), decode token-layers and LM-head rows over decode steps.
+    self.generation_totals = {"prefill_token_layers": 0, "decode_token_layers": 0, "decode_head_tokens": 0}
     self._tables = None
     self._scorer = None
     self._generate = jax.jit(functools.partial(executor_core.generate_core, cfg=self.cfg, counter=self._counter),
@@ -254,6 +257,11 @@ class Executor:
         self._stop_arrays(stop), new_cap=new_cap)
     out, n_gen, stopped, lps = np.asarray(out), np.asarray(n_gen), np.asarray(stopped), np.asarray(lps)
     n = len(ids)
+    t, rows, steps = self.generation_totals, active.shape[0], int(n_gen.max(initial=1))
+    shared = prompt["prefix"].shape[0] * prompt["group_active"].shape[0] if "prefix" in prompt else 0
+    t["prefill_token_layers"] += sched.length * (shared + rows * prompt["tokens"].shape[1])
+    t["decode_token_layers"] += sched.length * rows * (steps - 1)
+    t["decode_head_tokens"] += rows * steps
     tokens_out = [out[r, :n_gen[r]].tolist() for r in range(n)]
     texts = [self.model.tokenizer.decode(t) for t in tokens_out]
     lengths = np.array([len(p) for p in progs], np.int64)
