@@ -163,8 +163,9 @@ class ContextCache:
 
   Storage: per context a *bank*, device arrays k, v [slots, L, P, K, hd] (L: the longest program so far,
   bucketed; P: the context's padded length), written in place (donated buffers), so a scoring pass gathers its
-  rows' keys straight from the bank. Banks grow by doubling while the total stays within `max_bytes`; then the
-  least recently used entry that the current call does not need gives up its slot.
+  rows' keys straight from the bank. A bank grows by what a call lacks (in steps of 32 slots) while the total
+  stays within `max_bytes`; then the least recently used entry of that context that the call does not need
+  gives up its slot. A call whose programs do not fit at all runs its whole sequences (same results).
   """
 
   def __init__(self, max_bytes: int, quantum: int = 16):
@@ -203,8 +204,8 @@ class ContextCache:
     most = (self.max_bytes - others) // slot_bytes  # slots this bank may have
     if not n:
       size = min(most, max(64, len(need)))
-    elif len(bank["free"]) < len(new):  # grow rather than evict while the budget allows
-      size = max(n, min(most, max(2 * n, n + len(new) - len(bank["free"]))))
+    elif len(bank["free"]) < len(new):  # grow (by what this call lacks) rather than evict, within the budget
+      size = max(n, min(most, n + -(-(len(new) - len(bank["free"])) // 32) * 32))
     else:
       size = n
     if size < max(n, len(need)) or (wide > width and n * slot_bytes + others > self.max_bytes):

@@ -81,7 +81,7 @@ class Executor:
 
   def __init__(self, model: Model, *, prompt_quantum: int = 8, new_token_quantum: int = 16,
                schedule_quantum: int = 16, max_batch: int = 64, share_prefix: bool = True,
-               min_shared_prefix: int = 16, context_cache_bytes: int = 2 << 30):
+               min_shared_prefix: int = 16, context_cache_bytes: int = 4 << 30):
     self.model = model
     self.context_cache_bytes = context_cache_bytes
     self.share_prefix = share_prefix
