@@ -328,6 +328,7 @@ def stage_search(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Sp
 
     def on_record(rec):
       scorer.written += 1
+      scorer.show()  # records are written after their last round: the count moves here, not in score()
       scalars.record(rec, program_runs=scorer.runs, seconds=time.perf_counter() - start)
 
     def on_round(simulations):
@@ -436,8 +437,12 @@ class _ProgressScorer:
   def score(self, pairs):
     out = self.scorer.score(pairs)
     self.runs += len(pairs)
-    self.bar.set_postfix_str(f"{self.written}/{self.questions} questions, {self.runs} program runs", refresh=False)
+    self.show(refresh=False)
     return out
+
+  def show(self, refresh: bool = True):
+    """Questions written (of this process's) and program runs so far, beside the bar."""
+    self.bar.set_postfix_str(f"{self.written}/{self.questions} questions, {self.runs} program runs", refresh=refresh)
 
 
 def stage_train(opts: PipelineOptions, workdir: pathlib.Path, model, splits: Splits, records: list, menu=None):
@@ -567,7 +572,8 @@ def run_pipeline(config: Any, workdir: str | pathlib.Path) -> dict:
       from polar_jax.predictor.encoder import make_encoder  # pylint: disable=import-outside-toplevel
       encoder = make_encoder(opts.encoder, model)
     results = stage_evaluate(opts, workdir, model, splits, records, encoder, menu)
-    if opts.progress and (workdir / "results.md").exists():
-      print((workdir / "results.md").read_text(), flush=True)
+    if opts.progress and results:
+      from polar_jax.evaluation.report import console_summary  # pylint: disable=import-outside-toplevel
+      print(console_summary(results, str(workdir / "results.md")), end="", flush=True)
   _say(opts, f"done in {time.perf_counter() - start:.0f}s; outputs in {workdir}")
   return results

@@ -15,7 +15,7 @@ What happens (big_vision style):
   restarted run resumes from the latest checkpoint exactly (step, parameters, optimizer state, RNG key,
   data position), so it ends with the parameters of an uninterrupted run;
 - metrics go to TensorBoard event files (`polar_jax.summaries`; off without the `tensorboard` extra) and a
-  progress line with steps/s;
+  progress bar (steps/s, the latest loss and validation);
 - validation (once per epoch by default, and at the end): the release's validation loss and the top-1
   match rate, the fraction of validation questions whose top-1 decoded program is one of their valid ones.
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -39,6 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from polar_jax import options as options_lib
 from polar_jax import sharding
@@ -306,7 +308,7 @@ def train_predictor(config: TrainOptions | ml_collections.ConfigDict, workdir: s
   meta = lambda step, **extra: ckpt.make_meta(predictor_config, feature_dim=features.feature_dim,
                                               encoder=features.encoder, seed=config.seed, data_position=step,
                                               total_steps=total_steps, **extra)
-  history, best = [], (None, None)
+  history, best, bar = [], (None, None), None
   try:
     if checkpoints.latest_step() is not None:
       state, saved = checkpoints.restore_latest(setup.abstract_state, meta(0))
@@ -323,23 +325,26 @@ def train_predictor(config: TrainOptions | ml_collections.ConfigDict, workdir: s
         process_index=jax.process_index(), process_count=jax.process_count(),
         num_threads=config.data.num_threads, prefetch=config.data.prefetch)
     tick, tick_step = time.perf_counter(), start
+    # One bar: steps done of planned with their rate; the latest loss and validation beside it.
+    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", file=sys.stdout, dynamic_ncols=True,
+               disable=not (is_lead and config.progress))
+    shown: dict[str, str] = {}
     for step in range(start + 1, total_steps + 1):
       state, metrics = setup.step(state, to_device(next(batches), setup.batch_sharding))
+      bar.update(1)
       if _every(step, config.log_every_steps) or step == total_steps:
         metrics = jax.device_get(metrics)
         rate = (step - tick_step) / max(time.perf_counter() - tick, 1e-9)
         tick, tick_step = time.perf_counter(), step
         writer.write_scalars(step, {f"train/{k}": v for k, v in metrics.items()} | {"train/steps_per_s": rate})
-        if is_lead and config.progress:
-          print(f"step {step}/{total_steps}  loss {metrics['loss']:.4f}  lr {metrics['learning_rate']:.2e}  "
-                f"{rate:.1f} steps/s", flush=True)
+        shown.update(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['learning_rate']:.1e}")
+        bar.set_postfix(shown, refresh=False)
       if val_table is not None and (_every(step, eval_every) or step == total_steps):
         result = _validate(setup, state["params"], val_table, val_features, val_records, config)
         history.append({"step": step, **result})
         writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-        if is_lead and config.progress:
-          print(f"step {step}  val_loss {result['val_loss']:.4f}  top1_match {result['val_top1_match']:.3f}",
-                flush=True)
+        shown.update(val_loss=f"{result['val_loss']:.4f}", top1_match=f"{result['val_top1_match']:.3f}")
+        bar.set_postfix(shown, refresh=False)
         if best[1] is None or result["val_loss"] < best[1]:
           best = (step, result["val_loss"])
         checkpoints.save_best(step, state, meta(step), result["val_loss"])
@@ -349,7 +354,13 @@ def train_predictor(config: TrainOptions | ml_collections.ConfigDict, workdir: s
       if step_callback is not None:
         step_callback(step)
     writer.flush()
+    bar.close()
+    bar = None
+    if is_lead and config.progress and best[0] is not None:
+      print(f"train: {total_steps} steps; best val_loss {best[1]:.4f} at step {best[0]}", flush=True)
   finally:
+    if bar is not None:
+      bar.close()
     checkpoints.close()
     writer.close()
   return TrainResult(

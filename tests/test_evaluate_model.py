@@ -263,7 +263,8 @@ def test_selection_live_runs_name_their_progress_bars(monkeypatch):
   seen = []
   def fake(model, examples, pairs, task, **kw):
     seen.append(kw.get("progress"))
-    return [types.SimpleNamespace(answer="1", answer_logprob=-0.5) for _ in pairs]
+    return [types.SimpleNamespace(answer="1", answer_logprob=-0.5, program=p.ids, correct=True, layers=len(p),
+                                  generated_tokens=1, text="1", seconds=0.1) for _, p in pairs]
   monkeypatch.setattr(program_eval, "run_programs", fake)
   live = selection.LiveAnswers(None, None, ["a", "b"], [(0, 1), (1,)], 2, progress="selection on syn")
   assert live.run(1)["answer"].tolist() == ["1", "1"]
@@ -271,3 +272,10 @@ def test_selection_live_runs_name_their_progress_bars(monkeypatch):
   quiet = selection.LiveAnswers(None, None, ["a"], [(0, 1)], 2, progress=False)
   quiet.run(0)
   assert seen == ["selection on syn: menu program 1", False]
+  # A multi-run method names its bars by itself while it reads (vote, confidence, gated fallback).
+  seen.clear()
+  picker = types.SimpleNamespace(name="program_vote[k=3]", describe=lambda: {},
+                                 choose=lambda questions, view: (view.run(0, [0]), [0])[1])
+  selection.multi_run(live, picker, ["q"], [types.SimpleNamespace(id="a", level=1)], test_set="syn", label="vote",
+                      overhead_seconds=0.0)
+  assert seen == ["program_vote[k=3] on syn: menu program 0"] and live.label is None

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import pytest
 
 from polar_jax import pipeline
+from conftest import QUICK_ARGS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
@@ -104,6 +105,11 @@ def test_quick_pipeline_killed_during_search_then_resumed(quick_run):
     assert (workdir / "evaluate" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert (workdir / "search" / "layer_usage.png").exists()
   assert "| method |" in done.stdout  # the final table is printed
+  # The console fits on one screen: a line per stage step and per method (bars of runs clear themselves), the
+  # compact table, and where the full report is (not the report itself).
+  assert done.stdout.count("\n") <= 64, done.stdout
+  assert "Full report" in done.stdout and "## " not in done.stdout
+  assert "run_programs" not in consoles  # every bar says what it runs
   # TensorBoard: the search's curve goes on from where the killed run stopped; every method's pass@1.
   from tensorboard.backend.event_processing import event_accumulator
   search = event_accumulator.EventAccumulator(str(workdir / "search" / "tensorboard"))
@@ -118,6 +124,64 @@ def test_quick_pipeline_killed_during_search_then_resumed(quick_run):
   assert point.value == pytest.approx(full["pass@1"])
   assert event_accumulator.EventAccumulator(str(workdir / "predictor" / "tensorboard")).Reload().Scalars(
       "train/loss")
+
+
+def _snapshot(root: pathlib.Path) -> dict:
+  return {str(f.relative_to(root)): (f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(root.rglob("*"))}
+
+
+def _can(*probe) -> bool:
+  try:
+    return subprocess.run(list(probe), capture_output=True, timeout=30).returncode == 0
+  except (OSError, subprocess.TimeoutExpired):
+    return False
+
+
+def test_a_finished_workdir_is_read_on_read_only_storage(quick_run):
+  """Rerunning the finished quick workdir reads it and writes nothing. Where this machine allows a user and mount
+  namespace (CI's does), the workdir is a read-only bind mount for the rerun, so a write would fail for real."""
+  workdir = quick_run.workdir
+  before = _snapshot(workdir)
+  command = main_command(*QUICK_ARGS, f"--workdir={workdir}")
+  env = {**os.environ, "POLAR_JAX_CACHE": str(workdir.parent / "cache")}  # the quick run's converted model
+  read_only = _can("unshare", "-rm", "true")
+  if read_only:
+    script = (f'mount --bind "{workdir}" "{workdir}" && mount -o remount,bind,ro "{workdir}" "{workdir}" || exit 8; '
+              f'touch "{workdir}/probe" 2>/dev/null && exit 9; exec "$@"')  # 8: no mount, 9: still writable
+    command = ["unshare", "-rm", "sh", "-c", script, "sh", *command]
+  res = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, (read_only, res.stderr[-3000:])
+  for stage in ("search", "menu", "train", "evaluate"):
+    assert f"{stage}: finished earlier, skipped" in res.stdout
+  assert "| method |" in res.stdout and "Traceback" not in res.stderr
+  assert _snapshot(workdir) == before  # not a byte or a modification time changed, no file added
+
+
+def test_workdirs_under_read_only_or_unwritable_directories_are_one_line(tmp_path):
+  """A new workdir where nothing can be written: one line naming the directory and the cause, exit 2. Root
+  ignores permission bits, so as root the unwritable case drops the capabilities that let it (setpriv)."""
+  cases = []
+  if _can("unshare", "-rm", "true"):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    script = f'mount --bind "{ro}" "{ro}" && mount -o remount,bind,ro "{ro}" "{ro}" || exit 8; exec "$@"'
+    cases.append((["unshare", "-rm", "sh", "-c", script, "sh"], ro, "Read-only file system"))
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o555)
+  drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+          "--inh-caps=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+  if not drop or _can(*drop, "true"):
+    cases.append((drop, locked, "Permission denied"))
+  assert cases, "neither a read-only mount nor an unwritable directory could be made here"
+  for wrapper, parent, cause in cases:
+    res = subprocess.run(wrapper + main_command("--config=configs/default.py:quick", f"--workdir={parent / 'w'}"),
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, (cause, res.stderr[-2000:])
+    assert res.stderr.count("\n") == 1 and "Cannot create the workdir" in res.stderr and cause in res.stderr, \
+        res.stderr
+    assert not (parent / "w").exists()
+  locked.chmod(0o755)
 
 
 def _fake_finished_workdir(config, root):

@@ -133,7 +133,8 @@ class EvalContext:
         self.warmed.add(test_set)
         full = Program.full(self.depth)
         n = min(len(examples), int(self.config.max_batch))
-        run_pairs(self.model, examples, [(i, full) for i in range(n)], self.task, **self.common)
+        warm = {**self.common, "progress": f"warm-up on {test_set}" if self.common.get("progress") else False}
+        run_pairs(self.model, examples, [(i, full) for i in range(n)], self.task, **warm)
       self.say(f"evaluate: {key} on {test_set} ({len(examples)} questions)")
       shown = self.common.get("progress")
       if shown:  # the method's bars are named by method and test set, not "run_programs"

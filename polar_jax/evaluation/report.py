@@ -138,6 +138,23 @@ def markdown(results: Mapping[str, Any]) -> str:
   return "\n".join(out).rstrip() + "\n"
 
 
+def console_summary(results: Mapping[str, Any], report: str = "results.md") -> str:
+  """What a run prints at its end: per test set one line per method (pass@1 with its interval, the paired
+  difference with full depth, layers per token, seconds per question), then where the full report is. The
+  oracles, levels and per-question sections stay in the report, so the console fits on one screen."""
+  depth = results["model"]["depth"]
+  out = []
+  for name, info in results["test_sets"].items():
+    lines = [[r["label"], _with_ci(r), _diff(r), _num(r["layers_per_token"]), _secs(r["seconds_per_question"])]
+             for r in _rows(results, name) if r["kind"] != "oracle"]
+    out += [f"{name} (n = {info['n']}):"]
+    out += _table(["method", "pass@1 [95% CI]", "vs full depth [95% CI]", f"layers/token (full {depth})",
+                   "s/question"], lines)
+  oracles = sum(1 for r in results["rows"] if r["kind"] == "oracle" and r["level"] == "all")
+  out.append(f"Full report ({oracles} oracle rows, pass@k, levels, per-question disagreements): {report}")
+  return "\n".join(out) + "\n"
+
+
 def _plt():
   # No backend is chosen here: command-line entry points choose a file backend, a notebook keeps its inline one.
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

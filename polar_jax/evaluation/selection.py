@@ -36,6 +36,7 @@ class LiveAnswers:
     self.programs = [Program(tuple(p), depth) for p in programs]
     self.records: dict[tuple[int, int], Any] = {}
     self.ran = np.zeros((len(self.examples), len(self.programs)), bool)
+    self.label: str | None = None  # the method now reading (`multi_run` sets it): its bars say so
 
   def __len__(self) -> int:
     return len(self.examples)
@@ -47,7 +48,7 @@ class LiveAnswers:
     if todo:
       common = dict(self.common)
       if common.get("progress"):  # the bar names the method (and test set) and the menu program it runs
-        shown = common["progress"] if isinstance(common["progress"], str) else "selection"
+        shown = self.label or (common["progress"] if isinstance(common["progress"], str) else "selection")
         common["progress"] = f"{shown}: menu program {program}"
       records = run_programs(self.model, self.examples, [(i, self.programs[program]) for i in todo], self.task,
                              answers=True, **common)
@@ -65,6 +66,7 @@ def multi_run(live: LiveAnswers, selector, questions, examples, *, test_set: str
   """A multi-run selector's row: its choice per question from live runs, the chosen run as the answer."""
   ran_before = live.ran.copy()
   live.ran[:] = False
+  live.label = f"{selector.name} on {test_set}"
   start = time.perf_counter()
   choice = selector.choose(questions, live)
   for i, j in enumerate(choice):
@@ -79,6 +81,7 @@ def multi_run(live: LiveAnswers, selector, questions, examples, *, test_set: str
     outcomes.append(QuestionOutcome(str(ex.id), int(ex.level), (chosen,)))
   runs_per_question = float(live.ran.sum(axis=1).mean())
   live.ran |= ran_before
+  live.label = None
   return MethodRun(method=selector.name, label=label, kind="deployable", test_set=test_set,
                    outcomes=tuple(outcomes), overhead_seconds=overhead_seconds, top1_seconds=seconds,
                    info={"fitted": selector.describe(), "program_indices": [int(j) for j in choice],
@@ -157,7 +160,8 @@ def selection_runs(model, task, matrix, menu_dir, examples: Sequence[Any], *, te
                   "(fitted on the menu's train rows, margin on validation)",
             overhead_seconds=feature_seconds / 2 + choose_seconds,  # the features serve both selectors
             info={"fitted": selector.describe(), "program_indices": [int(j) for j in choice],
-                  "feature_seconds": feature_seconds}, **common)
+                  "feature_seconds": feature_seconds},
+            **{**common, "progress": f"{selector.name} on {test_set}" if common.get("progress") else False})
       runs.append(saved(select.MenuSelector(cached[name], max_length=max_length).name, compute))
     if multi_run_methods:
       def compute_gate(name=name, table_of=table_of):

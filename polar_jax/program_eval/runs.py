@@ -89,7 +89,9 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
   bar = None
   if progress:
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-    bar = tqdm(total=len(pairs), desc=progress if isinstance(progress, str) else "run_programs", unit="run")
+    # A named bar is a caller's inner bar (the caller prints its own line): it clears itself when done.
+    named = isinstance(progress, str)
+    bar = tqdm(total=len(pairs), desc=progress if named else "run_programs", unit="run", leave=not named)
 
   def timed(batch, run):
     start = time.perf_counter()
@@ -151,7 +153,8 @@ def run_programs(model, examples: Sequence[data.Example], programs: Any, task: T
     temperature: 0 for greedy decoding; > 0 samples. Each pair's sample depends on `seed`, its question id and
       its program only (`sampling_seeds`): not on the batch it shares, `max_batch`, or which pairs were resumed.
     max_batch: rows per device batch (pairs sharing a program are packed first, `plan_batches`).
-    progress: show a tqdm bar (a string is its label).
+    progress: show a tqdm bar; a string is its label, and a labelled bar clears itself when done (the caller
+      names what ran in its own line).
     executor: reuse an executor (default: the model's shared one, so compiles are reused).
     per_question: never batch two questions together (batch shapes, and so float rounding, then do not depend
       on which other questions are pending: what a search needs to reproduce itself exactly after a restart).
