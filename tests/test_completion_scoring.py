@@ -173,6 +173,21 @@ def test_shared_contexts_score_as_rows_alone(share):
     np.testing.assert_array_equal(a, b)
 
 
+def test_contexts_of_edits_run_from_the_full_programs_states():
+  """A program that starts like the full program takes those steps' context keys and values from the full
+  program's pass (once per context) and runs only the rest: hand-counted work, results equal to rows alone."""
+  ex = Executor(tiny_model("llama", num_layers=D))
+  context, question = _sequences(7, [27, 6])
+  progs = [*_edits(4), *_edits(5)]  # runs from step 4 / 5 / 4 (a prefix of the full program) / 6 -> suffixes
+  seqs = [context + question] * len(progs)  # (5,), (4, 5), (4,), (5,): one pass of 2 merged steps
+  starts = [len(seqs[0]) - 2] * len(progs)
+  res = ex.score_completions(seqs, progs, starts, context_lengths=[27] * len(progs))
+  _assert_rows_alone(ex, res, seqs, progs, starts)
+  totals, p = ex._scorer.totals, ex.prompt_bucket(27)
+  assert totals["context_trunks"] == 1 and totals["context_programs"] == 4
+  assert totals["context_token_layers"] == D * p + 8 * 2 * p  # the trunk's D steps + one pass of 8 rows x 2
+
+
 def test_context_cache_within_its_budget():
   """No room: the rows run their whole sequences. Room for one call's programs: the next call's programs take
   the least recently used slots, and every result still equals the row alone."""

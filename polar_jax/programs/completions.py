@@ -98,13 +98,36 @@ def _head(params, cfg: ModelConfig, x, tokens, head: int):
   return jnp.argmax(logits, axis=-1).astype(jnp.int32), logprobs
 
 
-def _context_core(params, tokens, valid, steps, active, length, *, cfg: ModelConfig, counter: list):
+def _context_trunk_core(params, tokens, valid, *, cfg: ModelConfig, counter: list):
+  """One context (tokens [P], right-padded; valid [P]) under the full program, keeping what a program that
+  starts like it needs: the hidden states before each step xs [L + 1, P, D] (xs[0]: the embedding) and the
+  keys / values of each step k, v [L, P, K, hd]."""
+  counter[0] += 1  # Runs at trace time only: counts compiles.
+  p = tokens.shape[0]
+  x = transformer.embed(params, cfg, tokens[None])
+  rope = transformer.rope_tables(cfg, jnp.arange(p)[None])
+  key_mask = transformer.causal_key_mask(valid[None])
+  empty = jnp.zeros((1, p, cfg.num_kv_heads, cfg.head_dim), transformer.dtype_of(cfg))
+
+  def body(x, layer):
+    y, k, v = transformer.layer(transformer.layer_slice(params["layers"], layer), cfg, x, rope, empty, empty, 0,
+                                key_mask)
+    return y, (x[0], k[0], v[0])
+
+  last, (xs, k, v) = jax.lax.scan(body, x, jnp.arange(cfg.num_layers))
+  return jnp.concatenate([xs, last], axis=0), k, v
+
+
+def _context_suffix_core(params, xs, start, tokens, valid, steps, active, length, *, cfg: ModelConfig,
+                         counter: list):
   """Keys and values of one context (tokens [P], right-padded; valid [P]) under the G programs of a merged
-  schedule (active [G, T]). Returns (k, v) [T, G, P, K, hd]: row g's keys / values at every schedule step
-  (only the steps it is active at are its own; with G = 1, steps 0 .. len - 1 are the program's)."""
+  schedule (active [G, T]) whose first start[g] steps are the full program's: row g begins from the trunk's
+  hidden state before step start[g] (xs [L + 1, P, D], `_context_trunk_core`) and runs only the rest of its
+  program. Returns (k, v) [T, G, P, K, hd]: row g's keys / values at every schedule step (only the steps it is
+  active at are its own)."""
   counter[0] += 1  # Runs at trace time only: counts compiles.
   g, p = active.shape[0], tokens.shape[0]
-  x = transformer.embed(params, cfg, jnp.broadcast_to(tokens[None], (g, p)))
+  x = xs[start]  # [G, P, D]
   rope = transformer.rope_tables(cfg, jnp.broadcast_to(jnp.arange(p)[None], (g, p)))
   key_mask = transformer.causal_key_mask(jnp.broadcast_to(valid[None], (g, p)))
   cache = jnp.zeros((steps.shape[0], g, p, cfg.num_kv_heads, cfg.head_dim), transformer.dtype_of(cfg))
@@ -143,11 +166,16 @@ def _score_context_core(params, ctx_k, ctx_v, ctx_len, x_src, tokens_src, mask_s
   return _head(params, cfg, x, tokens, head)
 
 
-def _store(bank_k, bank_v, k, v, index, slots):
+def _store(bank_k, bank_v, k, v, trunk_k, trunk_v, index, start, slots):
   """Writes rows g of a context pass (k, v [T, G, P, K, hd]) into bank slots `slots[g]` (out of range: not
-  written): slot row j holds the row's keys / values at schedule step index[g, j], its program's step j."""
+  written): slot row j holds the row's keys / values at its program's step j: the trunk's (trunk_k, trunk_v
+  [L0, P, K, hd], the full program) for j < start[g], else the pass's at schedule step index[g, j]."""
   rows = jnp.arange(index.shape[0])[:, None]
-  new_k, new_v = k[index, rows], v[index, rows]  # [G, L, P, K, hd]
+  steps = jnp.arange(index.shape[1])
+  shared = (steps[None] < start[:, None])[..., None, None, None]  # [G, L, 1, 1, 1]
+  at = jnp.minimum(steps, trunk_k.shape[0] - 1)
+  new_k = jnp.where(shared, trunk_k[at][None], k[index, rows])  # [G, L, P, K, hd]
+  new_v = jnp.where(shared, trunk_v[at][None], v[index, rows])
   return bank_k.at[slots].set(new_k, mode="drop"), bank_v.at[slots].set(new_v, mode="drop")
 
 
@@ -228,8 +256,9 @@ class ContextCache:
       missing.append((p, out[p]))
     return bank, out, missing
 
-  def store(self, bank: dict, k, v, index, slots) -> None:
-    bank["k"], bank["v"] = self._store(bank["k"], bank["v"], k, v, index, slots)
+  def store(self, bank: dict, k, v, index, start, slots) -> None:
+    tk, tv = bank["trunk"][1:]
+    bank["k"], bank["v"] = self._store(bank["k"], bank["v"], k, v, tk, tv, index, start, slots)
 
 
 class CompletionScorer:
@@ -242,13 +271,14 @@ class CompletionScorer:
     # too: `context_key_layers`), LM-head rows x positions, and the context passes' own token-layers.
     self.totals = {"calls": 0, "passes": 0, "executed_row_steps": 0, "needed_row_steps": 0,
                    "executed_token_layers": 0, "head_tokens": 0, "context_key_layers": 0,
-                   "context_token_layers": 0, "context_programs": 0, "context_hits": 0}
+                   "context_token_layers": 0, "context_programs": 0, "context_hits": 0, "context_trunks": 0}
     self.contexts = ContextCache(executor.context_cache_bytes)
     cfg, counter = executor.cfg, executor._counter
     self._core = jax.jit(functools.partial(_score_core, cfg=cfg, counter=counter), static_argnames=("head",))
     self._ctx_core = jax.jit(functools.partial(_score_context_core, cfg=cfg, counter=counter),
                              static_argnames=("head",))
-    self._context = jax.jit(functools.partial(_context_core, cfg=cfg, counter=counter))
+    self._context_trunk = jax.jit(functools.partial(_context_trunk_core, cfg=cfg, counter=counter))
+    self._context_suffix = jax.jit(functools.partial(_context_suffix_core, cfg=cfg, counter=counter))
 
   def _stage_schedule(self, stage: prefix_sharing.Stage, rows: int):
     """(steps [T], active [rows, T], length) of a stage; rows with an empty program are never active."""
@@ -298,34 +328,45 @@ class CompletionScorer:
       tokens = np.full(p, ex.model.tokenizer.pad_id, np.int32)
       tokens[:len(context)] = context
       valid, tokens = jnp.asarray(np.arange(p) < len(context)), jnp.asarray(tokens)
+      if "trunk" not in bank:
+        # The context under the full program, once: a program that starts like it takes those steps' keys
+        # and values from here and runs only the rest (`start`), as the search's edits of one parent do.
+        bank["trunk"] = self._context_trunk(ex.model.params, tokens, valid)
+        self.totals["context_token_layers"] += ex.depth * p
+        self.totals["context_trunks"] += 1
+      full = tuple(range(ex.depth))
       # Fixed-shape passes (CONTEXT_ROWS rows, the model's longest schedule): a row's keys then never depend
       # on which programs were missing together or on what the cache held, so a resumed search computes the
       # same bits.
       t_pad = bucket_length(2 * ex.depth, ex.schedule_quantum)
       width = bank["k"].shape[1]
+      todo = [(o, slot, min(prefix_sharing.common_prefix(o, full), len(o) - 1)) for o, slot in missing]
       chunks, chunk = [], []
-      for o, slot in missing:
+      for o, slot, a in todo:
         if chunk and (len(chunk) == CONTEXT_ROWS or
-                      ex.schedule([Program(x, ex.depth) for x, _ in chunk + [(o, slot)]]).length > t_pad):
+                      make_schedule([Program(x[b:], ex.depth) for x, _, b in chunk + [(o, slot, a)]],
+                                    quantum=1).length > t_pad):
           chunks.append(chunk)
           chunk = []
-        chunk.append((o, slot))
+        chunk.append((o, slot, a))
       chunks.append(chunk)
       for chunk in chunks:
-        sched = make_schedule([Program(o, ex.depth) for o, _ in chunk], quantum=1)
+        sched = make_schedule([Program(o[a:], ex.depth) for o, _, a in chunk], quantum=1)
         steps = np.zeros(t_pad, np.int32)
         steps[:sched.length] = sched.ids
         active = np.zeros((CONTEXT_ROWS, t_pad), bool)
         active[:len(chunk), :sched.length] = sched.active
-        k, v = self._context(ex.model.params, tokens, valid, jnp.asarray(steps), jnp.asarray(active),
-                             jnp.int32(sched.length))
+        start = np.zeros(CONTEXT_ROWS, np.int32)
+        start[:len(chunk)] = [a for _, _, a in chunk]
+        k, v = self._context_suffix(ex.model.params, bank["trunk"][0], jnp.asarray(start), tokens, valid,
+                                    jnp.asarray(steps), jnp.asarray(active), jnp.int32(sched.length))
         index = np.zeros((CONTEXT_ROWS, width), np.int32)
         slots = np.full(CONTEXT_ROWS, bank["k"].shape[0], np.int32)  # padding rows: out of range, dropped
-        for g, (o, slot) in enumerate(chunk):
+        for g, (o, slot, a) in enumerate(chunk):
           own = np.flatnonzero(sched.active[g])
-          index[g, :len(own)] = own
+          index[g, a:a + len(own)] = own
           slots[g] = slot
-        self.contexts.store(bank, k, v, jnp.asarray(index), jnp.asarray(slots))
+        self.contexts.store(bank, k, v, jnp.asarray(index), jnp.asarray(start), jnp.asarray(slots))
         self.totals["context_token_layers"] += CONTEXT_ROWS * sched.length * p
     return bank["k"], bank["v"], slot_of
 
