@@ -197,19 +197,42 @@ def test_context_cache_within_its_budget():
   _assert_rows_alone(tiny, tiny.score_completions(s, p, starts, context_lengths=c), s, p, starts)
   assert len(tiny._scorer.contexts) == 0 and tiny._scorer.totals["context_programs"] == 0
   cfg = model.config
-  # One context (27 tokens, padded to 32), slots of 16 steps: room for 8 entries.
+  # One context (27 tokens, padded to 32), slots of 16 steps: room for 8 entries besides the context's trunk
+  # (the full program's hidden states before each step, keys and values).
   first, second = [FULL, *_edits(1), *_edits(4)], [*_edits(2), *_edits(3), FULL[1:], FULL[:3]]
   seq = s[-1]
   slot = 2 * 16 * 32 * cfg.num_kv_heads * cfg.head_dim * 4
-  ex = Executor(model, context_cache_bytes=8 * slot)
+  trunk = ((D + 1) * 32 * cfg.hidden_size + 2 * D * 32 * cfg.num_kv_heads * cfg.head_dim) * 4
+  ex = Executor(model, context_cache_bytes=8 * slot + trunk)
   for progs in (first, second, first):
     rows = [seq] * len(progs)
     starts = [len(seq) - 2] * len(progs)
     res = ex.score_completions(rows, progs, starts, context_lengths=[27] * len(progs))
     _assert_rows_alone(ex, res, rows, progs, starts)
-    assert len(ex._scorer.contexts) <= 8 and ex._scorer.contexts.bytes <= 8 * slot
+    assert len(ex._scorer.contexts) <= 8 and ex._scorer.contexts.bytes <= 8 * slot + trunk
   # 5 entries, then 6 new ones (3 evicted), then the 3 evicted ones of `first` again.
   assert ex._scorer.totals["context_programs"] == 5 + 6 + 3
+
+
+def test_a_failed_context_computation_leaves_no_entry(monkeypatch):
+  """Entries whose keys and values were never written (the computation raised: out of memory, an interrupt) are
+  dropped, so a later call computes them instead of reading empty slots."""
+  ex = Executor(tiny_model("llama", num_layers=D))
+  context, question = _sequences(8, [27, 6])
+  seqs, progs = [context + question] * 2, list(_edits(3))
+  starts = [len(seqs[0]) - 2] * 2
+  ex.score_completions(seqs[:1], progs[:1], starts[:1])  # the scorer exists (no context used)
+  scorer = ex._scorer
+
+  def fail(*args, **kwargs):
+    raise MemoryError("no room")
+  with monkeypatch.context() as m:
+    m.setattr(scorer, "_context_suffix", fail)
+    with pytest.raises(MemoryError):
+      ex.score_completions(seqs, progs, starts, context_lengths=[27, 27])
+  assert len(scorer.contexts) == 0
+  _assert_rows_alone(ex, ex.score_completions(seqs, progs, starts, context_lengths=[27, 27]), seqs, progs, starts)
+  assert len(scorer.contexts) == 2
 
 
 def test_sliding_window_models_ignore_contexts():

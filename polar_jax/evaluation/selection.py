@@ -68,9 +68,12 @@ def multi_run(live: LiveAnswers, selector, questions, examples, *, test_set: str
   live.ran[:] = False
   live.label = f"{selector.name} on {test_set}"
   start = time.perf_counter()
-  choice = selector.choose(questions, live)
-  for i, j in enumerate(choice):
-    live.run(int(j), [i])
+  try:
+    choice = selector.choose(questions, live)
+    for i, j in enumerate(choice):
+      live.run(int(j), [i])
+  finally:
+    live.label = None
   choose_seconds = time.perf_counter() - start
   outcomes, seconds = [], 0.0
   for i, ex in enumerate(examples):
@@ -81,7 +84,6 @@ def multi_run(live: LiveAnswers, selector, questions, examples, *, test_set: str
     outcomes.append(QuestionOutcome(str(ex.id), int(ex.level), (chosen,)))
   runs_per_question = float(live.ran.sum(axis=1).mean())
   live.ran |= ran_before
-  live.label = None
   return MethodRun(method=selector.name, label=label, kind="deployable", test_set=test_set,
                    outcomes=tuple(outcomes), overhead_seconds=overhead_seconds, top1_seconds=seconds,
                    info={"fitted": selector.describe(), "program_indices": [int(j) for j in choice],

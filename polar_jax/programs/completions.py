@@ -179,6 +179,16 @@ def _store(bank_k, bank_v, k, v, trunk_k, trunk_v, index, start, slots):
   return bank_k.at[slots].set(new_k, mode="drop"), bank_v.at[slots].set(new_v, mode="drop")
 
 
+def _trunk_bytes(bank: dict) -> int:
+  """A bank's full-program trunk (hidden states, keys and values): as held, or as it will be once computed."""
+  return sum(x.nbytes for x in bank["trunk"]) if "trunk" in bank else bank.get("trunk_bytes", 0)
+
+
+def _bank_bytes(bank: dict) -> int:
+  """A bank's device bytes: its slots and its trunk."""
+  return (bank["k"].nbytes + bank["v"].nbytes if "k" in bank else 0) + _trunk_bytes(bank)
+
+
 class ContextCache:
   """Keys and values of shared contexts under programs, kept across scoring calls (least recently used out).
 
@@ -204,7 +214,7 @@ class ContextCache:
 
   @property
   def bytes(self) -> int:
-    return sum(b["k"].nbytes + b["v"].nbytes for b in self.banks.values() if "k" in b)
+    return sum(_bank_bytes(b) for b in self.banks.values())
 
   def __len__(self) -> int:
     return len(self._lru)
@@ -219,16 +229,18 @@ class ContextCache:
     bank["free"] += list(range(slots - 1, n - 1, -1))  # popped from the end: lowest slots first
     bank["k"], bank["v"] = k, v
 
-  def slots(self, context: tuple[int, ...], programs, tail: tuple[int, ...], dtype):
+  def slots(self, context: tuple[int, ...], programs, tail: tuple[int, ...], dtype, trunk_bytes: int = 0):
     """(bank, slot of each program, [(program, slot)] to compute), or None when the bank cannot hold all of
-    `programs` at once within max_bytes (the caller then scores without the context)."""
+    `programs` at once within max_bytes (the caller then scores without the context). `trunk_bytes`: what the
+    bank's full-program trunk will take (`CompletionScorer`), counted in the budget from the start."""
     need = list(dict.fromkeys(programs))
     new = [p for p in need if (context, p) not in self._lru]
-    bank = self.banks.get(context) or {"tail": tuple(tail), "dtype": dtype, "free": []}
+    bank = self.banks.get(context) or {"tail": tuple(tail), "dtype": dtype, "free": [], "trunk_bytes": trunk_bytes}
     n, width = bank["k"].shape[:2] if "k" in bank else (0, 0)
     wide = max(width, -(-max(len(p) for p in need) // self.quantum) * self.quantum)
     slot_bytes = 2 * wide * int(np.prod(tail)) * jnp.dtype(dtype).itemsize
-    others = self.bytes - (bank["k"].nbytes + bank["v"].nbytes if "k" in bank else 0)
+    # Everything but this bank's slots: the other banks and this bank's trunk.
+    others = self.bytes - (_bank_bytes(bank) if context in self.banks else 0) + _trunk_bytes(bank)
     most = (self.max_bytes - others) // slot_bytes  # slots this bank may have
     if not n:
       size = min(most, max(64, len(need)))
@@ -255,6 +267,13 @@ class ContextCache:
       self._lru[(context, p)] = out[p]
       missing.append((p, out[p]))
     return bank, out, missing
+
+  def forget(self, context: tuple[int, ...], entries) -> None:
+    """Drops (program, slot) entries whose keys / values were never written (a failed computation)."""
+    bank = self.banks.get(context)
+    for program, slot in entries:
+      if self._lru.pop((context, program), None) is not None and bank is not None:
+        bank["free"].append(slot)
 
   def store(self, bank: dict, k, v, index, start, slots) -> None:
     tk, tv = bank["trunk"][1:]
@@ -318,12 +337,25 @@ class CompletionScorer:
     cache cannot hold this call's entries."""
     ex, cfg = self.ex, self.ex.cfg
     p = ex.prompt_bucket(len(context))
-    got = self.contexts.slots(context, owners, (p, cfg.num_kv_heads, cfg.head_dim), transformer.dtype_of(cfg))
+    dtype = transformer.dtype_of(cfg)
+    trunk = ((ex.depth + 1) * p * cfg.hidden_size + 2 * ex.depth * p * cfg.num_kv_heads * cfg.head_dim) \
+        * jnp.dtype(dtype).itemsize
+    got = self.contexts.slots(context, owners, (p, cfg.num_kv_heads, cfg.head_dim), dtype, trunk_bytes=trunk)
     if got is None:
       return None
     bank, slot_of, missing = got
     self.totals["context_hits"] += len(set(owners)) - len(missing)
     self.totals["context_programs"] += len(missing)
+    try:
+      self._compute_entries(bank, context, p, missing)
+    except BaseException:
+      self.contexts.forget(context, missing)  # their slots hold nothing yet: no later call may read them
+      raise
+    return bank["k"], bank["v"], slot_of
+
+  def _compute_entries(self, bank: dict, context: tuple[int, ...], p: int, missing) -> None:
+    """Computes the (program, slot) entries `missing` of one context's bank (see `_context_entries`)."""
+    ex = self.ex
     if missing:
       tokens = np.full(p, ex.model.tokenizer.pad_id, np.int32)
       tokens[:len(context)] = context
@@ -368,7 +400,6 @@ class CompletionScorer:
           slots[g] = slot
         self.contexts.store(bank, k, v, jnp.asarray(index), jnp.asarray(start), jnp.asarray(slots))
         self.totals["context_token_layers"] += CONTEXT_ROWS * sched.length * p
-    return bank["k"], bank["v"], slot_of
 
   def score(self, sequences, programs, completion_starts, *, share_prefixes: bool = True,
             max_groups: int = 4, context_lengths: Sequence[int] | None = None) -> CompletionScores:
