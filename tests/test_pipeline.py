@@ -142,13 +142,20 @@ def _can(*probe) -> bool:
     return False
 
 
+def _read_only(path: pathlib.Path) -> list:
+  """A command prefix that runs the rest with `path` a read-only bind mount (a user and mount namespace); it
+  exits 8 when the mount cannot be made and 9 when `path` is still writable."""
+  script = (f'mount --bind "{path}" "{path}" && mount -o remount,bind,ro "{path}" "{path}" || exit 8; '
+            f'touch "{path}/.probe" 2>/dev/null && exit 9; exec "$@"')
+  return ["unshare", "-rm", "sh", "-c", script, "sh"]
+
+
 def _can_mount_read_only(tmp: pathlib.Path) -> bool:
-  """Whether a user and mount namespace may make a read-only bind mount here (the whole sequence, not only the
-  namespace: some hosts allow the namespace and refuse the mount)."""
+  """Whether this machine allows `_read_only` (the whole sequence, not only the namespace: some hosts allow the
+  namespace and refuse the mount)."""
   probe = tmp / "mount_probe"
   probe.mkdir(exist_ok=True)
-  return _can("unshare", "-rm", "sh", "-c", f'mount --bind "{probe}" "{probe}" && '
-              f'mount -o remount,bind,ro "{probe}" "{probe}" && ! touch "{probe}/x" 2>/dev/null')
+  return _can(*_read_only(probe), "true")
 
 
 def test_a_finished_workdir_is_read_on_read_only_storage(quick_run, tmp_path):
@@ -160,9 +167,7 @@ def test_a_finished_workdir_is_read_on_read_only_storage(quick_run, tmp_path):
   env = {**os.environ, "POLAR_JAX_CACHE": str(workdir.parent / "cache")}  # the quick run's converted model
   read_only = _can_mount_read_only(tmp_path)
   if read_only:
-    script = (f'mount --bind "{workdir}" "{workdir}" && mount -o remount,bind,ro "{workdir}" "{workdir}" || exit 8; '
-              f'touch "{workdir}/probe" 2>/dev/null && exit 9; exec "$@"')  # 8: no mount, 9: still writable
-    command = ["unshare", "-rm", "sh", "-c", script, "sh", *command]
+    command = _read_only(workdir) + command
   res = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert res.returncode == 0, (read_only, res.stderr[-3000:])
   for stage in ("search", "menu", "train", "evaluate"):
@@ -178,8 +183,7 @@ def test_workdirs_under_read_only_or_unwritable_directories_are_one_line(tmp_pat
   if _can_mount_read_only(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
-    script = f'mount --bind "{ro}" "{ro}" && mount -o remount,bind,ro "{ro}" "{ro}" || exit 8; exec "$@"'
-    cases.append((["unshare", "-rm", "sh", "-c", script, "sh"], ro, "Read-only file system"))
+    cases.append((_read_only(ro), ro, "Read-only file system"))
   locked = tmp_path / "locked"
   locked.mkdir()
   locked.chmod(0o555)

@@ -356,50 +356,51 @@ class CompletionScorer:
   def _compute_entries(self, bank: dict, context: tuple[int, ...], p: int, missing) -> None:
     """Computes the (program, slot) entries `missing` of one context's bank (see `_context_entries`)."""
     ex = self.ex
-    if missing:
-      tokens = np.full(p, ex.model.tokenizer.pad_id, np.int32)
-      tokens[:len(context)] = context
-      valid, tokens = jnp.asarray(np.arange(p) < len(context)), jnp.asarray(tokens)
-      if "trunk" not in bank:
-        # The context under the full program, once: a program that starts like it takes those steps' keys
-        # and values from here and runs only the rest (`start`), as the search's edits of one parent do.
-        bank["trunk"] = self._context_trunk(ex.model.params, tokens, valid)
-        self.totals["context_token_layers"] += ex.depth * p
-        self.totals["context_trunks"] += 1
-      full = tuple(range(ex.depth))
-      # Fixed-shape passes (CONTEXT_ROWS rows, the model's longest schedule): a row's keys then never depend
-      # on which programs were missing together or on what the cache held, so a resumed search computes the
-      # same bits.
-      t_pad = bucket_length(2 * ex.depth, ex.schedule_quantum)
-      width = bank["k"].shape[1]
-      todo = [(o, slot, min(prefix_sharing.common_prefix(o, full), len(o) - 1)) for o, slot in missing]
-      chunks, chunk = [], []
-      for o, slot, a in todo:
-        if chunk and (len(chunk) == CONTEXT_ROWS or
-                      make_schedule([Program(x[b:], ex.depth) for x, _, b in chunk + [(o, slot, a)]],
-                                    quantum=1).length > t_pad):
-          chunks.append(chunk)
-          chunk = []
-        chunk.append((o, slot, a))
-      chunks.append(chunk)
-      for chunk in chunks:
-        sched = make_schedule([Program(o[a:], ex.depth) for o, _, a in chunk], quantum=1)
-        steps = np.zeros(t_pad, np.int32)
-        steps[:sched.length] = sched.ids
-        active = np.zeros((CONTEXT_ROWS, t_pad), bool)
-        active[:len(chunk), :sched.length] = sched.active
-        start = np.zeros(CONTEXT_ROWS, np.int32)
-        start[:len(chunk)] = [a for _, _, a in chunk]
-        k, v = self._context_suffix(ex.model.params, bank["trunk"][0], jnp.asarray(start), tokens, valid,
-                                    jnp.asarray(steps), jnp.asarray(active), jnp.int32(sched.length))
-        index = np.zeros((CONTEXT_ROWS, width), np.int32)
-        slots = np.full(CONTEXT_ROWS, bank["k"].shape[0], np.int32)  # padding rows: out of range, dropped
-        for g, (o, slot, a) in enumerate(chunk):
-          own = np.flatnonzero(sched.active[g])
-          index[g, a:a + len(own)] = own
-          slots[g] = slot
-        self.contexts.store(bank, k, v, jnp.asarray(index), jnp.asarray(start), jnp.asarray(slots))
-        self.totals["context_token_layers"] += CONTEXT_ROWS * sched.length * p
+    if not missing:
+      return
+    tokens = np.full(p, ex.model.tokenizer.pad_id, np.int32)
+    tokens[:len(context)] = context
+    valid, tokens = jnp.asarray(np.arange(p) < len(context)), jnp.asarray(tokens)
+    if "trunk" not in bank:
+      # The context under the full program, once: a program that starts like it takes those steps' keys
+      # and values from here and runs only the rest (`start`), as the search's edits of one parent do.
+      bank["trunk"] = self._context_trunk(ex.model.params, tokens, valid)
+      self.totals["context_token_layers"] += ex.depth * p
+      self.totals["context_trunks"] += 1
+    full = tuple(range(ex.depth))
+    # Fixed-shape passes (CONTEXT_ROWS rows, the model's longest schedule): a row's keys then never depend
+    # on which programs were missing together or on what the cache held, so a resumed search computes the
+    # same bits.
+    t_pad = bucket_length(2 * ex.depth, ex.schedule_quantum)
+    width = bank["k"].shape[1]
+    todo = [(o, slot, min(prefix_sharing.common_prefix(o, full), len(o) - 1)) for o, slot in missing]
+    chunks, chunk = [], []
+    for o, slot, a in todo:
+      if chunk and (len(chunk) == CONTEXT_ROWS or
+                    make_schedule([Program(x[b:], ex.depth) for x, _, b in chunk + [(o, slot, a)]],
+                                  quantum=1).length > t_pad):
+        chunks.append(chunk)
+        chunk = []
+      chunk.append((o, slot, a))
+    chunks.append(chunk)
+    for chunk in chunks:
+      sched = make_schedule([Program(o[a:], ex.depth) for o, _, a in chunk], quantum=1)
+      steps = np.zeros(t_pad, np.int32)
+      steps[:sched.length] = sched.ids
+      active = np.zeros((CONTEXT_ROWS, t_pad), bool)
+      active[:len(chunk), :sched.length] = sched.active
+      start = np.zeros(CONTEXT_ROWS, np.int32)
+      start[:len(chunk)] = [a for _, _, a in chunk]
+      k, v = self._context_suffix(ex.model.params, bank["trunk"][0], jnp.asarray(start), tokens, valid,
+                                  jnp.asarray(steps), jnp.asarray(active), jnp.int32(sched.length))
+      index = np.zeros((CONTEXT_ROWS, width), np.int32)
+      slots = np.full(CONTEXT_ROWS, bank["k"].shape[0], np.int32)  # padding rows: out of range, dropped
+      for g, (o, slot, a) in enumerate(chunk):
+        own = np.flatnonzero(sched.active[g])
+        index[g, a:a + len(own)] = own
+        slots[g] = slot
+      self.contexts.store(bank, k, v, jnp.asarray(index), jnp.asarray(start), jnp.asarray(slots))
+      self.totals["context_token_layers"] += CONTEXT_ROWS * sched.length * p
 
   def score(self, sequences, programs, completion_starts, *, share_prefixes: bool = True,
             max_groups: int = 4, context_lengths: Sequence[int] | None = None) -> CompletionScores:

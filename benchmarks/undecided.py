@@ -1,0 +1,61 @@
+"""Why the one-pass reward leaves pairs undecided: on the scoring benchmark's pairs (`search.py`), the first
+completion position where the greedy token leaves the canonical completion, and that token, for every pair
+the one pass cannot decide. A count (no timing): one run says it.
+
+  python benchmarks/undecided.py --out undecided.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+from common import emit
+from search import _pairs
+from polar_jax.data import load_split
+from polar_jax.models import load_model
+from polar_jax.program_eval import TaskConfig
+from polar_jax.program_eval.one_pass import canonical_completion, decide
+from polar_jax.program_eval.task import Prompts
+from polar_jax.programs import Program, executor_for
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="smollm2-135m-instruct")
+  parser.add_argument("--datasets", default="arith_level11,arith_level13")
+  parser.add_argument("--questions", type=int, default=84, help="In total, split over the datasets.")
+  parser.add_argument("--programs", type=int, default=24)
+  parser.add_argument("--skip", type=int, default=4)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+  model = load_model(args.model)
+  names = [d for d in args.datasets.split(",") if d]
+  per = args.questions // len(names)
+  examples = [e for d in names for e in load_split(d, "train", limit=args.skip + per, seed=args.seed)[args.skip:]]
+  pairs = _pairs(model, examples, args.programs, args.seed)  # the scoring benchmark's pairs
+  task = TaskConfig.from_preset("raw_qa_3shot", max_new_tokens=8, reward="teacher_forced", few_shot_split="auto")
+  prompts = Prompts(model, examples, task)
+  tokenizer = model.tokenizer
+  completions = {q: canonical_completion(prompts, q) for q in range(len(examples))}
+  kept = [(q, p) for q, p in pairs if completions[q] is not None]
+  scores = executor_for(model).score_completions(
+      [list(prompts.ids(q)) + list(completions[q].tokens) for q, _ in kept], [Program(p, model.depth) for _, p in kept],
+      [len(prompts.ids(q)) for q, _ in kept], context_lengths=[prompts.context_length(q) for q, _ in kept])
+  at_position, tokens = collections.Counter(), collections.Counter()
+  for (q, _), argmax in zip(kept, scores.argmax):
+    c = completions[q]
+    if decide(argmax, c, examples[q], task, tokenizer, tokenizer.stop_ids).decided:
+      continue
+    j = next((j for j, t in enumerate(argmax) if j >= len(c.tokens) or int(t) != c.tokens[j]), len(argmax) - 1)
+    at_position[j] += 1
+    tokens[tokenizer.decode([int(argmax[j])])] += 1
+  emit({"pairs": len(pairs), "without_canonical_completion": len(pairs) - len(kept),
+        "undecided": sum(at_position.values()), "undecided_at_position": dict(sorted(at_position.items())),
+        "position_0_is": "the reply's first token (the space before the answer)",
+        "deviating_tokens": dict(tokens.most_common(20)), "model": args.model, "datasets": names}, args.out)
+
+
+if __name__ == "__main__":
+  main()
