@@ -70,33 +70,47 @@ def test_scores_equal_rows_alone(executor, share):
 
 
 def test_hand_counted_plan(executor):
-  """One question: full, skip 2, repeat 5. Trunk = the heavy path (0 1 2 3 4 5 5); rows leave it at 6, 2, 7."""
+  """One question: full, skip 2, repeat 5. Trunk = the heavy path (0 1 2 3 4 5 5); rows leave it after 6, 2
+  and 7 steps and then run (), (3 4 5) and ()."""
   seq = _sequences(1, (10,))[0]
   progs = [FULL, _edits(2)[0], _edits(5)[1]]
   # Unshared: 3 rows x the merged 7 steps.
   plain = executor.score_completions([seq] * 3, progs, [7] * 3, share_prefixes=False)
-  assert plain.executed_row_steps == 21
-  # Two groups: trunk 0 1 (1 row x 2) | skip 2 runs 3 4 5 (1 x 3) | trunk 2-5 (1 x 4) | full and repeat 5
-  # run their suffixes () and (5) merged (2 x 1).
-  two = executor.score_completions([seq] * 3, progs, [7] * 3, max_groups=2)
-  assert two.executed_row_steps == two.needed_row_steps == 2 + 3 + 4 + 2
-  # Three groups: the full program takes the trunk state after 6 steps (no step of its own); trunk 1 x 1 more.
-  three = executor.score_completions([seq] * 3, progs, [7] * 3, max_groups=3)
-  assert three.executed_row_steps == 2 + 3 + 4 + 0 + 1 + 0
-  for res in (plain, two, three):
+  assert plain.executed_row_steps == 21 and plain.passes == 1
+  # The trunk pass (1 row x 7 steps), then one pass of the three rows (3 x the longest suffix, 3 steps).
+  shared = executor.score_completions([seq] * 3, progs, [7] * 3)
+  assert shared.executed_row_steps == shared.needed_row_steps == 7 + 3 * 3 and shared.passes == 2
+  for res in (plain, shared):
     _assert_rows_alone(executor, res, [seq] * 3, progs, [7] * 3)
 
 
 def test_plan_of_hand_case():
   progs = [FULL, _edits(2)[0], _edits(5)[1]]
   assert heavy_path(progs) == _edits(5)[1]
-  two = plan_sharing([0, 0, 0], progs, max_groups=2)
-  assert two.starts == (2, 6) and two.estimated_cost == 11
-  assert [s.programs for s in two.trunk] == [((),), ((0, 1),), ((2, 3, 4, 5),)]
-  assert [s.programs for s in two.groups] == [((3, 4, 5),), ((), (5,))]
-  three = plan_sharing([0, 0, 0], progs, max_groups=3)
-  assert three.starts == (2, 6, 7) and three.estimated_cost == 10
+  plan = plan_sharing([0, 0, 0], progs)
+  assert plan.trunk.programs == (_edits(5)[1],) and plan.estimated_cost == 7 + 9
+  assert [(g.programs, g.branch) for g in plan.groups] == [(((3, 4, 5), (), ()), (2, 6, 7))]
+  assert plan.kept() == {0: [2, 6, 7]}
+  # Without a cost per pass, each row is its own pass: the floor, 7 trunk nodes + 3 suffix steps.
+  free = plan_sharing([0, 0, 0], progs, pass_cost=0)
+  assert free.estimated_cost == 10 and [g.programs for g in free.groups] == [((3, 4, 5),), ((),), ((),)]
   assert [rows_bucket(n) for n in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
+
+
+def test_single_edits_of_one_trunk_merge_into_its_suffixes():
+  """Every skip / repeat of a 6-layer trunk, on two questions: a row runs a suffix of the trunk from its own
+  branch point, so a pass costs its rows x its longest suffix and nothing is added by merging; with no cost
+  per pass the plan is the floor (the distinct (question, program prefix) nodes)."""
+  progs = [FULL] + [e for i in range(D) for e in _edits(i)]
+  questions = [q for q in range(2) for _ in progs]
+  plan = plan_sharing(questions, progs * 2, pass_cost=0)
+  nodes = {(q, p[:k]) for q, p in zip(questions, progs * 2) for k in range(1, len(p) + 1)}
+  assert plan.estimated_cost == len(nodes) + 7 * (rows_bucket(2) - 2)  # + the trunk pass's padding rows (none)
+  for g in plan.groups:
+    longest = max(len(p) for p in g.programs)
+    assert all(p == plan.trunk.programs[q][len(plan.trunk.programs[q]) - len(p):] or
+               p == FULL[len(FULL) - len(p):] for q, p in zip(g.questions, g.programs))
+    assert longest <= D
 
 
 def test_single_edits_cost_less(executor):
@@ -277,3 +291,29 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
   _assert_rows_alone(ex, res, s, p, starts)
   # Per dataset one context (question 0 runs its whole sequence), under each of the four programs.
   assert ex._scorer.totals["context_programs"] == 2 * len(progs)
+
+
+def test_generation_continues_kept_contexts():
+  """`Executor.generate` with context_lengths: rows batch by context and prefill only what follows it, the
+  context's keys / values coming from the scorer's bank (computed once per program, shared with scoring).
+  Same tokens as plain generation, with two contexts interleaved in the input order, a row without a context,
+  and again when the bank has no room."""
+  model = tiny_model("llama", num_layers=D)
+  s, p, _, c = _context_rows(6)
+  s, p, c = s[::2] + [[5, 6, 7]], p[::2] + [FULL], c[::2] + [0]  # both contexts, interleaved; a short prompt
+  plain_ex = Executor(model)
+  plain = plain_ex.generate(s, p, 6)
+  for room in (4 << 30, 1):
+    ex = Executor(model, context_cache_bytes=room)
+    out = ex.generate(s, p, 6, context_lengths=c)
+    assert out.tokens == plain.tokens and out.texts == plain.texts
+    np.testing.assert_array_equal(out.num_generated, plain.num_generated)
+    for a, b in zip(out.token_logprobs, plain.token_logprobs):
+      np.testing.assert_allclose(a, b, atol=1e-4)  # float32 rounding of other batch shapes
+    programs = len({(tuple(x[:n]), prog) for x, prog, n in zip(s, p, c) if n})
+    if room > 1:
+      assert ex._scorer.totals["context_programs"] == programs  # computed once, then read by every row
+      # Only what follows a context was prefilled.
+      assert ex.generation_totals["prefill_token_layers"] < plain_ex.generation_totals["prefill_token_layers"] / 2
+    else:
+      assert len(ex._scorer.contexts) == 0

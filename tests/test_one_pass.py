@@ -61,8 +61,10 @@ def test_budget_and_boxed_prefix(model):
                     tok.stop_ids).decided  # inside a box a wrong digit may still be an equivalent expression
 
 
-@pytest.mark.parametrize("preset", ["free_prefix", "raw_qa", "paper_prefix"])
+@pytest.mark.parametrize("preset", ["free_prefix", "raw_qa", "paper_prefix", "raw_qa_3shot"])
 def test_one_pass_equals_generate_then_verify(model, preset):
+  """Undecided pairs are generated; with few-shot contexts (raw_qa_3shot) that generation prefills only what
+  follows the context, whose keys / values the one pass kept (`Executor.generate`'s context_lengths)."""
   rng = random.Random(0)
   depth = model.depth
   programs = [tuple(range(depth))] + rng.sample(children(tuple(range(depth)), depth, space="predictor"), 4)
@@ -70,9 +72,12 @@ def test_one_pass_equals_generate_then_verify(model, preset):
   for dataset in ("arith_level1", "arith_level3"):
     examples = data.load_split(dataset, "validation", limit=3, seed=1)
     pairs = [(i, p) for i in range(len(examples)) for p in programs]
-    generated = run_programs(model, examples, pairs, TaskConfig.from_preset(preset, max_new_tokens=12))
+    few_shot = "auto" if data.get_preset(preset).few_shot else None
+    generated = run_programs(model, examples, pairs, TaskConfig.from_preset(preset, max_new_tokens=12,
+                                                                            few_shot_split=few_shot))
     one_pass = run_programs(model, examples, pairs, TaskConfig.from_preset(preset, max_new_tokens=12,
-                                                                           reward="teacher_forced"))
+                                                                           reward="teacher_forced",
+                                                                           few_shot_split=few_shot))
     for g, o in zip(generated, one_pass):
       assert o.correct == g.correct, (preset, g.text, o.text)
       assert o.decided_by in ("one_pass", "generate")

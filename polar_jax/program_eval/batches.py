@@ -25,13 +25,15 @@ _LOGLIK_ROWS = 8
 
 
 def generate_batch(executor: Executor, prompts: Prompts, batch: list[tuple[int, Program]], task: TaskConfig,
-                   temperature: float, seed: int | Sequence[int]) -> list[RunRecord]:
+                   temperature: float, seed: int | Sequence[int], *, kept_contexts: bool = False) -> list[RunRecord]:
   """Generates every row under its program (the task's on-device stop rule) and scores the answers. `seed`: one
-  sampling seed per row, or an int (row r: seed + r)."""
+  sampling seed per row, or an int (row r: seed + r). kept_contexts: the prompts' contexts (template, few-shot
+  turns) take their keys / values from the completion scorer's cache (`Executor.generate`'s context_lengths)."""
   cfg = task.prompt
   stop = StopRule(**data.device_stop_kwargs(cfg.answer_format, cfg.assistant_prefix))
+  contexts = [prompts.context_length(i) for i, _ in batch] if kept_contexts else None
   result = executor.generate([prompts.ids(i) for i, _ in batch], [p for _, p in batch], task.max_new_tokens,
-                             stop=stop, temperature=temperature, seed=seed)
+                             stop=stop, temperature=temperature, seed=seed, context_lengths=contexts)
   out = []
   for row, (i, program) in enumerate(batch):
     text = result.texts[row]

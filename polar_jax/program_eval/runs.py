@@ -105,7 +105,8 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
   try:
     generated = [j for j in order if not loglik[j]]
     gold: dict[int, float] = {}  # pair index -> the prefill's gold log-probability, kept by generated pairs
-    if task.reward == "teacher_forced" and temperature == 0 and generated:
+    one_pass = task.reward == "teacher_forced" and temperature == 0 and bool(generated)
+    if one_pass:
       undecided = []
       for chunk in _one_pass_chunks(pairs, generated, max_batch, per_question):
         scored: dict[int, float] = {}
@@ -130,7 +131,9 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
         yield timed(batch, lambda rows: loglik_batch(executor, prompts, rows))
       else:
         seeds = [pair_seeds[j] for j in batch]
-        records = timed(batch, lambda rows: generate_batch(executor, prompts, rows, task, temperature, seeds))
+        # Pairs the one pass left undecided continue contexts whose keys / values it has just computed.
+        records = timed(batch, lambda rows: generate_batch(executor, prompts, rows, task, temperature, seeds,
+                                                           kept_contexts=one_pass and share_contexts))
         yield [(j, dataclasses.replace(r, gold_logprob=gold[j]) if j in gold else r) for j, r in records]
   finally:
     if bar is not None:

@@ -67,24 +67,57 @@ class CompletionScores:
   passes: int
 
 
-def _score_core(params, x_src, tokens_src, mask_src, rows_x, rows_q, steps, active, length, *, cfg: ModelConfig,
-                head: int, counter: list):
-  """Runs a schedule on gathered rows: the pass of one trunk stage (head=0) or one group (head=M).
+def _pass_core(params, ctx_k, ctx_v, ctx_len, x_src, tokens_src, mask_src, rows_x, rows_q, steps, active, length,
+               keep_at, *, cfg: ModelConfig, head: int, keep: int, counter: list):
+  """Runs a merged schedule on gathered rows: the trunk pass (keep > 0) or one group (head = M).
 
   tokens_src, mask_src: [Q, S] left-padded sequences; rows_q: [B] each row's sequence; x_src: [R, S, D] the
-  source hidden states (None: the token embedding), rows_x: [B] each row's source row. Returns x [B, S, D],
-  or with head=M (argmax [B, M] int32 at the last M positions, logprobs [B, M-1] of each next token).
+  source hidden states (None: the token embedding), rows_x: [B] each row's source row. With a shared context
+  (ctx_k, ctx_v [B, T, P, K, hd]: its keys / values under each row's program at the program step the row runs
+  at schedule step t, `gather_context`; P >= ctx_len columns, the rest padding; None: no context), the rows'
+  tokens continue it at positions ctx_len + 0, 1, ...; at step t a row attends to those context keys and to
+  its own. Returns, with keep > 0, the states kept [keep, B, S, D]: slot 0 the input, slot
+  keep_at[t] the state after schedule step t (the last slot takes the steps nobody keeps); with head = M, the
+  argmax [B, M] int32 at the last M positions and the log-probs [B, M - 1] of each next token; else x.
   """
   counter[0] += 1  # Runs at trace time only: counts compiles.
   tokens, mask = tokens_src[rows_q], mask_src[rows_q]
   x = transformer.embed(params, cfg, tokens) if x_src is None else x_src[rows_x]
-  rope = transformer.rope_tables(cfg, transformer.positions_from_mask(mask))
-  key_mask = transformer.causal_key_mask(mask)
-  # A one-slot scratch cache: each step writes all S columns of slot 0 (run_steps' slot index is clamped)
-  # before attending, so no key / value outlives its step; a prefill needs no cache afterwards.
-  scratch = jnp.zeros((1,) + x.shape[:2] + (cfg.num_kv_heads, cfg.head_dim), x.dtype)
-  x, _, _ = executor_core.run_steps(params, cfg, steps, active, length, x, rope, key_mask, scratch, scratch, 0)
-  return _head(params, cfg, x, tokens, head)
+  b, s = tokens.shape
+  own = jnp.zeros((b, s, cfg.num_kv_heads, cfg.head_dim), transformer.dtype_of(cfg))
+  if ctx_k is None:
+    rope = transformer.rope_tables(cfg, transformer.positions_from_mask(mask))
+    key_mask, start = transformer.causal_key_mask(mask), 0
+  else:
+    p = ctx_k.shape[2]
+    rope = transformer.rope_tables(cfg, ctx_len + transformer.positions_from_mask(mask))
+    ctx_valid = jnp.broadcast_to((jnp.arange(p) < ctx_len)[None, None], (b, s, p))
+    key_mask, start = jnp.concatenate([ctx_valid, transformer.causal_key_mask(mask)], axis=2), p
+
+  def body(t, carry):
+    x, kept = carry
+    lp = transformer.layer_slice(params["layers"], steps[t])
+    if ctx_k is None:
+      kc = vc = own  # every column is the step's own keys / values, written before attending
+    else:
+      kc = jnp.concatenate([jax.lax.dynamic_index_in_dim(ctx_k, t, 1, keepdims=False), own], axis=1)
+      vc = jnp.concatenate([jax.lax.dynamic_index_in_dim(ctx_v, t, 1, keepdims=False), own], axis=1)
+    x_new, _, _ = transformer.layer(lp, cfg, x, rope, kc, vc, start, key_mask)
+    x = jnp.where(active[:, t, None, None], x_new, x)
+    if keep:
+      kept = jax.lax.dynamic_update_index_in_dim(kept, x, keep_at[t], 0)
+    return x, kept
+
+  kept = jnp.zeros((keep,) + x.shape, x.dtype).at[0].set(x) if keep else jnp.zeros((), x.dtype)
+  x, kept = jax.lax.fori_loop(0, length, body, (x, kept))
+  return kept if keep else _head(params, cfg, x, tokens, head)
+
+
+def gather_context(bank_k, bank_v, rows_e, step_of):
+  """The bank entries a pass reads: (k, v) [B, T, P, K, hd], row b's program (bank slot rows_e[b]) at its
+  program step step_of[b, t]. A separate (cheap) compile per bank shape keeps the passes' shapes independent
+  of how many slots the bank has grown to."""
+  return bank_k[rows_e[:, None], step_of], bank_v[rows_e[:, None], step_of]
 
 
 def _head(params, cfg: ModelConfig, x, tokens, head: int):
@@ -133,37 +166,6 @@ def _context_suffix_core(params, xs, start, tokens, valid, steps, active, length
   cache = jnp.zeros((steps.shape[0], g, p, cfg.num_kv_heads, cfg.head_dim), transformer.dtype_of(cfg))
   _, k, v = executor_core.run_steps(params, cfg, steps, active, length, x, rope, key_mask, cache, cache, 0)
   return k, v
-
-
-def _score_context_core(params, ctx_k, ctx_v, ctx_len, x_src, tokens_src, mask_src, rows_x, rows_q, rows_e,
-                        step_of, steps, active, length, *, cfg: ModelConfig, head: int, counter: list):
-  """`_score_core` for rows that continue one shared context of ctx_len tokens (`ContextCache`).
-
-  ctx_k, ctx_v: [N, L, P, K, hd] the context's keys / values under N programs at each of their steps (P >=
-  ctx_len columns, the rest padding); rows_e: [B] each row's program among the N; step_of: [B, T] the
-  program step a row runs at schedule step t (its pass's offset + its active steps before t). The rows'
-  tokens are the rest of their sequences, left-padded, at positions ctx_len + 0, 1, ...; at step t each row
-  attends to its program's context keys of that step and to its own.
-  """
-  counter[0] += 1  # Runs at trace time only: counts compiles.
-  tokens, mask = tokens_src[rows_q], mask_src[rows_q]
-  x = transformer.embed(params, cfg, tokens) if x_src is None else x_src[rows_x]
-  b, s = tokens.shape
-  p = ctx_k.shape[2]
-  rope = transformer.rope_tables(cfg, ctx_len + transformer.positions_from_mask(mask))
-  ctx_valid = jnp.broadcast_to((jnp.arange(p) < ctx_len)[None, None], (b, s, p))
-  key_mask = jnp.concatenate([ctx_valid, transformer.causal_key_mask(mask)], axis=2)
-  own = jnp.zeros((b, s, cfg.num_kv_heads, cfg.head_dim), ctx_k.dtype)
-
-  def body(t, x):
-    lp = transformer.layer_slice(params["layers"], steps[t])
-    kc = jnp.concatenate([ctx_k[rows_e, step_of[:, t]], own], axis=1)
-    vc = jnp.concatenate([ctx_v[rows_e, step_of[:, t]], own], axis=1)
-    x_new, _, _ = transformer.layer(lp, cfg, x, rope, kc, vc, p, key_mask)
-    return jnp.where(active[:, t, None, None], x_new, x)
-
-  x = jax.lax.fori_loop(0, length, body, x)
-  return _head(params, cfg, x, tokens, head)
 
 
 def _store(bank_k, bank_v, k, v, trunk_k, trunk_v, index, start, slots):
@@ -293,9 +295,8 @@ class CompletionScorer:
                    "context_token_layers": 0, "context_programs": 0, "context_hits": 0, "context_trunks": 0}
     self.contexts = ContextCache(executor.context_cache_bytes)
     cfg, counter = executor.cfg, executor._counter
-    self._core = jax.jit(functools.partial(_score_core, cfg=cfg, counter=counter), static_argnames=("head",))
-    self._ctx_core = jax.jit(functools.partial(_score_context_core, cfg=cfg, counter=counter),
-                             static_argnames=("head",))
+    self._pass = jax.jit(functools.partial(_pass_core, cfg=cfg, counter=counter), static_argnames=("head", "keep"))
+    self._gather = jax.jit(gather_context)
     self._context_trunk = jax.jit(functools.partial(_context_trunk_core, cfg=cfg, counter=counter))
     self._context_suffix = jax.jit(functools.partial(_context_suffix_core, cfg=cfg, counter=counter))
 
@@ -310,27 +311,32 @@ class CompletionScorer:
     active[nonempty] = sched.active
     return sched.ids, active, sched.length
 
-  def _run(self, stage, x_src, tokens, mask, head, ctx=None):
-    rows = prefix_sharing.rows_bucket(len(stage.programs)) if head else tokens.shape[0]
+  def _run(self, stage, rows, x_src, rows_x, tokens, mask, ctx, *, head: int = 0, keep_at=None, keep: int = 0):
+    """One pass of `stage` on `rows` padded rows (padding rows repeat row 0's inputs and run no step): the
+    outputs of `_pass_core`, the executed (row, step) pairs and the needed ones."""
     steps, active, length = self._stage_schedule(stage, rows)
-    pad = rows - len(stage.programs)  # Padding rows repeat row 0's inputs and run no step.
-    rows_x = np.asarray(stage.source_rows + (stage.source_rows[0],) * pad, np.int32)
+    pad = rows - len(stage.programs)
     rows_q = np.asarray(stage.questions + (stage.questions[0],) * pad, np.int32)
-    common = (jnp.asarray(rows_x), jnp.asarray(rows_q))
-    sched = (jnp.asarray(steps), jnp.asarray(active), jnp.int32(length))
-    if ctx is None:
-      out = self._core(self.ex.model.params, x_src, tokens, mask, *common, *sched, head=head)
-    else:
+    rows_x = np.asarray(list(rows_x) + [rows_x[0]] * pad, np.int32)
+    if keep_at is None:
+      keep_at = np.zeros(len(steps), np.int32)
+    ctx_args = (None, None, None)
+    if ctx is not None:
       ctx_k, ctx_v, ctx_len, entry_of = ctx
       rows_e = np.zeros(rows, np.int32)
       rows_e[:len(stage.owners)] = [entry_of[o] for o in stage.owners]
-      # The program step of row i at schedule step t: the pass's offset plus its active steps before t.
-      step_of = stage.offset + np.maximum(np.cumsum(active, axis=1) - 1, 0)
+      # The program step of row i at schedule step t: its branch plus its active steps before t.
+      branch = np.zeros(rows, np.int64)
+      branch[:len(stage.branch)] = stage.branch
+      step_of = branch[:, None] + np.maximum(np.cumsum(active, axis=1) - 1, 0)
       step_of = np.minimum(step_of, ctx_k.shape[1] - 1).astype(np.int32)
-      out = self._ctx_core(self.ex.model.params, ctx_k, ctx_v, jnp.int32(ctx_len), x_src, tokens, mask, *common,
-                           jnp.asarray(rows_e), jnp.asarray(step_of), *sched, head=head)
       self.totals["context_key_layers"] += rows * length * tokens.shape[1] * ctx_k.shape[2]
-    return out, rows * length, len(stage.programs) * length
+      ctx_k, ctx_v = self._gather(ctx_k, ctx_v, jnp.asarray(rows_e), jnp.asarray(step_of))
+      ctx_args = (ctx_k, ctx_v, jnp.int32(ctx_len))
+    out = self._pass(self.ex.model.params, *ctx_args, x_src, tokens, mask, jnp.asarray(rows_x),
+                     jnp.asarray(rows_q), jnp.asarray(steps), jnp.asarray(active), jnp.int32(length),
+                     jnp.asarray(keep_at, jnp.int32), head=head, keep=keep)
+    return out, active, rows * length, len(stage.programs) * length
 
   def _context_entries(self, context: tuple[int, ...], owners: list[tuple[int, ...]]):
     """(bank k, bank v, slot of each owner) for one context, computing the missing entries; None when the
@@ -374,6 +380,9 @@ class CompletionScorer:
     t_pad = bucket_length(2 * ex.depth, ex.schedule_quantum)
     width = bank["k"].shape[1]
     todo = [(o, slot, min(prefix_sharing.common_prefix(o, full), len(o) - 1)) for o, slot in missing]
+    # Longest suffixes first: a pass then holds suffixes of similar length (for edits of the full program,
+    # suffixes of it, whose merged schedule is the longest of them).
+    todo.sort(key=lambda row: (-(len(row[0]) - row[2]), row[0]))
     chunks, chunk = [], []
     for o, slot, a in todo:
       if chunk and (len(chunk) == CONTEXT_ROWS or
@@ -403,7 +412,7 @@ class CompletionScorer:
       self.totals["context_token_layers"] += CONTEXT_ROWS * sched.length * p
 
   def score(self, sequences, programs, completion_starts, *, share_prefixes: bool = True,
-            max_groups: int = 4, context_lengths: Sequence[int] | None = None) -> CompletionScores:
+            context_lengths: Sequence[int] | None = None) -> CompletionScores:
     ex = self.ex
     ids = ex._tokenize(sequences)
     progs = ex._programs(programs, len(ids))
@@ -430,7 +439,7 @@ class CompletionScorer:
     for context, rows in parts.items():
       c = len(context)
       res = self._score_part([ids[r][c:] for r in rows], [progs[r] for r in rows], [starts[r] - c for r in rows],
-                             share_prefixes, max_groups, context)
+                             share_prefixes, context)
       for r, am, lp in zip(rows, res[0], res[1]):
         argmax[r], logprobs[r] = am, lp
       executed, needed, passes = executed + res[2], needed + res[3], passes + res[4]
@@ -439,7 +448,7 @@ class CompletionScorer:
                             layers_executed=np.array([len(p) for p in progs], np.int64),
                             executed_row_steps=executed, needed_row_steps=needed, passes=passes)
 
-  def _score_part(self, ids, progs, starts, share_prefixes, max_groups, context):
+  def _score_part(self, ids, progs, starts, share_prefixes, context):
     """Scores rows whose token sequences are `ids` after `context` (() for none): (argmax, logprobs,
     executed, needed, passes)."""
     ex = self.ex
@@ -450,15 +459,17 @@ class CompletionScorer:
       unique: dict[tuple[int, tuple[int, ...]], int] = {}
       slot = [unique.setdefault((q, p.ids), len(unique)) for q, p in zip(question, progs)]
       keys = list(unique)
-      plan = prefix_sharing.plan_sharing([q for q, _ in keys], [p for _, p in keys], max_groups=max_groups,
-                                         max_batch=ex.max_batch)
+      plan = prefix_sharing.plan_sharing([q for q, _ in keys], [p for _, p in keys], max_batch=ex.max_batch)
     else:
       slot = list(range(len(ids)))
       plan = prefix_sharing.plan_unshared(question, [p.ids for p in progs], max_batch=ex.max_batch)
+    kept = {q: [d for d in ds if d] for q, ds in plan.kept().items()}
+    run_trunk = any(kept.values())
     ctx, seqs = None, list(q_of)
     if context:
-      owners = list(dict.fromkeys(o for stage in plan.trunk + plan.groups for o in stage.owners))
-      got = self._context_entries(context, owners)
+      stages = ([plan.trunk] if run_trunk else []) + list(plan.groups)
+      owners = list(dict.fromkeys(o for stage in stages for o in stage.owners if o))
+      got = self._context_entries(context, owners) if owners else None
       if got is None:  # more programs than the cache may hold: this part runs its whole sequences
         seqs = [context + x for x in seqs]
         ids = [list(context) + list(x) for x in ids]
@@ -468,29 +479,44 @@ class CompletionScorer:
 
     s = ex.prompt_bucket(max(len(x) for x in seqs))
     head = bucket_length(max(len(x) - st for x, st in zip(ids, starts)) + 1, COMPLETION_QUANTUM, s)
-    tokens = np.full((prefix_sharing.rows_bucket(len(seqs)), s), ex.model.tokenizer.pad_id, np.int32)
+    n_q = prefix_sharing.rows_bucket(len(seqs))
+    tokens = np.full((n_q, s), ex.model.tokenizer.pad_id, np.int32)
     mask = np.zeros(tokens.shape, np.int32)
     mask[len(seqs):, -1] = 1  # Padding sequences hold one token so that nothing attends to an empty row.
     for q, x in enumerate(seqs):
       tokens[q, s - len(x):], mask[q, s - len(x):] = x, 1
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
 
-    executed = needed = 0
-    trunk_out = []
-    for stage in plan.trunk:
-      stage_ctx = ctx if stage.owners else None  # Stage 0 (the embedding) runs no step.
-      x, e, n = self._run(stage, trunk_out[stage.source] if stage.source >= 0 else None, tokens, mask, 0,
-                          stage_ctx)
-      trunk_out.append(x)
-      executed, needed = executed + e, needed + n
+    executed = needed = passes = 0
+    source, row_of = None, {}  # the trunk's kept states [K * n_q, S, D]; (question, depth) -> row there
+    if run_trunk:
+      # One pass runs every question's trunk; the state after a depth some group starts from is kept (slot 0:
+      # the embedding; the last slot takes the steps nobody reads).
+      steps, active, length = self._stage_schedule(plan.trunk, n_q)
+      at_step = {}  # (question, depth) -> schedule step after which the question's trunk has run depth steps
+      for q, ds in kept.items():
+        done = np.cumsum(active[q])
+        for d in ds:
+          at_step[q, d] = int(np.argmax(done >= d))
+      needed_steps = sorted(set(at_step.values()))
+      keep = max(4, 1 << (len(needed_steps) + 1).bit_length())
+      keep_at = np.full(len(steps), keep - 1, np.int32)
+      keep_at[needed_steps] = np.arange(1, len(needed_steps) + 1)
+      kept_states, _, e, n = self._run(plan.trunk, n_q, None, plan.trunk.questions, tokens, mask, ctx,
+                                       keep_at=keep_at, keep=keep)
+      source = kept_states.reshape((-1,) + kept_states.shape[2:])
+      row_of = {(q, d): int(keep_at[t]) * n_q + q for (q, d), t in at_step.items()}
+      executed, needed, passes = executed + e, needed + n, passes + 1
     outs = []
     for stage in plan.groups:
-      out, e, n = self._run(stage, trunk_out[stage.source], tokens, mask, head, ctx)
+      rows = prefix_sharing.rows_bucket(len(stage.programs))
+      rows_x = [row_of.get((q, d), q) for q, d in zip(stage.questions, stage.branch)]  # depth 0: the embedding
+      out, _, e, n = self._run(stage, rows, source, rows_x, tokens, mask, ctx, head=head)
       outs.append(out)
-      executed, needed = executed + e, needed + n
+      executed, needed, passes = executed + e, needed + n, passes + 1
 
     t = self.totals
-    t["passes"] += len(plan.trunk) + len(plan.groups)
+    t["passes"] += passes
     t["executed_row_steps"] += executed
     t["needed_row_steps"] += needed
     t["executed_token_layers"] += executed * s
@@ -506,4 +532,4 @@ class CompletionScorer:
       m = len(x) - st
       argmax.append(am[head - m - 1:].copy())
       logprobs.append(lp[head - 1 - m:].copy())
-    return argmax, logprobs, executed, needed, len(plan.trunk) + len(plan.groups)
+    return argmax, logprobs, executed, needed, passes

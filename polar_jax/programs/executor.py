@@ -205,7 +205,8 @@ class Executor:
   # -- public API --
 
   def generate(self, prompts, programs, max_new_tokens: int, *, stop: StopRule | None = None,
-               temperature: float = 0.0, seed: int | Sequence[int] = 0) -> GenerationResult:
+               temperature: float = 0.0, seed: int | Sequence[int] = 0,
+               context_lengths: Sequence[int] | None = None) -> GenerationResult:
     """Generates for each prompt under its program.
 
     Args:
@@ -216,26 +217,47 @@ class Executor:
       temperature: 0 for greedy; > 0 samples.
       seed: one sampling seed per prompt, or an int: prompt r then uses `seed + r`. A row's sample depends only
         on its seed, prompt and program, not on the batch it shares (nor on `max_batch`).
+      context_lengths: per prompt, how many leading tokens are a context that other prompts share (as in
+        `score_completions`): rows are batched by context, and a context's keys / values under each program
+        come from the completion scorer's `ContextCache` (computed there once, or taken as kept), so only
+        the rest of each prompt is prefilled. The results are the same up to float rounding.
     """
     if max_new_tokens < 1:
       raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     ids = self._tokenize(prompts)
     progs = self._programs(programs, len(ids))
     seeds = row_seeds(seed, len(ids))
-    results = []
-    for start in range(0, len(ids), self.max_batch):
-      chunk = slice(start, start + self.max_batch)
-      results.append(self._generate_batch(ids[chunk], progs[chunk], max_new_tokens, stop or StopRule(),
-                                          temperature, seeds[chunk]))
-    if len(results) == 1:
+    parts: dict[tuple[int, ...], list[int]] = {}
+    if context_lengths is not None:
+      if len(context_lengths) != len(ids):
+        raise ValueError(f"Got {len(context_lengths)} context lengths for {len(ids)} prompts.")
+      for r, (x, c) in enumerate(zip(ids, context_lengths)):
+        c = min(int(c), len(x) - 1)
+        usable = c >= self.min_shared_prefix and not self.cfg.layer_types  # sliding windows: see __init__
+        parts.setdefault(tuple(x[:c]) if usable else (), []).append(r)
+    else:
+      parts[()] = list(range(len(ids)))
+    results, order = [], []
+    for context, members in parts.items():
+      for start in range(0, len(members), self.max_batch):
+        chunk = members[start:start + self.max_batch]
+        results.append(self._generate_batch([ids[r] for r in chunk], [progs[r] for r in chunk], max_new_tokens,
+                                            stop or StopRule(), temperature, seeds[chunk], context))
+        order += chunk
+    if len(results) == 1 and order == list(range(len(ids))):
       return results[0]
+    back = np.argsort(np.asarray(order))  # row r of the input is row back[r] of the concatenated results
+
+    def rows(field):
+      flat = [x for result in results for x in getattr(result, field)]
+      return [flat[i] for i in back]
+
     return GenerationResult(
-        tokens=[t for r in results for t in r.tokens], texts=[t for r in results for t in r.texts],
-        num_generated=np.concatenate([r.num_generated for r in results]),
-        layers_executed=np.concatenate([r.layers_executed for r in results]),
-        stopped=np.concatenate([r.stopped for r in results]),
-        schedule_length=max(r.schedule_length for r in results),
-        token_logprobs=[x for r in results for x in r.token_logprobs])
+        tokens=rows("tokens"), texts=rows("texts"),
+        num_generated=np.concatenate([r.num_generated for r in results])[back],
+        layers_executed=np.concatenate([r.layers_executed for r in results])[back],
+        stopped=np.concatenate([r.stopped for r in results])[back],
+        schedule_length=max(r.schedule_length for r in results), token_logprobs=rows("token_logprobs"))
 
   def _stop_arrays(self, stop: StopRule) -> dict:
     """The stop rule as device arrays; the per-token tables are built once per executor."""
@@ -243,10 +265,34 @@ class Executor:
       self._tables = stop_rules.token_tables(self.model.tokenizer)
     return stop_rules.stop_arrays(stop, self._tables, self.model.tokenizer.stop_ids)
 
-  def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seeds):
+  def _scorer_of(self) -> completions.CompletionScorer:
+    if self._scorer is None:
+      self._scorer = completions.CompletionScorer(self)
+    return self._scorer
+
+  def _context_prompt(self, ids, sched: Schedule, progs: Sequence[Program], batch_pad: int, context):
+    """The prompt inputs of `executor_core.generate_core` for rows that continue `context`, with its keys and
+    values from the completion scorer's bank; None when the bank cannot hold this batch's programs."""
+    got = self._scorer_of()._context_entries(context, [p.ids for p in progs])
+    if got is None:
+      return None
+    bank_k, bank_v, slot_of = got
+    c = len(context)
+    tokens, mask, active, row_valid = self._batch_arrays([x[c:] for x in ids], sched, batch_pad)
+    rows_e = np.zeros(batch_pad, np.int32)
+    rows_e[:len(progs)] = [slot_of[p.ids] for p in progs]
+    # The program step of each row at schedule step t: its active steps before t (inactive: any valid step).
+    step_of = np.minimum(np.maximum(np.cumsum(active, axis=1) - 1, 0), bank_k.shape[1] - 1).astype(np.int32)
+    ctx_k, ctx_v = self._scorer_of()._gather(bank_k, bank_v, jnp.asarray(rows_e), jnp.asarray(step_of))
+    prompt = {"tokens": jnp.asarray(tokens), "attn_mask": jnp.asarray(mask), "ctx_k": ctx_k, "ctx_v": ctx_v,
+              "ctx_len": jnp.int32(c)}
+    return prompt, active, row_valid
+
+  def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seeds, context=()):
     sched = self.schedule(progs)
     batch_pad = self._batch_pad(len(ids))
-    prompt, active, row_valid = self._prompt_arrays(ids, sched, progs, batch_pad)
+    got = self._context_prompt(ids, sched, progs, batch_pad, context) if context else None
+    prompt, active, row_valid = got or self._prompt_arrays(ids, sched, progs, batch_pad)
     padded_seeds = np.zeros(batch_pad, np.uint32)
     padded_seeds[:len(ids)] = seeds
     keys = jax.vmap(jax.random.key)(jnp.asarray(padded_seeds))
@@ -287,17 +333,15 @@ class Executor:
     return out
 
   def score_completions(self, sequences, programs, completion_starts: Sequence[int], *,
-                        share_prefixes: bool = True, max_groups: int = 4,
-                        context_lengths: Sequence[int] | None = None) -> completions.CompletionScores:
+                        share_prefixes: bool = True, context_lengths: Sequence[int] | None = None
+                        ) -> completions.CompletionScores:
     """Greedy predictions and log-probs of each row's completion `sequence[start:]` under its program, from
-    one prefill (`completions.py`; with share_prefixes, rows of one sequence share their programs' common
-    steps, in at most max_groups groups). `context_lengths[i]`: how many leading tokens of sequence i are a
+    one prefill (`completions.py`; with share_prefixes, rows of one sequence run their programs' common steps
+    once and branch from there, `prefix_sharing.py`). `context_lengths[i]`: how many leading tokens of sequence i are a
     context that other sequences share (its keys / values under each program are computed once and kept,
     `completions.ContextCache`); the results are the same."""
-    if self._scorer is None:
-      self._scorer = completions.CompletionScorer(self)
-    return self._scorer.score(sequences, programs, completion_starts, share_prefixes=share_prefixes,
-                              max_groups=max_groups, context_lengths=context_lengths)
+    return self._scorer_of().score(sequences, programs, completion_starts, share_prefixes=share_prefixes,
+                              context_lengths=context_lengths)
 
 
 _EXECUTORS: "weakref.WeakKeyDictionary[Model, Executor]" = weakref.WeakKeyDictionary()
