@@ -43,7 +43,6 @@ def main():
   parser.add_argument("--model", default="smollm2-135m-instruct")
   parser.add_argument("--questions", type=int, default=8)
   parser.add_argument("--children", type=int, default=8)
-  parser.add_argument("--max-groups", type=int, default=4)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out")
@@ -53,7 +52,7 @@ def main():
 
   def run(share):
     t0 = time.perf_counter()
-    res = ex.score_completions(seqs, progs, starts, share_prefixes=share, max_groups=args.max_groups)
+    res = ex.score_completions(seqs, progs, starts, share_prefixes=share)
     return res, (time.perf_counter() - t0) * 1e3
 
   (shared, _), (plain, _) = run(True), run(False)  # Warm-up: the compiles.
@@ -62,7 +61,7 @@ def main():
     for share in (True, False):
       times[share].append(run(share)[1])
   ms = {share: statistics.median(t) for share, t in times.items()}
-  emit({"rows": len(seqs), "questions": args.questions, "children": args.children, "max_groups": args.max_groups,
+  emit({"rows": len(seqs), "questions": args.questions, "children": args.children,
         "shared_ms": ms[True], "unshared_ms": ms[False], "ratio": ms[True] / ms[False],
         "shared_row_steps": shared.executed_row_steps, "unshared_row_steps": plain.executed_row_steps,
         "shared_passes": shared.passes,

@@ -7,18 +7,22 @@ log-softmax (float32) of each completion token. Only the last M = bucket(max m +
 (left-padded, so aligned) row reach the LM head, inside the jitted pass: no [B, S, V] logits leave the device.
 
 Shared prefixes (`share_prefixes=True`, the default). Rows with the same token sequence (one question) whose
-programs agree on their first k steps have the same hidden states after those steps, so those steps run once
-per question, and each row runs only the rest of its program: `prefix_sharing.plan_sharing` builds the plan
-(a per-question trunk advanced in a few stages, then a few groups of rows by where they leave the trunk)
-and its cost model. Identical (sequence, program) rows are scored once. Cost follows the distinct
-(sequence, program-prefix) work: for Q questions x C single-edit children of a D-step program with G groups,
-about Q x D + Q x C x D x (G + 1) / 2G executed (row, step) pairs, against Q x C x merged_len(all programs)
-unshared. `CompletionScores.executed_row_steps` counts what ran (padded rows x real schedule steps, per pass).
+programs agree on their first k steps have the same hidden states after those steps. One pass runs each
+question's trunk (the heavy path of its programs' trie) and keeps the states rows branch from; each row then
+starts from the trunk's state at its own divergence and runs only the rest of its program, in passes cut by
+`prefix_sharing.plan_sharing`'s cost model. Identical (sequence, program) rows are scored once. For the
+search's single edits of one parent the rest is a suffix of the parent, so a pass costs its rows x its longest
+suffix: the executed work is the distinct (sequence, program prefix) nodes plus the passes' padding.
+`CompletionScores.executed_row_steps` counts what ran (padded rows x real schedule steps, per pass).
 
-Compiles. One core function (`_score_core`) serves trunk stages and groups; it is traced once per shape
+Shared contexts (`context_lengths`): see `ContextCache`. A pass reads its rows' context keys / values through
+`gather_context` (the entries it needs, [B, T, P, K, hd]), so its compiled shape does not depend on how many
+slots the bank has grown to; `Executor.generate(context_lengths=...)` reads the same bank.
+
+Compiles. One core function (`_pass_core`) serves the trunk pass and the groups; it is traced once per shape
 bucket: padded rows (`prefix_sharing.rows_bucket`), source rows, prompt length (`Executor.prompt_bucket`),
-schedule length (`Executor.schedule`'s bucket) and M (a multiple of 4). Group boundaries and programs are data.
-Traces count in `Executor.compiles`.
+schedule length (`Executor.schedule`'s bucket), kept states (a power of two) and M (a multiple of 4). Branch
+points and programs are data. Traces count in `Executor.compiles`.
 """
 
 from __future__ import annotations

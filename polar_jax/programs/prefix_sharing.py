@@ -174,8 +174,8 @@ def plan_sharing(questions: Sequence[int], programs: Sequence[Sequence[int]], *,
                                                                            + trunk_cost))
 
 
-def plan_unshared(questions: Sequence[int], programs: Sequence[Sequence[int]], *, max_batch: int = 64
-                  ) -> SharingPlan:
+def plan_unshared(questions: Sequence[int], programs: Sequence[Sequence[int]], *, max_batch: int = 64,
+                  bucket: Callable[[int], int] = rows_bucket) -> SharingPlan:
   """The plain layout: the embedding, then the rows in order, `max_batch` per pass, each its whole program."""
   progs = [tuple(int(x) for x in p) for p in programs]
   groups = []
@@ -183,5 +183,5 @@ def plan_unshared(questions: Sequence[int], programs: Sequence[Sequence[int]], *
     chunk = tuple(range(c, min(c + max_batch, len(progs))))
     groups.append(Stage(questions=tuple(questions[r] for r in chunk), programs=tuple(progs[r] for r in chunk),
                         branch=(0,) * len(chunk), owners=tuple(progs[r] for r in chunk), rows=chunk))
-  return SharingPlan(trunk=_trunk_stage(questions, {}, {}), groups=tuple(groups),
-                     estimated_cost=sum(len(progs[r]) for g in groups for r in g.rows))
+  cost = sum(bucket(len(g.programs)) * len(merge_programs(g.programs)) for g in groups if any(g.programs))
+  return SharingPlan(trunk=_trunk_stage(questions, {}, {}), groups=tuple(groups), estimated_cost=cost)
