@@ -226,8 +226,11 @@ def strict_flags_parser(prog: str, config_flag: str = "config"):
     try:
       rest = flags.FLAGS(argv)
     except flags.Error as e:
+      text = " ".join(str(e).split())
+      if text.startswith("flag --config."):  # a value the field's type does not parse
+        text += "; give the field a value of its type (python -m polar_jax.main --helpfull shows each field's default)."
       fail(file_error(e, argv) or load_error(argv) or (_config_flag_message(e.__cause__, argv) if isinstance(
-          e.__cause__, (AttributeError, KeyError, TypeError, ValueError)) else " ".join(str(e).split())))
+          e.__cause__, (AttributeError, KeyError, TypeError, ValueError)) else text))
     except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
       fail(file_error(e, argv) or load_error(argv) or _config_flag_message(e, argv))
     message = load_error(argv)

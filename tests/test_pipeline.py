@@ -302,7 +302,8 @@ def test_unwritable_workdirs_are_one_line(tmp_path):
     (["--config=configs/default.py:quik"], "polar_jax: error: --config=configs/default.py:quik: Unknown config "
                                            "argument 'quik' (did you mean 'quick'?)"),
     (["--config=configs/default.py:quick", "--config.search.num_simulations=many"],
-     "--config.search.num_simulations=many: invalid literal for int()"),
+     "--config.search.num_simulations=many: invalid literal for int() with base 10: 'many'; give the field a value "
+     "of its type (python -m polar_jax.main --helpfull shows each field's default)."),
     (["--config=configs/default.py:quick", "--workdr=/tmp/x"], "Unknown command line flag 'workdr'"),
     (["--config=configs/qwen2_5_3b.py"], "config.model.name 'Qwen2.5-3B-Instruct' is not embedded here (embedded: "
                                          "gemma3-270m, smollm2-135m-instruct): put its weights on this machine and "

@@ -108,7 +108,8 @@ def prefill_context(params, cfg: ModelConfig, steps, active, length, ctx_k, ctx_
   completion scorer's `ContextCache` bank): only the rest of each prompt runs.
 
   ctx_k, ctx_v: [B, T, P, K, hd] the context (ctx_len valid columns of P) under each row's program at the
-  program step the row runs at schedule step t (`completions.gather_context`); tokens, attn_mask: [B, S2] the rest of each prompt, left-padded, at positions ctx_len + 0, 1, ....
+  program step the row runs at schedule step t (`completions.gather_context`); tokens, attn_mask: [B, S2] the
+  rest of each prompt, left-padded, at positions ctx_len + 0, 1, ....
   Cache columns: [0, P) the context (padding columns masked), [P, P + S2) the rest, then generated tokens.
   Returns (hidden [B, S2, D] after the final norm, cache_k, cache_v [T, B, cache_len, K, hd], the context's
   valid columns [B, P]).
