@@ -340,7 +340,7 @@ class CompletionScorer:
     out = self._pass(self.ex.model.params, *ctx_args, x_src, tokens, mask, jnp.asarray(rows_x),
                      jnp.asarray(rows_q), jnp.asarray(steps), jnp.asarray(active), jnp.int32(length),
                      jnp.asarray(keep_at, jnp.int32), head=head, keep=keep)
-    return out, active, rows * length, len(stage.programs) * length
+    return out, rows * length, len(stage.programs) * length
 
   def _context_entries(self, context: tuple[int, ...], owners: list[tuple[int, ...]]):
     """(bank k, bank v, slot of each owner) for one context, computing the missing entries; None when the
@@ -506,7 +506,7 @@ class CompletionScorer:
       keep = max(4, 1 << (len(needed_steps) + 1).bit_length())
       keep_at = np.full(len(steps), keep - 1, np.int32)
       keep_at[needed_steps] = np.arange(1, len(needed_steps) + 1)
-      kept_states, _, e, n = self._run(plan.trunk, n_q, None, plan.trunk.questions, tokens, mask, ctx,
+      kept_states, e, n = self._run(plan.trunk, n_q, None, plan.trunk.questions, tokens, mask, ctx,
                                        keep_at=keep_at, keep=keep)
       source = kept_states.reshape((-1,) + kept_states.shape[2:])
       row_of = {(q, d): int(keep_at[t]) * n_q + q for (q, d), t in at_step.items()}
@@ -515,7 +515,7 @@ class CompletionScorer:
     for stage in plan.groups:
       rows = prefix_sharing.rows_bucket(len(stage.programs))
       rows_x = [row_of.get((q, d), q) for q, d in zip(stage.questions, stage.branch)]  # depth 0: the embedding
-      out, _, e, n = self._run(stage, rows, source, rows_x, tokens, mask, ctx, head=head)
+      out, e, n = self._run(stage, rows, source, rows_x, tokens, mask, ctx, head=head)
       outs.append(out)
       executed, needed, passes = executed + e, needed + n, passes + 1
 
