@@ -26,7 +26,7 @@ ideal_speedup (of (c) over (a): the FLOPs (a) executed over the floor of (c)'s s
 (context, program prefix) node over the context and every distinct (question, program prefix) node over the
 rest of its sequence, each computed once), ceiling_evals_per_s / ceiling_speedup_vs_reference (that floor's
 FLOPs at the measured matmul rate: the most any such scorer could reach here, against (d)), and details
-(decided shares, speedups, load average, machine).
+(decided shares, speedups, executor compiles inside the timings, load average, machine).
 """
 
 from __future__ import annotations
@@ -213,6 +213,7 @@ def main():
     run(name, warm)
   executor._scorer.contexts = ContextCache(executor.context_cache_bytes)  # (c) computes every context it uses
   seconds = {name: 0.0 for name in tasks}
+  compiles = {name: 0 for name in tasks}  # executor traces inside the timings (shapes the warm-up did not meet)
   results = {name: [None] * len(pairs) for name in tasks}
   work = {"generate": {}, "one_pass_shared": {}}
   chunks = [list(range(s, min(s + args.chunk, len(examples)))) for s in range(0, len(examples), args.chunk)]
@@ -221,9 +222,11 @@ def main():
     k = number % len(tasks)
     for name in list(tasks)[k:] + list(tasks)[:k]:
       totals = {**executor._scorer.totals, **executor.generation_totals}
+      traced = executor.compiles
       t0 = time.perf_counter()
       records = run(name, [pairs[j] for j in members])
       seconds[name] += time.perf_counter() - t0
+      compiles[name] += executor.compiles - traced
       for j, record in zip(members, records):
         results[name][j] = record
       if name in work:
@@ -310,7 +313,7 @@ def main():
       "decided_one_pass_shared": decided["one_pass_shared"],
       "base_accuracy": float(np.mean([r.correct for r, (_, p) in zip(results["generate"], pairs)
                                       if len(p) == model.depth and p == tuple(range(model.depth))])),
-      "seconds": seconds,
+      "seconds": seconds, "compiles_timed": compiles,
       "gflop_generate": flops_a / 1e9, "gflop_one_pass_shared": flops_c / 1e9, "gflop_floor": flops_floor / 1e9,
       "work_generate": work["generate"], "work_one_pass_shared": work["one_pass_shared"],
       "reference_pairs": len(sample), "reference_agreement": ref_agree / max(len(sample), 1),

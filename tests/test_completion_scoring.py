@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from polar_jax.programs import Executor
+from polar_jax.programs.completions import ContextCache
 from polar_jax.programs.prefix_sharing import heavy_path, plan_sharing, rows_bucket
 from polar_jax.testing import tiny_model
 
@@ -128,6 +129,39 @@ def test_single_edits_cost_less(executor):
   compiles = executor.compiles
   again = executor.score_completions(s, p, starts)
   assert executor.compiles == compiles and again.executed_row_steps == shared.executed_row_steps
+
+
+def test_pass_shapes_do_not_depend_on_the_call():
+  """A group pass's compiled shape is its rows, schedule and completion length only: a call with another number
+  of questions (so another number of trunk states to branch from) compiles just its own trunk pass."""
+  ex = Executor(tiny_model("llama", num_layers=D), max_batch=2)
+  seqs = _sequences(3, (11, 11, 11))
+  progs = [FULL] + [e for i in range(D) for e in _edits(i)]
+
+  def call(n_q):
+    s = [seqs[q] for q in range(n_q) for _ in progs]
+    before = ex.compiles
+    ex.score_completions(s, progs * n_q, [9] * len(s))
+    return ex.compiles - before
+
+  call(2), call(3)  # every group shape (1 or 2 rows) is compiled here
+  assert call(1) == 1 and call(2) == 0
+
+
+def test_banks_grow_to_powers_of_two_within_the_budget():
+  """Bank slot counts are powers of two (at least 64), so that few gather shapes compile; the byte budget caps
+  them, and a bank too small for one call's programs is refused (the call then runs whole sequences)."""
+  tail, context = (8, 2, 4), (1, 2, 3)
+  slot = 2 * 16 * 8 * 2 * 4 * 4  # k and v, 16 steps (the quantum) x tail, float32
+  programs = [tuple(range(i % 5 + 1)) + (i,) for i in range(200)]
+  cache = ContextCache(max_bytes=1 << 30)
+  bank, _, missing = cache.slots(context, programs[:70], tail, np.float32)
+  assert bank["k"].shape[0] == 128 and len(missing) == 70
+  bank, _, missing = cache.slots(context, programs[70:150], tail, np.float32)
+  assert bank["k"].shape[0] == 256 and len(missing) == 80
+  capped = ContextCache(max_bytes=100 * slot)
+  assert capped.slots(context, programs[:70], tail, np.float32)[0]["k"].shape[0] == 100
+  assert capped.slots(context, programs[70:180], tail, np.float32) is None
 
 
 def test_bad_completion_start(executor):

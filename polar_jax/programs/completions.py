@@ -71,12 +71,20 @@ class CompletionScores:
   passes: int
 
 
-def _pass_core(params, ctx_k, ctx_v, ctx_len, x_src, tokens_src, mask_src, rows_x, rows_q, steps, active, length,
-               keep_at, *, cfg: ModelConfig, head: int, keep: int, counter: list):
-  """Runs a merged schedule on gathered rows: the trunk pass (keep > 0) or one group (head = M).
+def gather_rows(x_src, tokens_src, mask_src, rows_x, rows_q):
+  """A pass's inputs (x [B, S, D] or None, tokens and mask [B, S]): row b's starting state x_src[rows_x[b]]
+  ([R, S, D]; None: the pass starts from the token embedding) and its sequence tokens_src[rows_q[b]] ([Q, S],
+  left-padded). A separate (cheap) compile per shape keeps the pass's own shapes independent of how many
+  sequences a call holds and how many trunk states it keeps."""
+  return None if x_src is None else x_src[rows_x], tokens_src[rows_q], mask_src[rows_q]
 
-  tokens_src, mask_src: [Q, S] left-padded sequences; rows_q: [B] each row's sequence; x_src: [R, S, D] the
-  source hidden states (None: the token embedding), rows_x: [B] each row's source row. With a shared context
+
+def _pass_core(params, ctx_k, ctx_v, ctx_len, x0, tokens, mask, steps, active, length, keep_at, *,
+               cfg: ModelConfig, head: int, keep: int, counter: list):
+  """Runs a merged schedule on B rows: the trunk pass (keep > 0) or one group (head = M).
+
+  tokens, mask: [B, S] the rows' left-padded sequences; x0: [B, S, D] their starting hidden states (None: the
+  token embedding; `gather_rows` gathers both). With a shared context
   (ctx_k, ctx_v [B, T, P, K, hd]: its keys / values under each row's program at the program step the row runs
   at schedule step t, `gather_context`; P >= ctx_len columns, the rest padding; None: no context), the rows'
   tokens continue it at positions ctx_len + 0, 1, ...; at step t a row attends to those context keys and to
@@ -85,8 +93,7 @@ def _pass_core(params, ctx_k, ctx_v, ctx_len, x_src, tokens_src, mask_src, rows_
   argmax [B, M] int32 at the last M positions and the log-probs [B, M - 1] of each next token; else x.
   """
   counter[0] += 1  # Runs at trace time only: counts compiles.
-  tokens, mask = tokens_src[rows_q], mask_src[rows_q]
-  x = transformer.embed(params, cfg, tokens) if x_src is None else x_src[rows_x]
+  x = transformer.embed(params, cfg, tokens) if x0 is None else x0
   b, s = tokens.shape
   own = jnp.zeros((b, s, cfg.num_kv_heads, cfg.head_dim), transformer.dtype_of(cfg))
   if ctx_k is None:
@@ -185,6 +192,10 @@ def _store(bank_k, bank_v, k, v, trunk_k, trunk_v, index, start, slots):
   return bank_k.at[slots].set(new_k, mode="drop"), bank_v.at[slots].set(new_v, mode="drop")
 
 
+def _next_pow2(n: int) -> int:
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
 def _trunk_bytes(bank: dict) -> int:
   """A bank's full-program trunk (hidden states, keys and values): as held, or as it will be once computed."""
   return sum(x.nbytes for x in bank["trunk"]) if "trunk" in bank else bank.get("trunk_bytes", 0)
@@ -207,8 +218,8 @@ class ContextCache:
 
   Storage: per context a *bank*, device arrays k, v [slots, L, P, K, hd] (L: the longest program so far,
   bucketed; P: the context's padded length), written in place (donated buffers), so a scoring pass gathers its
-  rows' keys straight from the bank. A bank grows by what a call lacks (in steps of 32 slots) while the total
-  stays within `max_bytes`; then the least recently used entry of that context that the call does not need
+  rows' keys straight from the bank. A bank grows to hold what a call lacks (to the next power of two slots, at
+  least 64) while the total stays within `max_bytes`; then the least recently used entry of that context that the call does not need
   gives up its slot. A call whose programs do not fit at all runs its whole sequences (same results).
   """
 
@@ -248,10 +259,12 @@ class ContextCache:
     # Everything but this bank's slots: the other banks and this bank's trunk.
     others = self.bytes - (_bank_bytes(bank) if context in self.banks else 0) + _trunk_bytes(bank)
     most = (self.max_bytes - others) // slot_bytes  # slots this bank may have
+    # Slot counts are powers of two (at least 64) unless the budget caps them, so that the gathers compiled
+    # per bank shape (`gather_context`) are few.
     if not n:
-      size = min(most, max(64, len(need)))
-    elif len(bank["free"]) < len(new):  # grow (by what this call lacks) rather than evict, within the budget
-      size = max(n, min(most, n + -(-(len(new) - len(bank["free"])) // 32) * 32))
+      size = min(most, _next_pow2(max(64, len(need))))
+    elif len(bank["free"]) < len(new):  # grow (to hold what this call lacks) rather than evict, within the budget
+      size = max(n, min(most, _next_pow2(n + len(new) - len(bank["free"]))))
     else:
       size = n
     if size < max(n, len(need)) or (wide > width and n * slot_bytes + others > self.max_bytes):
@@ -301,6 +314,7 @@ class CompletionScorer:
     cfg, counter = executor.cfg, executor._counter
     self._pass = jax.jit(functools.partial(_pass_core, cfg=cfg, counter=counter), static_argnames=("head", "keep"))
     self._gather = jax.jit(gather_context)
+    self._gather_rows = jax.jit(gather_rows)
     self._context_trunk = jax.jit(functools.partial(_context_trunk_core, cfg=cfg, counter=counter))
     self._context_suffix = jax.jit(functools.partial(_context_suffix_core, cfg=cfg, counter=counter))
 
@@ -337,9 +351,9 @@ class CompletionScorer:
       self.totals["context_key_layers"] += rows * length * tokens.shape[1] * ctx_k.shape[2]
       ctx_k, ctx_v = self._gather(ctx_k, ctx_v, jnp.asarray(rows_e), jnp.asarray(step_of))
       ctx_args = (ctx_k, ctx_v, jnp.int32(ctx_len))
-    out = self._pass(self.ex.model.params, *ctx_args, x_src, tokens, mask, jnp.asarray(rows_x),
-                     jnp.asarray(rows_q), jnp.asarray(steps), jnp.asarray(active), jnp.int32(length),
-                     jnp.asarray(keep_at, jnp.int32), head=head, keep=keep)
+    x0, row_tokens, row_mask = self._gather_rows(x_src, tokens, mask, jnp.asarray(rows_x), jnp.asarray(rows_q))
+    out = self._pass(self.ex.model.params, *ctx_args, x0, row_tokens, row_mask, jnp.asarray(steps),
+                     jnp.asarray(active), jnp.int32(length), jnp.asarray(keep_at, jnp.int32), head=head, keep=keep)
     return out, rows * length, len(stage.programs) * length
 
   def _context_entries(self, context: tuple[int, ...], owners: list[tuple[int, ...]]):
