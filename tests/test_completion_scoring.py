@@ -114,6 +114,18 @@ def test_single_edits_of_one_trunk_merge_into_its_suffixes():
     assert all(p == FULL[D - len(p):] for p in g.programs)
 
 
+def test_rests_with_one_tail_share_passes_across_trunks():
+  """Two questions with different trunks (skip 1; repeat 1): an edit at layer 2 of either trunk leaves the rest
+  (2, 3, 4, 5), a suffix of the full program's tail, so the two rows share one pass of 2 x 4 steps instead of
+  joining their own trunk's short rows in two passes of 2 x 4."""
+  x0, x1 = (0, 2, 3, 4, 5), (0, 1, 1, 2, 3, 4, 5)
+  rows = [(0, x0), (0, (0, 2, 2, 3, 4, 5)), (0, x0 + (5,)), (1, x1), (1, (0, 1, 1, 2, 2, 3, 4, 5)), (1, x1 + (5,))]
+  plan = plan_sharing([q for q, _ in rows], [p for _, p in rows], max_batch=2)
+  long = [g for g in plan.groups if (2, 3, 4, 5) in g.programs]
+  assert len(long) == 1 and long[0].programs == ((2, 3, 4, 5),) * 2 and long[0].questions == (0, 1)
+  assert long[0].branch == (2, 4) and {g.programs for g in plan.groups if g is not long[0]} == {((), ())}
+
+
 def test_single_edits_cost_less(executor):
   """Two questions x all single edits of the full program: sharing executes fewer (row, step) pairs."""
   seqs = _sequences(2, (11, 8))

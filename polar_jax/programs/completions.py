@@ -20,8 +20,8 @@ Shared contexts (`context_lengths`): see `ContextCache`. A pass reads its rows' 
 slots the bank has grown to; `Executor.generate(context_lengths=...)` reads the same bank.
 
 Compiles. One core function (`_pass_core`) serves the trunk pass and the groups; it is traced once per shape
-bucket: padded rows (`prefix_sharing.rows_bucket`), source rows, prompt length (`Executor.prompt_bucket`),
-schedule length (`Executor.schedule`'s bucket), kept states (a power of two) and M (a multiple of 4). Branch
+bucket: padded rows (`prefix_sharing.rows_bucket`), prompt length (`Executor.prompt_bucket`),
+schedule length (`PASS_STEPS_QUANTUM`), kept states (a power of two) and M (a multiple of 4). Branch
 points and programs are data. Traces count in `Executor.compiles`.
 """
 
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 COMPLETION_QUANTUM = 4
 CONTEXT_ROWS = 8  # programs per context pass (a fixed shape)
+PASS_STEPS_QUANTUM = 32  # a pass's schedule arrays are padded to a multiple of this (at most 2 x depth)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +325,10 @@ class CompletionScorer:
     nonempty = [i for i, p in enumerate(stage.programs) if p]
     if not nonempty:
       return np.zeros(self.ex.schedule_quantum, np.int32), np.zeros((rows, self.ex.schedule_quantum), bool), 0
-    sched = self.ex.schedule([Program(stage.programs[i], depth) for i in nonempty])
+    sched = make_schedule([Program(stage.programs[i], depth) for i in nonempty], quantum=1)
+    # Coarser than generation's buckets: a pass runs only its real steps (`length`), so T sizes just the step
+    # arrays and the gathered context keys, and fewer distinct T mean fewer compiles.
+    sched = sched.padded(bucket_length(sched.length, PASS_STEPS_QUANTUM, max(sched.length, 2 * depth)))
     active = np.zeros((rows, sched.padded_length), bool)
     active[nonempty] = sched.active
     return sched.ids, active, sched.length

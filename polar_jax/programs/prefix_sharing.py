@@ -14,14 +14,19 @@ call (rows = distinct (question, program) pairs; a question is one token sequenc
   one parent) S_r is itself a suffix of T_q: a skip of the block [k, k + m) runs T_q[k + m:] from d = k, a
   repeat of it runs T_q[k:] from d = k + m. Suffixes of one sequence merge into the longest of them, so a pass
   of such rows costs its rows x their longest suffix, and merging adds no step.
-- **Groups.** The rows, sorted by (trunk, suffix of it or not, suffix length descending), are cut into passes
-  of at most `max_batch` rows by dynamic programming over the cost model below.
+- **Groups.** Rests of different questions merge just as well when they end alike: edits late in programs
+  that differ early (the search's deeper nodes: each question its own trunk) leave rests that are suffixes of
+  one common tail (the full program's, there). The *tail* is the heavy path of the reversed rests; rows whose
+  rest is a suffix of it come first, longest first, whatever their trunk; the others follow sorted by (trunk,
+  subsequence of it or not, rest length descending). This order is cut into passes of at most `max_batch`
+  rows by dynamic programming over the cost model below.
 
 Cost model, in executed (row, step) pairs (what a pass costs: padded rows x real merged steps), plus
 `pass_cost` per pass (a pass's fixed cost: launch, gathers, the LM head):
   trunk: bucket(Q) x merged_len(trunks up to their deepest branch);
-  group: bucket(n) x (its longest aligned suffix + the steps outside the group's first trunk of each of its
-  distinct rows that are not a suffix of it; exact for suffixes of one trunk).
+  group: bucket(n) x (its longest aligned rest + the steps outside the reference of each of its distinct
+  rows that are not aligned), where the reference is the tail when the group's first row is aligned to it,
+  else that row's trunk (exact for suffixes of one reference).
 `plan_unshared` is the plain layout: every row its whole program from the embedding.
 """
 
@@ -133,17 +138,25 @@ def plan_sharing(questions: Sequence[int], programs: Sequence[Sequence[int]], *,
   div = [common_prefix(p, trunks[q]) for q, p in zip(questions, progs)]
   suffix = [p[d:] for p, d in zip(progs, div)]
   own_extra = [_outside(s, trunks[q]) for q, s in zip(questions, suffix)]
-  order = sorted(range(len(progs)), key=lambda r: (trunks[questions[r]], own_extra[r] > 0, -len(suffix[r]),
-                                                   questions[r], suffix[r]))
+  # The tail most rests end with (the heavy path of the reversed rests): rests that are suffixes of it merge
+  # into the longest of them whatever their question's trunk, so they are planned together, longest first.
+  tail = heavy_path([x[::-1] for x in suffix])[::-1]
+  aligned = [len(x) <= len(tail) and tail[len(tail) - len(x):] == x for x in suffix]
+  order = sorted(range(len(progs)), key=lambda r: (not aligned[r], () if aligned[r] else trunks[questions[r]],
+                                                   own_extra[r] > 0, -len(suffix[r]), questions[r], suffix[r]))
   n = len(order)
 
-  def extra(r: int, first: Ids) -> int:
-    return own_extra[r] if trunks[questions[r]] == first else _outside(suffix[r], first)
+  def extra(r: int, first: int) -> int:
+    """Steps row r adds to a pass that starts with row `first` (aligned to the tail or to its trunk)."""
+    if aligned[first]:
+      return 0 if aligned[r] else _outside(suffix[r], tail)
+    trunk = trunks[questions[first]]
+    return own_extra[r] if trunks[questions[r]] == trunk else _outside(suffix[r], trunk)
 
   # best[i]: least cost of the rows order[i:]; cut[i]: where the pass starting at i ends.
   best, cut = [0] * (n + 1), [n] * (n + 1)
   for i in range(n - 1, -1, -1):
-    first = trunks[questions[order[i]]]
+    first = order[i]
     longest = extras = 0
     seen: set[Ids] = set()
     best[i] = -1
