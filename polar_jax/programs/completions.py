@@ -40,7 +40,7 @@ from polar_jax.models import transformer
 from polar_jax.models.config import ModelConfig
 from polar_jax.programs import executor_core, prefix_sharing
 from polar_jax.programs.program import Program, ProgramError
-from polar_jax.programs.schedule import bucket_length, make_schedule
+from polar_jax.programs.schedule import bucket_length, make_schedule, next_pow2
 
 if TYPE_CHECKING:
   from polar_jax.programs.executor import Executor
@@ -193,10 +193,6 @@ def _store(bank_k, bank_v, k, v, trunk_k, trunk_v, index, start, slots):
   return bank_k.at[slots].set(new_k, mode="drop"), bank_v.at[slots].set(new_v, mode="drop")
 
 
-def _next_pow2(n: int) -> int:
-  return 1 << max(0, int(n) - 1).bit_length()
-
-
 def _trunk_bytes(bank: dict) -> int:
   """A bank's full-program trunk (hidden states, keys and values): as held, or as it will be once computed."""
   return sum(x.nbytes for x in bank["trunk"]) if "trunk" in bank else bank.get("trunk_bytes", 0)
@@ -220,8 +216,8 @@ class ContextCache:
   Storage: per context a *bank*, device arrays k, v [slots, L, P, K, hd] (L: the longest program so far,
   bucketed; P: the context's padded length), written in place (donated buffers), so a scoring pass gathers its
   rows' keys straight from the bank. A bank grows to hold what a call lacks (to the next power of two slots, at
-  least 64) while the total stays within `max_bytes`; then the least recently used entry of that context that the call does not need
-  gives up its slot. A call whose programs do not fit at all runs its whole sequences (same results).
+  least 64) while the total stays within `max_bytes`; then the least recently used entry of that context that
+  the call does not need gives up its slot. A call whose programs do not fit at all runs its whole sequences (same results).
   """
 
   def __init__(self, max_bytes: int, quantum: int = 16):
@@ -263,9 +259,9 @@ class ContextCache:
     # Slot counts are powers of two (at least 64) unless the budget caps them, so that the gathers compiled
     # per bank shape (`gather_context`) are few.
     if not n:
-      size = min(most, _next_pow2(max(64, len(need))))
+      size = min(most, next_pow2(max(64, len(need))))
     elif len(bank["free"]) < len(new):  # grow (to hold what this call lacks) rather than evict, within the budget
-      size = max(n, min(most, _next_pow2(n + len(new) - len(bank["free"]))))
+      size = max(n, min(most, next_pow2(n + len(new) - len(bank["free"]))))
     else:
       size = n
     if size < max(n, len(need)) or (wide > width and n * slot_bytes + others > self.max_bytes):
@@ -323,8 +319,9 @@ class CompletionScorer:
     """(steps [T], active [rows, T], length) of a stage; rows with an empty program are never active."""
     depth = self.ex.depth
     nonempty = [i for i, p in enumerate(stage.programs) if p]
-    if not nonempty:
-      return np.zeros(self.ex.schedule_quantum, np.int32), np.zeros((rows, self.ex.schedule_quantum), bool), 0
+    if not nonempty:  # the smallest bucket the nonempty stages use, so no shape of its own
+      t = bucket_length(1, PASS_STEPS_QUANTUM, 2 * depth)
+      return np.zeros(t, np.int32), np.zeros((rows, t), bool), 0
     sched = make_schedule([Program(stage.programs[i], depth) for i in nonempty], quantum=1)
     # Coarser than generation's buckets: a pass runs only its real steps (`length`), so T sizes just the step
     # arrays and the gathered context keys, and fewer distinct T mean fewer compiles.
@@ -521,7 +518,7 @@ class CompletionScorer:
         for d in ds:
           at_step[q, d] = int(np.argmax(done >= d))
       needed_steps = sorted(set(at_step.values()))
-      keep = max(4, 1 << (len(needed_steps) + 1).bit_length())
+      keep = max(4, next_pow2(len(needed_steps) + 2))  # slot 0, the kept steps, the slot nobody reads
       keep_at = np.full(len(steps), keep - 1, np.int32)
       keep_at[needed_steps] = np.arange(1, len(needed_steps) + 1)
       kept_states, e, n = self._run(plan.trunk, n_q, None, plan.trunk.questions, tokens, mask, ctx,

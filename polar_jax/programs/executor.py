@@ -21,7 +21,7 @@ import numpy as np
 from polar_jax.models.registry import Model
 from polar_jax.programs import completions, executor_core, stop_rules
 from polar_jax.programs.program import Program, ProgramError
-from polar_jax.programs.schedule import Schedule, bucket_length, make_schedule
+from polar_jax.programs.schedule import Schedule, bucket_length, make_schedule, next_pow2
 from polar_jax.programs.stop_rules import StopRule
 
 
@@ -56,10 +56,6 @@ def row_seeds(seed, n: int) -> np.ndarray:
   if seeds.shape != (n,):
     raise ValueError(f"Got {seeds.size} sampling seeds for {n} prompts; give one per prompt or a single int.")
   return seeds.astype(np.uint32)
-
-
-def _next_pow2(n: int) -> int:
-  return 1 << max(0, (n - 1).bit_length())
 
 
 class Executor:
@@ -175,7 +171,7 @@ class Executor:
       for r, program in enumerate(progs):
         row_group[r] = groups.setdefault(program, len(groups))
       first_row = {g: progs.index(program) for program, g in groups.items()}
-      group_active = np.zeros((_next_pow2(len(groups)), active.shape[1]), bool)
+      group_active = np.zeros((next_pow2(len(groups)), active.shape[1]), bool)
       for g, r in first_row.items():
         group_active[g] = active[r]
       prompt.update(prefix=jnp.asarray(np.asarray(ids[0][:p], np.int32)), group_active=jnp.asarray(group_active),
@@ -184,7 +180,7 @@ class Executor:
 
   def _batch_pad(self, n: int) -> int:
     """Rows a batch of n is padded to: a power of two, at most max_batch (a chunk is never larger)."""
-    return min(_next_pow2(n), max(self.max_batch, n))
+    return min(next_pow2(n), max(self.max_batch, n))
 
   def _batch_arrays(self, ids: list[list[int]], sched: Schedule, batch_pad: int):
     n = len(ids)

@@ -37,7 +37,7 @@ import dataclasses
 import functools
 from typing import Callable, Sequence
 
-from polar_jax.programs.schedule import merge_programs
+from polar_jax.programs.schedule import merge_programs, next_pow2
 
 Ids = tuple[int, ...]
 
@@ -48,7 +48,7 @@ def rows_bucket(n: int) -> int:
   """Padded rows for a pass of n rows: the next of 1, 2, 3, 4, 6, 8, 12, 16, ... (at most a third padding)."""
   if n <= 0:
     return 0
-  p = 1 << max(0, (n - 1).bit_length())  # Next power of two.
+  p = next_pow2(n)
   return 3 * p // 4 if p >= 4 and n <= 3 * p // 4 else p
 
 

@@ -18,6 +18,11 @@ import numpy as np
 from polar_jax.programs.program import Program, ProgramError
 
 
+def next_pow2(n: int) -> int:
+  """The smallest power of two >= n (1 for n <= 1)."""
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
 def bucket_length(n: int, quantum: int = 8, max_len: int | None = None) -> int:
   """The padded length for `n` steps: the next multiple of `quantum`, capped by `max_len`, never below n."""
   if n < 0 or quantum < 1:
