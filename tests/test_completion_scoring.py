@@ -167,13 +167,13 @@ def test_banks_grow_to_powers_of_two_within_the_budget():
   slot = 2 * 16 * 8 * 2 * 4 * 4  # k and v, 16 steps (the quantum) x tail, float32
   programs = [tuple(range(i % 5 + 1)) + (i,) for i in range(200)]
   cache = ContextCache(max_bytes=1 << 30)
-  bank, _, missing = cache.slots(context, programs[:70], tail, np.float32)
-  assert bank["k"].shape[0] == 128 and len(missing) == 70
-  bank, _, missing = cache.slots(context, programs[70:150], tail, np.float32)
-  assert bank["k"].shape[0] == 256 and len(missing) == 80
+  bank, _, missing = cache.slots({context: programs[:70]}, tail, np.float32)
+  assert bank["k"].shape[0] == 128 and len(missing[context]) == 70
+  bank, _, missing = cache.slots({context: programs[70:150]}, tail, np.float32)
+  assert bank["k"].shape[0] == 256 and len(missing[context]) == 80
   capped = ContextCache(max_bytes=100 * slot)
-  assert capped.slots(context, programs[:70], tail, np.float32)[0]["k"].shape[0] == 100
-  assert capped.slots(context, programs[70:180], tail, np.float32) is None
+  assert capped.slots({context: programs[:70]}, tail, np.float32)[0]["k"].shape[0] == 100
+  assert capped.slots({context: programs[70:180]}, tail, np.float32) is None
 
 
 def test_bad_completion_start(executor):
@@ -246,6 +246,32 @@ def test_contexts_of_edits_run_from_the_full_programs_states():
   totals, p = ex._scorer.totals, ex.prompt_bucket(27)
   assert totals["context_trunks"] == 1 and totals["context_programs"] == 4
   assert totals["context_token_layers"] == D * p + 8 * 2 * p  # the trunk's D steps + one pass of 8 rows x 2
+
+
+def test_contexts_of_one_length_share_passes():
+  """Rows that continue different contexts of one padded length (25 and 27 tokens: 32) read one bank and run in
+  the same passes: two questions under the same edits cost the passes of one (with twice the rows), the
+  results equal each row alone, and generation runs them as one batch with the same tokens as plain
+  generation."""
+  model = tiny_model("llama", num_layers=D)
+  first, second, q1, q2 = _sequences(9, [25, 27, 6, 7])
+  progs = [FULL, *_edits(2), *_edits(4)]
+  seqs = [first + q1] * len(progs) + [second + q2] * len(progs)
+  c = [25] * len(progs) + [27] * len(progs)
+  p = progs * 2
+  starts = [len(x) - 2 for x in seqs]
+  ex = Executor(model)
+  res = ex.score_completions(seqs, p, starts, context_lengths=c)
+  _assert_rows_alone(ex, res, seqs, p, starts)
+  assert len(ex._scorer.contexts.banks) == 1 and ex._scorer.totals["context_trunks"] == 2
+  one = Executor(model).score_completions(seqs[:len(progs)], progs, starts[:len(progs)], context_lengths=c[:len(progs)])
+  assert res.passes == one.passes
+  batches = []
+  original = ex._generate_batch
+  ex._generate_batch = lambda *a, **k: batches.append(len(a[0])) or original(*a, **k)
+  out = ex.generate(seqs, p, 5, context_lengths=c)
+  plain = Executor(model).generate(seqs, p, 5)
+  assert batches == [len(seqs)] and out.tokens == plain.tokens
 
 
 def test_context_cache_within_its_budget():
@@ -323,7 +349,12 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
     assert 60 < shared < len(prompts.ids(6)) - 5 and lengths[4:] == [shared] * 3
     assert len({tuple(prompts.ids(i)[:shared]) for i in range(4, 7)}) == 1
     assert ex.model.tokenizer.decode(prompts.ids(4)[:shared]).endswith("\n\nQuestion:")  # the question follows
-    assert lengths[:4] == [0] * 4  # shot candidates are shown other shots: nothing shared
+    # Shot candidates are shown other shots: their contexts are their own, except the spare's (index 3), which is
+    # shown everyone's shots.
+    assert lengths[3] == shared and prompts.ids(3)[:shared] == prompts.ids(4)[:shared]
+    for i in range(3):
+      assert 60 < lengths[i] < len(prompts.ids(i)) - 5 and prompts.ids(i)[:lengths[i]] != prompts.ids(4)[:shared]
+      assert ex.model.tokenizer.decode(prompts.ids(i)[:lengths[i]]).endswith("\n\nQuestion:")
     for i in (0, 4, 5, 6):
       seqs.append(prompts.ids(i) + ex.model.tokenizer.encode(" " + examples[i].answer))
       ctx.append(lengths[i])
@@ -335,8 +366,9 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
   starts = [len(x) - 2 for x in s]
   res = ex.score_completions(s, p, starts, context_lengths=c)
   _assert_rows_alone(ex, res, s, p, starts)
-  # Per dataset one context (question 0 runs its whole sequence), under each of the four programs.
-  assert ex._scorer.totals["context_programs"] == 2 * len(progs)
+  # Per dataset two contexts (question 0's own and the shared one), under each of the four programs.
+  assert ex._scorer.totals["context_programs"] == 2 * 2 * len(progs)
+  assert ex._scorer.totals["context_trunks"] == 4
 
 
 def test_generation_continues_kept_contexts():

@@ -13,7 +13,7 @@ from polar_jax.data.catalog import DATASETS, read_split
 from polar_jax.data.example import Example, normalize_question
 from polar_jax.data.loading import list_datasets, load_split
 from polar_jax.data.prompts import (PRESETS, PromptConfig, build_messages, draw_few_shot, get_preset,
-                                    preset_for_model, render_prompt)
+                                    preset_for_model, render_prompt, select_few_shot)
 from polar_jax.data.sources import DataFormatError
 from polar_jax.data.stopping import device_stop_kwargs, make_stop_checker
 
@@ -21,5 +21,5 @@ __all__ = [
     "ANSWER_FORMATS", "DATASETS", "DataFormatError", "Example", "PRESETS", "PromptConfig", "build_messages",
     "device_stop_kwargs", "draw_few_shot", "extract_answer", "get_preset", "is_correct", "list_datasets",
     "load_split", "make_stop_checker", "normalize_question", "preset_for_model", "read_split", "render_prompt",
-    "score_generation",
+    "score_generation", "select_few_shot",
 ]

@@ -131,18 +131,18 @@ class Prompts:
 
   def context_length(self, index: int) -> int:
     """How many leading tokens of prompt `index` do not depend on its question: the template and few-shot
-    turns before it, which every question with the same shots shares (`Executor.score_completions`'s
-    `context_lengths`). Found by rendering the same prompt around two placeholder questions: the tokens all
-    three agree on. 0 for a question that is itself a few-shot candidate (its shots are its own)."""
+    turns before it, which every question shown the same shots shares (`Executor.score_completions`'s
+    `context_lengths`). Found by rendering the prompt with the same shots around two placeholder questions:
+    the tokens all three agree on. A question that is itself a few-shot candidate is shown other shots: its
+    context is its own (the spare candidate's shots are everyone's, so it shares theirs)."""
     if index not in self._contexts:
       example = self.examples[index]
       ids = self.ids(index)
+      shots = data.select_few_shot(example, self.task.prompt, self.shots(example))  # what its prompt shows
       n = len(ids)
-      if any(shot.id == example.id for shot in self.shots(example)):
-        n = 0  # a few-shot candidate is shown other shots: its context is its own, nothing to share
       for placeholder in ("A", "B"):
         other = dataclasses.replace(example, question=placeholder, choices=())
-        text = data.render_prompt(other, self.task.prompt, self.model.tokenizer, self.shots(example))
+        text = data.render_prompt(other, self.task.prompt, self.model.tokenizer, shots)
         alt = self.model.tokenizer.encode(text, add_special_tokens=not self.task.prompt.use_chat_template)
         n = next((j for j, (a, b) in enumerate(zip(ids[:n], alt)) if a != b), min(n, len(alt)))
       self._contexts[index] = n

@@ -17,7 +17,9 @@ suffix: the executed work is the distinct (sequence, program prefix) nodes plus 
 
 Shared contexts (`context_lengths`): see `ContextCache`. A pass reads its rows' context keys / values through
 `gather_context` (the entries it needs, [B, T, P, K, hd]), so its compiled shape does not depend on how many
-slots the bank has grown to; `Executor.generate(context_lengths=...)` reads the same bank.
+slots the bank has grown to; `Executor.generate(context_lengths=...)` reads the same bank. Rows of every
+context of one padded length form one part of a call (one bank; each row has its own context length), so the
+datasets' contexts, and a few-shot candidate's own one, share passes.
 
 Compiles. One core function (`_pass_core`) serves the trunk pass and the groups; it is traced once per shape
 bucket: padded rows (`prefix_sharing.rows_bucket`), prompt length (`Executor.prompt_bucket`),
@@ -30,7 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,11 +89,12 @@ def _pass_core(params, ctx_k, ctx_v, ctx_len, x0, tokens, mask, steps, active, l
   tokens, mask: [B, S] the rows' left-padded sequences; x0: [B, S, D] their starting hidden states (None: the
   token embedding; `gather_rows` gathers both). With a shared context
   (ctx_k, ctx_v [B, T, P, K, hd]: its keys / values under each row's program at the program step the row runs
-  at schedule step t, `gather_context`; P >= ctx_len columns, the rest padding; None: no context), the rows'
-  tokens continue it at positions ctx_len + 0, 1, ...; at step t a row attends to those context keys and to
-  its own. Returns, with keep > 0, the states kept [keep, B, S, D]: slot 0 the input, slot
-  keep_at[t] the state after schedule step t (the last slot takes the steps nobody keeps); with head = M, the
-  argmax [B, M] int32 at the last M positions and the log-probs [B, M - 1] of each next token; else x.
+  at schedule step t, `gather_context`; ctx_len [B]: each row's context length, P >= ctx_len columns, the rest
+  padding; rows may continue different contexts; None: no context), row b's tokens continue its context at
+  positions ctx_len[b] + 0, 1, ...; at step t a row attends to those context keys and to its own. Returns,
+  with keep > 0, the states kept [keep, B, S, D]: slot 0 the input, slot keep_at[t] the state after schedule
+  step t (the last slot takes the steps nobody keeps); with head = M, the argmax [B, M] int32 at the last M
+  positions and the log-probs [B, M - 1] of each next token; else x.
   """
   counter[0] += 1  # Runs at trace time only: counts compiles.
   x = transformer.embed(params, cfg, tokens) if x0 is None else x0
@@ -102,8 +105,8 @@ def _pass_core(params, ctx_k, ctx_v, ctx_len, x0, tokens, mask, steps, active, l
     key_mask, start = transformer.causal_key_mask(mask), 0
   else:
     p = ctx_k.shape[2]
-    rope = transformer.rope_tables(cfg, ctx_len + transformer.positions_from_mask(mask))
-    ctx_valid = jnp.broadcast_to((jnp.arange(p) < ctx_len)[None, None], (b, s, p))
+    rope = transformer.rope_tables(cfg, ctx_len[:, None] + transformer.positions_from_mask(mask))
+    ctx_valid = jnp.broadcast_to((jnp.arange(p)[None] < ctx_len[:, None])[:, None], (b, s, p))
     key_mask, start = jnp.concatenate([ctx_valid, transformer.causal_key_mask(mask)], axis=2), p
 
   def body(t, carry):
@@ -193,14 +196,9 @@ def _store(bank_k, bank_v, k, v, trunk_k, trunk_v, index, start, slots):
   return bank_k.at[slots].set(new_k, mode="drop"), bank_v.at[slots].set(new_v, mode="drop")
 
 
-def _trunk_bytes(bank: dict) -> int:
-  """A bank's full-program trunk (hidden states, keys and values): as held, or as it will be once computed."""
-  return sum(x.nbytes for x in bank["trunk"]) if "trunk" in bank else bank.get("trunk_bytes", 0)
-
-
 def _bank_bytes(bank: dict) -> int:
-  """A bank's device bytes: its slots and its trunk."""
-  return (bank["k"].nbytes + bank["v"].nbytes if "k" in bank else 0) + _trunk_bytes(bank)
+  """A bank's device bytes (its slots)."""
+  return bank["k"].nbytes + bank["v"].nbytes if "k" in bank else 0
 
 
 class ContextCache:
@@ -210,25 +208,32 @@ class ContextCache:
   prompt of one dataset under `raw_qa_3shot`). Under a program, a context's keys and values at the program's
   step j depend only on the context and the program's first j + 1 steps (causal attention), so they are
   computed once per (context, program) and reused by every question and every later call: the search meets the
-  same programs on many questions (the embedded default's 96-simulation search ran 229 distinct programs
-  12,288 times), the menu scores a few programs on every question.
+  same programs on many questions (the embedded default's 96-simulation search ran 229 distinct programs per
+  dataset 6,144 times), the menu scores a few programs on every question.
 
-  Storage: per context a *bank*, device arrays k, v [slots, L, P, K, hd] (L: the longest program so far,
-  bucketed; P: the context's padded length), written in place (donated buffers), so a scoring pass gathers its
-  rows' keys straight from the bank. A bank grows to hold what a call lacks (to the next power of two slots, at
-  least 64) while the total stays within `max_bytes`; then the least recently used entry of that context that
-  the call does not need gives up its slot. A call whose programs do not fit at all runs its whole sequences (same results).
+  Storage: one *bank* per padded context length P (and dtype), device arrays k, v [slots, L, P, K, hd] (L: the
+  longest program so far, bucketed), holding the entries of every context of that length, written in place
+  (donated buffers). So a pass gathers its rows' keys straight from one bank whichever contexts they continue:
+  rows of different contexts (datasets, questions shown other shots) share passes and generation batches. Per
+  context a *trunk*: the context under the full program (hidden states before each step, keys and values),
+  from which an entry that starts like the full program runs only the rest. A bank grows to hold what a call
+  lacks (to the next power of two slots, at least 64) while the total (banks and trunks) stays within
+  `max_bytes`; then the least recently used entry of that bank that the call does not need gives up its slot.
+  A call whose entries do not fit at all runs its whole sequences (same results).
   """
 
   def __init__(self, max_bytes: int, quantum: int = 16):
     self.max_bytes, self.quantum = int(max_bytes), quantum
-    self.banks: dict[tuple[int, ...], dict] = {}
+    self.banks: dict[tuple, dict] = {}  # (P, K, hd, dtype name) -> bank
+    self.trunks: dict[tuple[int, ...], tuple] = {}  # context -> (xs, k, v) once computed
+    self._trunk_bytes: dict[tuple[int, ...], int] = {}  # context -> its trunk's bytes (counted from the start)
+    self._bank_of: dict[tuple[int, ...], tuple] = {}  # context -> its bank's key
     self._lru: collections.OrderedDict = collections.OrderedDict()  # (context, program) -> slot
     self._store = jax.jit(_store, donate_argnums=(0, 1))
 
   @property
   def bytes(self) -> int:
-    return sum(_bank_bytes(b) for b in self.banks.values())
+    return sum(_bank_bytes(b) for b in self.banks.values()) + sum(self._trunk_bytes.values())
 
   def __len__(self) -> int:
     return len(self._lru)
@@ -243,18 +248,24 @@ class ContextCache:
     bank["free"] += list(range(slots - 1, n - 1, -1))  # popped from the end: lowest slots first
     bank["k"], bank["v"] = k, v
 
-  def slots(self, context: tuple[int, ...], programs, tail: tuple[int, ...], dtype, trunk_bytes: int = 0):
-    """(bank, slot of each program, [(program, slot)] to compute), or None when the bank cannot hold all of
-    `programs` at once within max_bytes (the caller then scores without the context). `trunk_bytes`: what the
-    bank's full-program trunk will take (`CompletionScorer`), counted in the budget from the start."""
-    need = list(dict.fromkeys(programs))
-    new = [p for p in need if (context, p) not in self._lru]
-    bank = self.banks.get(context) or {"tail": tuple(tail), "dtype": dtype, "free": [], "trunk_bytes": trunk_bytes}
+  def slots(self, requests: dict[tuple[int, ...], Sequence[tuple[int, ...]]], tail: tuple[int, ...], dtype,
+            trunk_bytes: int = 0):
+    """For `requests` (context -> the programs a call reads it under; all contexts of one padded length, `tail`
+    = (P, K, hd)): (bank, {(context, program): slot}, {context: [(program, slot)] to compute}), or None when the
+    bank cannot hold all of them at once within max_bytes (the caller then scores without contexts).
+    `trunk_bytes`: what a context's full-program trunk takes (`CompletionScorer`), counted in the budget from the
+    context's first call."""
+    key = tuple(tail) + (jnp.dtype(dtype).name,)
+    need = list(dict.fromkeys((c, p) for c, programs in requests.items() for p in programs))
+    needed = set(need)
+    new = [cp for cp in need if cp not in self._lru]
+    new_trunks = [c for c in requests if c not in self._trunk_bytes]
+    bank = self.banks.get(key) or {"tail": tuple(tail), "dtype": dtype, "free": []}
     n, width = bank["k"].shape[:2] if "k" in bank else (0, 0)
-    wide = max(width, -(-max(len(p) for p in need) // self.quantum) * self.quantum)
+    wide = max(width, -(-max(len(p) for _, p in need) // self.quantum) * self.quantum)
     slot_bytes = 2 * wide * int(np.prod(tail)) * jnp.dtype(dtype).itemsize
-    # Everything but this bank's slots: the other banks and this bank's trunk.
-    others = self.bytes - (_bank_bytes(bank) if context in self.banks else 0) + _trunk_bytes(bank)
+    # Everything but this bank's slots: the other banks and every trunk (this call's new ones included).
+    others = self.bytes - _bank_bytes(bank) + trunk_bytes * len(new_trunks)
     most = (self.max_bytes - others) // slot_bytes  # slots this bank may have
     # Slot counts are powers of two (at least 64) unless the budget caps them, so that the gathers compiled
     # per bank shape (`gather_context`) are few.
@@ -266,33 +277,36 @@ class ContextCache:
       size = n
     if size < max(n, len(need)) or (wide > width and n * slot_bytes + others > self.max_bytes):
       return None  # a bank only grows; n slots this wide would not fit
+    for c in new_trunks:
+      self._trunk_bytes[c] = trunk_bytes
+      self._bank_of[c] = key
     if size != n or wide != width:
       self._resize(bank, size, wide)
-      self.banks[context] = bank
+      self.banks[key] = bank
     out = {}
-    for p in need:
-      if p not in new:
-        self._lru.move_to_end((context, p))
-        out[p] = self._lru[(context, p)]
-    missing = []
-    for p in new:
-      if not bank["free"]:  # the least recently used entry of this context that this call does not read
-        victim = next(key for key in self._lru if key[0] == context and key[1] not in out and key[1] not in new)
+    for cp in need:
+      if cp in self._lru:
+        self._lru.move_to_end(cp)
+        out[cp] = self._lru[cp]
+    missing: dict[tuple[int, ...], list] = collections.defaultdict(list)
+    for cp in new:
+      if not bank["free"]:  # the least recently used entry of this bank that this call does not read
+        victim = next(k for k in self._lru if self._bank_of[k[0]] == key and k not in needed)
         bank["free"].append(self._lru.pop(victim))
-      out[p] = bank["free"].pop()
-      self._lru[(context, p)] = out[p]
-      missing.append((p, out[p]))
-    return bank, out, missing
+      out[cp] = bank["free"].pop()
+      self._lru[cp] = out[cp]
+      missing[cp[0]].append((cp[1], out[cp]))
+    return bank, out, dict(missing)
 
   def forget(self, context: tuple[int, ...], entries) -> None:
     """Drops (program, slot) entries whose keys / values were never written (a failed computation)."""
-    bank = self.banks.get(context)
+    bank = self.banks.get(self._bank_of.get(context))
     for program, slot in entries:
       if self._lru.pop((context, program), None) is not None and bank is not None:
         bank["free"].append(slot)
 
-  def store(self, bank: dict, k, v, index, start, slots) -> None:
-    tk, tv = bank["trunk"][1:]
+  def store(self, bank: dict, context: tuple[int, ...], k, v, index, start, slots) -> None:
+    tk, tv = self.trunks[context][1:]
     bank["k"], bank["v"] = self._store(bank["k"], bank["v"], k, v, tk, tv, index, start, slots)
 
 
@@ -341,9 +355,9 @@ class CompletionScorer:
       keep_at = np.zeros(len(steps), np.int32)
     ctx_args = (None, None, None)
     if ctx is not None:
-      ctx_k, ctx_v, ctx_len, entry_of = ctx
+      ctx_k, ctx_v, len_of, entry_of, context_of = ctx
       rows_e = np.zeros(rows, np.int32)
-      rows_e[:len(stage.owners)] = [entry_of[o] for o in stage.owners]
+      rows_e[:len(stage.owners)] = [entry_of.get((context_of[q], o), 0) for q, o in zip(stage.questions, stage.owners)]
       # The program step of row i at schedule step t: its branch plus its active steps before t.
       branch = np.zeros(rows, np.int64)
       branch[:len(stage.branch)] = stage.branch
@@ -351,47 +365,52 @@ class CompletionScorer:
       step_of = np.minimum(step_of, ctx_k.shape[1] - 1).astype(np.int32)
       self.totals["context_key_layers"] += rows * length * tokens.shape[1] * ctx_k.shape[2]
       ctx_k, ctx_v = self._gather(ctx_k, ctx_v, jnp.asarray(rows_e), jnp.asarray(step_of))
-      ctx_args = (ctx_k, ctx_v, jnp.int32(ctx_len))
+      ctx_args = (ctx_k, ctx_v, jnp.asarray(len_of[rows_q], jnp.int32))
     x0, row_tokens, row_mask = self._gather_rows(x_src, tokens, mask, jnp.asarray(rows_x), jnp.asarray(rows_q))
     out = self._pass(self.ex.model.params, *ctx_args, x0, row_tokens, row_mask, jnp.asarray(steps),
                      jnp.asarray(active), jnp.int32(length), jnp.asarray(keep_at, jnp.int32), head=head, keep=keep)
     return out, rows * length, len(stage.programs) * length
 
-  def _context_entries(self, context: tuple[int, ...], owners: list[tuple[int, ...]]):
-    """(bank k, bank v, slot of each owner) for one context, computing the missing entries; None when the
-    cache cannot hold this call's entries."""
+  def _context_entries(self, requests: dict[tuple[int, ...], list[tuple[int, ...]]]):
+    """(bank k, bank v, {(context, program): slot}) for contexts of one padded length (`requests`: context ->
+    the programs read under it), computing the missing entries; None when the cache cannot hold them."""
     ex, cfg = self.ex, self.ex.cfg
-    p = ex.prompt_bucket(len(context))
+    p = ex.prompt_bucket(max(len(c) for c in requests))
     dtype = transformer.dtype_of(cfg)
     trunk = ((ex.depth + 1) * p * cfg.hidden_size + 2 * ex.depth * p * cfg.num_kv_heads * cfg.head_dim) \
         * jnp.dtype(dtype).itemsize
-    got = self.contexts.slots(context, owners, (p, cfg.num_kv_heads, cfg.head_dim), dtype, trunk_bytes=trunk)
+    got = self.contexts.slots(requests, (p, cfg.num_kv_heads, cfg.head_dim), dtype, trunk_bytes=trunk)
     if got is None:
       return None
     bank, slot_of, missing = got
-    self.totals["context_hits"] += len(set(owners)) - len(missing)
-    self.totals["context_programs"] += len(missing)
-    try:
-      self._compute_entries(bank, context, p, missing)
-    except BaseException:
-      self.contexts.forget(context, missing)  # their slots hold nothing yet: no later call may read them
-      raise
+    computing = sum(len(m) for m in missing.values())
+    self.totals["context_hits"] += len(slot_of) - computing
+    self.totals["context_programs"] += computing
+    todo = list(missing.items())
+    for i, (context, entries) in enumerate(todo):
+      try:
+        self._compute_entries(bank, context, p, entries)
+      except BaseException:
+        for later, rest in todo[i:]:  # their slots hold nothing yet: no later call may read them
+          self.contexts.forget(later, rest)
+        raise
     return bank["k"], bank["v"], slot_of
 
   def _compute_entries(self, bank: dict, context: tuple[int, ...], p: int, missing) -> None:
-    """Computes the (program, slot) entries `missing` of one context's bank (see `_context_entries`)."""
+    """Computes the (program, slot) entries `missing` of one context in its bank (see `_context_entries`)."""
     ex = self.ex
     if not missing:
       return
     tokens = np.full(p, ex.model.tokenizer.pad_id, np.int32)
     tokens[:len(context)] = context
     valid, tokens = jnp.asarray(np.arange(p) < len(context)), jnp.asarray(tokens)
-    if "trunk" not in bank:
+    if context not in self.contexts.trunks:
       # The context under the full program, once: a program that starts like it takes those steps' keys
       # and values from here and runs only the rest (`start`), as the search's edits of one parent do.
-      bank["trunk"] = self._context_trunk(ex.model.params, tokens, valid)
+      self.contexts.trunks[context] = self._context_trunk(ex.model.params, tokens, valid)
       self.totals["context_token_layers"] += ex.depth * p
       self.totals["context_trunks"] += 1
+    trunk_xs = self.contexts.trunks[context][0]
     full = tuple(range(ex.depth))
     # Fixed-shape passes (CONTEXT_ROWS rows, the model's longest schedule): a row's keys then never depend
     # on which programs were missing together or on what the cache held, so a resumed search computes the
@@ -419,7 +438,7 @@ class CompletionScorer:
       active[:len(chunk), :sched.length] = sched.active
       start = np.zeros(CONTEXT_ROWS, np.int32)
       start[:len(chunk)] = [a for _, _, a in chunk]
-      k, v = self._context_suffix(ex.model.params, bank["trunk"][0], jnp.asarray(start), tokens, valid,
+      k, v = self._context_suffix(ex.model.params, trunk_xs, jnp.asarray(start), tokens, valid,
                                   jnp.asarray(steps), jnp.asarray(active), jnp.int32(sched.length))
       index = np.zeros((CONTEXT_ROWS, width), np.int32)
       slots = np.full(CONTEXT_ROWS, bank["k"].shape[0], np.int32)  # padding rows: out of range, dropped
@@ -427,7 +446,7 @@ class CompletionScorer:
         own = np.flatnonzero(sched.active[g])
         index[g, a:a + len(own)] = own
         slots[g] = slot
-      self.contexts.store(bank, k, v, jnp.asarray(index), jnp.asarray(start), jnp.asarray(slots))
+      self.contexts.store(bank, context, k, v, jnp.asarray(index), jnp.asarray(start), jnp.asarray(slots))
       self.totals["context_token_layers"] += CONTEXT_ROWS * sched.length * p
 
   def score(self, sequences, programs, completion_starts, *, share_prefixes: bool = True,
@@ -441,24 +460,27 @@ class CompletionScorer:
     for i, (x, s) in enumerate(zip(ids, starts)):
       if not 1 <= s <= len(x):
         raise ValueError(f"completion_starts[{i}] = {s} is outside [1, {len(x)}] for a {len(x)}-token sequence.")
-    # Rows that continue a shared context are scored apart, one part per context; the rest as one part.
-    parts: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
+    # Rows that continue a shared context are scored apart from the rest, one part per padded context length
+    # (one bank: rows of different contexts share its passes); the rest as one part.
+    parts: dict[int, list[int]] = collections.defaultdict(list)
+    context_of: list[tuple[int, ...]] = [()] * len(ids)
     if context_lengths is not None:
       if len(context_lengths) != len(ids):
         raise ValueError(f"Got {len(context_lengths)} context lengths for {len(ids)} sequences.")
       for r, (x, s, c) in enumerate(zip(ids, starts, context_lengths)):
         c = min(int(c), s - 1)  # The position before the completion stays in the row (its argmax).
         usable = c >= ex.min_shared_prefix and not ex.cfg.layer_types  # sliding windows: see `Executor`
-        parts[tuple(x[:c]) if usable else ()].append(r)
+        context_of[r] = tuple(x[:c]) if usable else ()
+        parts[ex.prompt_bucket(c) if usable else 0].append(r)
     else:
-      parts[()] = list(range(len(ids)))
+      parts[0] = list(range(len(ids)))
     argmax: list = [None] * len(ids)
     logprobs: list = [None] * len(ids)
     executed = needed = passes = 0
-    for context, rows in parts.items():
-      c = len(context)
-      res = self._score_part([ids[r][c:] for r in rows], [progs[r] for r in rows], [starts[r] - c for r in rows],
-                             share_prefixes, context)
+    for rows in parts.values():
+      res = self._score_part([ids[r][len(context_of[r]):] for r in rows], [progs[r] for r in rows],
+                             [starts[r] - len(context_of[r]) for r in rows], share_prefixes,
+                             [context_of[r] for r in rows])
       for r, am, lp in zip(rows, res[0], res[1]):
         argmax[r], logprobs[r] = am, lp
       executed, needed, passes = executed + res[2], needed + res[3], passes + res[4]
@@ -467,13 +489,14 @@ class CompletionScorer:
                             layers_executed=np.array([len(p) for p in progs], np.int64),
                             executed_row_steps=executed, needed_row_steps=needed, passes=passes)
 
-  def _score_part(self, ids, progs, starts, share_prefixes, context):
-    """Scores rows whose token sequences are `ids` after `context` (() for none): (argmax, logprobs,
-    executed, needed, passes)."""
+  def _score_part(self, ids, progs, starts, share_prefixes, contexts):
+    """Scores rows whose token sequences are `ids` after their `contexts` (() for none; the contexts of one part
+    have one padded length): (argmax, logprobs, executed, needed, passes)."""
     ex = self.ex
-    # Questions are distinct sequences; with sharing, identical (sequence, program) rows are scored once.
-    q_of: dict[tuple[int, ...], int] = {}
-    question = [q_of.setdefault(tuple(x), len(q_of)) for x in ids]
+    # Questions are distinct (context, sequence) pairs; with sharing, identical (question, program) rows are
+    # scored once.
+    q_of: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    question = [q_of.setdefault((c, tuple(x)), len(q_of)) for c, x in zip(contexts, ids)]
     if share_prefixes:
       unique: dict[tuple[int, tuple[int, ...]], int] = {}
       slot = [unique.setdefault((q, p.ids), len(unique)) for q, p in zip(question, progs)]
@@ -484,17 +507,25 @@ class CompletionScorer:
       plan = prefix_sharing.plan_unshared(question, [p.ids for p in progs], max_batch=ex.max_batch)
     kept = {q: [d for d in ds if d] for q, ds in plan.kept().items()}
     run_trunk = any(kept.values())
-    ctx, seqs = None, list(q_of)
-    if context:
+    context_of = [c for c, _ in q_of]
+    ctx, seqs = None, [x for _, x in q_of]
+    if any(context_of):
       stages = ([plan.trunk] if run_trunk else []) + list(plan.groups)
-      owners = list(dict.fromkeys(o for stage in stages for o in stage.owners if o))
-      got = self._context_entries(context, owners) if owners else None
+      requests: dict[tuple[int, ...], list] = collections.defaultdict(list)
+      for stage in stages:
+        for q, o in zip(stage.questions, stage.owners):
+          if o:
+            requests[context_of[q]].append(o)
+      got = self._context_entries(dict(requests)) if requests else None
       if got is None:  # more programs than the cache may hold: this part runs its whole sequences
-        seqs = [context + x for x in seqs]
-        ids = [list(context) + list(x) for x in ids]
-        starts = [st + len(context) for st in starts]
+        seqs = [c + x for c, x in q_of]
+        ids = [list(c) + list(x) for c, x in zip(contexts, ids)]
+        starts = [st + len(c) for c, st in zip(contexts, starts)]
       else:
-        ctx = (got[0], got[1], len(context), got[2])
+        len_of = np.zeros(prefix_sharing.rows_bucket(len(seqs)), np.int32)  # per (padded) question
+        len_of[:len(seqs)] = [len(c) for c in context_of]
+        len_of[len(seqs):] = len_of[0]
+        ctx = (got[0], got[1], len_of, got[2], context_of + [context_of[0]] * (len(len_of) - len(seqs)))
 
     s = ex.prompt_bucket(max(len(x) for x in seqs))
     head = bucket_length(max(len(x) - st for x, st in zip(ids, starts)) + 1, COMPLETION_QUANTUM, s)

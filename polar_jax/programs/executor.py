@@ -214,31 +214,35 @@ class Executor:
       seed: one sampling seed per prompt, or an int: prompt r then uses `seed + r`. A row's sample depends only
         on its seed, prompt and program, not on the batch it shares (nor on `max_batch`).
       context_lengths: per prompt, how many leading tokens are a context that other prompts share (as in
-        `score_completions`): rows are batched by context, and a context's keys / values under each program
-        come from the completion scorer's `ContextCache` (computed there once, or taken as kept), so only
-        the rest of each prompt is prefilled. The results are the same up to float rounding.
+        `score_completions`): rows are batched by padded context length (rows of different contexts together),
+        and a context's keys / values under each program come from the completion scorer's `ContextCache`
+        (computed there once, or taken as kept), so only the rest of each prompt is prefilled. The results are
+        the same up to float rounding.
     """
     if max_new_tokens < 1:
       raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
     ids = self._tokenize(prompts)
     progs = self._programs(programs, len(ids))
     seeds = row_seeds(seed, len(ids))
-    parts: dict[tuple[int, ...], list[int]] = {}
+    parts: dict[int, list[int]] = {}  # padded context length (0: none) -> rows
+    contexts: list[tuple[int, ...]] = [()] * len(ids)
     if context_lengths is not None:
       if len(context_lengths) != len(ids):
         raise ValueError(f"Got {len(context_lengths)} context lengths for {len(ids)} prompts.")
       for r, (x, c) in enumerate(zip(ids, context_lengths)):
         c = min(int(c), len(x) - 1)
         usable = c >= self.min_shared_prefix and not self.cfg.layer_types  # sliding windows: see __init__
-        parts.setdefault(tuple(x[:c]) if usable else (), []).append(r)
+        contexts[r] = tuple(x[:c]) if usable else ()
+        parts.setdefault(self.prompt_bucket(c) if usable else 0, []).append(r)
     else:
-      parts[()] = list(range(len(ids)))
+      parts[0] = list(range(len(ids)))
     results, order = [], []
-    for context, members in parts.items():
+    for members in parts.values():
       for start in range(0, len(members), self.max_batch):
         chunk = members[start:start + self.max_batch]
         results.append(self._generate_batch([ids[r] for r in chunk], [progs[r] for r in chunk], max_new_tokens,
-                                            stop or StopRule(), temperature, seeds[chunk], context))
+                                            stop or StopRule(), temperature, seeds[chunk],
+                                            [contexts[r] for r in chunk]))
         order += chunk
     if len(results) == 1 and order == list(range(len(ids))):
       return results[0]
@@ -266,28 +270,34 @@ class Executor:
       self._scorer = completions.CompletionScorer(self)
     return self._scorer
 
-  def _context_prompt(self, ids, sched: Schedule, progs: Sequence[Program], batch_pad: int, context):
-    """The prompt inputs of `executor_core.generate_core` for rows that continue `context`, with its keys and
-    values from the completion scorer's bank; None when the bank cannot hold this batch's programs."""
-    got = self._scorer_of()._context_entries(context, [p.ids for p in progs])
+  def _context_prompt(self, ids, sched: Schedule, progs: Sequence[Program], batch_pad: int, contexts):
+    """The prompt inputs of `executor_core.generate_core` for rows that continue `contexts` (one per row, of one
+    padded length), with their keys and values from the completion scorer's bank; None when the bank cannot
+    hold this batch's entries."""
+    requests: dict[tuple[int, ...], list] = {}
+    for c, p in zip(contexts, progs):
+      requests.setdefault(c, []).append(p.ids)
+    got = self._scorer_of()._context_entries(requests)
     if got is None:
       return None
     bank_k, bank_v, slot_of = got
-    c = len(context)
-    tokens, mask, active, row_valid = self._batch_arrays([x[c:] for x in ids], sched, batch_pad)
+    tokens, mask, active, row_valid = self._batch_arrays([x[len(c):] for x, c in zip(ids, contexts)], sched,
+                                                         batch_pad)
     rows_e = np.zeros(batch_pad, np.int32)
-    rows_e[:len(progs)] = [slot_of[p.ids] for p in progs]
+    rows_e[:len(progs)] = [slot_of[c, p.ids] for c, p in zip(contexts, progs)]
+    ctx_len = np.full(batch_pad, len(contexts[0]), np.int32)  # padding rows: the first row's
+    ctx_len[:len(contexts)] = [len(c) for c in contexts]
     # The program step of each row at schedule step t: its active steps before t (inactive: any valid step).
     step_of = np.minimum(np.maximum(np.cumsum(active, axis=1) - 1, 0), bank_k.shape[1] - 1).astype(np.int32)
     ctx_k, ctx_v = self._scorer_of()._gather(bank_k, bank_v, jnp.asarray(rows_e), jnp.asarray(step_of))
     prompt = {"tokens": jnp.asarray(tokens), "attn_mask": jnp.asarray(mask), "ctx_k": ctx_k, "ctx_v": ctx_v,
-              "ctx_len": jnp.int32(c)}
+              "ctx_len": jnp.asarray(ctx_len)}
     return prompt, active, row_valid
 
-  def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seeds, context=()):
+  def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seeds, contexts=None):
     sched = self.schedule(progs)
     batch_pad = self._batch_pad(len(ids))
-    got = self._context_prompt(ids, sched, progs, batch_pad, context) if context else None
+    got = self._context_prompt(ids, sched, progs, batch_pad, contexts) if contexts and contexts[0] else None
     prompt, active, row_valid = got or self._prompt_arrays(ids, sched, progs, batch_pad)
     padded_seeds = np.zeros(batch_pad, np.uint32)
     padded_seeds[:len(ids)] = seeds

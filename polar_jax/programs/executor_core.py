@@ -107,9 +107,10 @@ def prefill_context(params, cfg: ModelConfig, steps, active, length, ctx_k, ctx_
   """Prefill of prompts that continue one shared context whose keys / values are already computed (the
   completion scorer's `ContextCache` bank): only the rest of each prompt runs.
 
-  ctx_k, ctx_v: [B, T, P, K, hd] the context (ctx_len valid columns of P) under each row's program at the
-  program step the row runs at schedule step t (`completions.gather_context`); tokens, attn_mask: [B, S2] the
-  rest of each prompt, left-padded, at positions ctx_len + 0, 1, ....
+  ctx_k, ctx_v: [B, T, P, K, hd] each row's context (its ctx_len [B] valid columns of P; rows may continue
+  different contexts) under the row's program at the program step the row runs at schedule step t
+  (`completions.gather_context`); tokens, attn_mask: [B, S2] the rest of each prompt, left-padded, at positions
+  ctx_len + 0, 1, ....
   Cache columns: [0, P) the context (padding columns masked), [P, P + S2) the rest, then generated tokens.
   Returns (hidden [B, S2, D] after the final norm, cache_k, cache_v [T, B, cache_len, K, hd], the context's
   valid columns [B, P]).
@@ -119,9 +120,9 @@ def prefill_context(params, cfg: ModelConfig, steps, active, length, ctx_k, ctx_
   cache = _empty_cache(cfg, steps.shape[0], b, cache_len)
   cache_k = cache.at[:, :, :p].set(jnp.swapaxes(ctx_k, 0, 1))  # [T, B, P, K, hd]
   cache_v = cache.at[:, :, :p].set(jnp.swapaxes(ctx_v, 0, 1))
-  ctx_valid = jnp.broadcast_to((jnp.arange(p) < ctx_len)[None], (b, p))
+  ctx_valid = jnp.arange(p)[None] < ctx_len[:, None]  # [B, P]
   x = transformer.embed(params, cfg, tokens)
-  rope = transformer.rope_tables(cfg, ctx_len + transformer.positions_from_mask(attn_mask))
+  rope = transformer.rope_tables(cfg, ctx_len[:, None] + transformer.positions_from_mask(attn_mask))
   key_mask = jnp.concatenate([jnp.broadcast_to(ctx_valid[:, None], (b, s2, p)),
                               transformer.causal_key_mask(attn_mask)], axis=2)
   x, cache_k, cache_v = run_steps(params, cfg, steps, active, length, x, rope, key_mask, cache_k, cache_v, p)
