@@ -181,7 +181,8 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--skip", type=int, default=4,
                       help="Questions skipped at the start of each dataset: the few-shot candidates (shown other "
-                           "shots, so they share no context; 8 of the default search's 128 questions are).")
+                           "shots, so three of them have contexts of their own; 8 of the default search's 128 "
+                           "questions are candidates). Kept at 4 so that runs compare with earlier ones.")
   parser.add_argument("--quick", action="store_true", help="8 questions x 12 programs, 4 reference pairs.")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()

@@ -274,6 +274,19 @@ def test_contexts_of_one_length_share_passes():
   assert batches == [len(seqs)] and out.tokens == plain.tokens
 
 
+def test_each_pass_heads_only_its_own_completions():
+  """The LM head of a pass covers its own rows' longest completion: two passes (max_batch 2, rows in order),
+  completions of 1 and 6 tokens, take 4 and 8 positions (not 8 and 8), with results equal to each row alone."""
+  ex = Executor(tiny_model("llama", num_layers=D), max_batch=2)
+  short, long_ = _sequences(10, [9, 14])
+  seqs = [short, short, long_, long_]
+  progs = [FULL, _edits(3)[0], FULL, _edits(3)[1]]
+  starts = [8, 8, 8, 8]
+  res = ex.score_completions(seqs, progs, starts, share_prefixes=False)
+  _assert_rows_alone(ex, res, seqs, progs, starts)
+  assert res.passes == 2 and ex._scorer.totals["head_tokens"] == 2 * 4 + 2 * 8
+
+
 def test_context_cache_within_its_budget():
   """No room: the rows run their whole sequences. Room for one call's programs: the next call's programs take
   the least recently used slots, and every result still equals the row alone."""

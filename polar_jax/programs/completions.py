@@ -4,7 +4,8 @@
 token sequence once (no generation, no KV cache kept) and returns, per row with completion c = seq[s:] of
 m tokens: `argmax` [m + 1], the greedy next token at positions s-1 .. len-1, and `logprobs` [m], the
 log-softmax (float32) of each completion token. Only the last M = bucket(max m + 1) positions of each
-(left-padded, so aligned) row reach the LM head, inside the jitted pass: no [B, S, V] logits leave the device.
+(left-padded, so aligned) row reach the LM head, inside the jitted pass (M per pass: the max over its own
+rows): no [B, S, V] logits leave the device.
 
 Shared prefixes (`share_prefixes=True`, the default). Rows with the same token sequence (one question) whose
 programs agree on their first k steps have the same hidden states after those steps. One pass runs each
@@ -528,7 +529,12 @@ class CompletionScorer:
         ctx = (got[0], got[1], len_of, got[2], context_of + [context_of[0]] * (len(len_of) - len(seqs)))
 
     s = ex.prompt_bucket(max(len(x) for x in seqs))
-    head = bucket_length(max(len(x) - st for x, st in zip(ids, starts)) + 1, COMPLETION_QUANTUM, s)
+    # Each group's LM head covers its own rows' longest completion (+ 1), so short completions (one digit)
+    # do not pay for long ones (four digits) in passes they do not share.
+    longest: dict[int, int] = collections.defaultdict(int)  # planned row -> its longest completion
+    for r, (x, st) in enumerate(zip(ids, starts)):
+      longest[slot[r]] = max(longest[slot[r]], len(x) - st)
+    heads = [bucket_length(max(longest[r] for r in stage.rows) + 1, COMPLETION_QUANTUM, s) for stage in plan.groups]
     n_q = prefix_sharing.rows_bucket(len(seqs))
     tokens = np.full((n_q, s), ex.model.tokenizer.pad_id, np.int32)
     mask = np.zeros(tokens.shape, np.int32)
@@ -558,7 +564,7 @@ class CompletionScorer:
       row_of = {(q, d): int(keep_at[t]) * n_q + q for (q, d), t in at_step.items()}
       executed, needed, passes = executed + e, needed + n, passes + 1
     outs = []
-    for stage in plan.groups:
+    for stage, head in zip(plan.groups, heads):
       rows = prefix_sharing.rows_bucket(len(stage.programs))
       rows_x = [row_of.get((q, d), q) for q, d in zip(stage.questions, stage.branch)]  # depth 0: the embedding
       out, e, n = self._run(stage, rows, source, rows_x, tokens, mask, ctx, head=head)
@@ -570,15 +576,15 @@ class CompletionScorer:
     t["executed_row_steps"] += executed
     t["needed_row_steps"] += needed
     t["executed_token_layers"] += executed * s
-    t["head_tokens"] += sum(prefix_sharing.rows_bucket(len(g.programs)) for g in plan.groups) * head
-    per_slot: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for stage, (am, lp) in zip(plan.groups, outs):
+    t["head_tokens"] += sum(prefix_sharing.rows_bucket(len(g.programs)) * h for g, h in zip(plan.groups, heads))
+    per_slot: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+    for stage, head, (am, lp) in zip(plan.groups, heads, outs):
       am, lp = np.asarray(am), np.asarray(lp)
       for i, r in enumerate(stage.rows):
-        per_slot[r] = am[i], lp[i]
+        per_slot[r] = am[i], lp[i], head
     argmax, logprobs = [], []
     for r, (x, st) in enumerate(zip(ids, starts)):
-      am, lp = per_slot[slot[r]]
+      am, lp, head = per_slot[slot[r]]
       m = len(x) - st
       argmax.append(am[head - m - 1:].copy())
       logprobs.append(lp[head - 1 - m:].copy())
