@@ -362,11 +362,13 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
     assert 60 < shared < len(prompts.ids(6)) - 5 and lengths[4:] == [shared] * 3
     assert len({tuple(prompts.ids(i)[:shared]) for i in range(4, 7)}) == 1
     assert ex.model.tokenizer.decode(prompts.ids(4)[:shared]).endswith("\n\nQuestion:")  # the question follows
-    # Shot candidates are shown other shots: nothing shared, except by the spare (index 3), which is shown
-    # everyone's shots.
-    assert lengths[:3] == [0] * 3
+    # Shot candidates are shown other shots: their contexts are their own, except the spare's (index 3), which is
+    # shown everyone's shots.
     assert lengths[3] == shared and prompts.ids(3)[:shared] == prompts.ids(4)[:shared]
-    for i in (0, 3, 5, 6):
+    for i in range(3):
+      assert 60 < lengths[i] < len(prompts.ids(i)) - 5 and prompts.ids(i)[:lengths[i]] != prompts.ids(4)[:shared]
+      assert ex.model.tokenizer.decode(prompts.ids(i)[:lengths[i]]).endswith("\n\nQuestion:")
+    for i in (0, 4, 5, 6):
       seqs.append(prompts.ids(i) + ex.model.tokenizer.encode(" " + examples[i].answer))
       ctx.append(lengths[i])
   full = tuple(range(30))
@@ -377,8 +379,9 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
   starts = [len(x) - 2 for x in s]
   res = ex.score_completions(s, p, starts, context_lengths=c)
   _assert_rows_alone(ex, res, s, p, starts)
-  # Per dataset one context (question 0 runs its whole sequence), under each of the four programs.
-  assert ex._scorer.totals["context_programs"] == 2 * len(progs) and ex._scorer.totals["context_trunks"] == 2
+  # Per dataset two contexts (question 0's own and the shared one), under each of the four programs.
+  assert ex._scorer.totals["context_programs"] == 2 * 2 * len(progs)
+  assert ex._scorer.totals["context_trunks"] == 4
 
 
 def test_generation_continues_kept_contexts():

@@ -133,17 +133,13 @@ class Prompts:
     """How many leading tokens of prompt `index` do not depend on its question: the template and few-shot
     turns before it, which every question shown the same shots shares (`Executor.score_completions`'s
     `context_lengths`). Found by rendering the prompt with the same shots around two placeholder questions:
-    the tokens all three agree on. 0 for a question shown other shots than the rest (a few-shot candidate: its
-    context is its own, which no other question shares, so keeping it would cost more than it saves); the
-    spare candidate is shown everyone's shots and shares their context."""
+    the tokens all three agree on. A question that is itself a few-shot candidate is shown other shots: its
+    context is its own (the spare candidate's shots are everyone's, so it shares theirs)."""
     if index not in self._contexts:
       example = self.examples[index]
       ids = self.ids(index)
-      pool = self.shots(example)
-      shots = data.select_few_shot(example, self.task.prompt, pool)  # what its prompt shows
-      stranger = dataclasses.replace(example, id=f"{example.id}#placeholder", question="A", choices=())
-      others = data.select_few_shot(stranger, self.task.prompt, pool)  # what any other question is shown
-      n = len(ids) if [s.id for s in shots] == [s.id for s in others] else 0
+      shots = data.select_few_shot(example, self.task.prompt, self.shots(example))  # what its prompt shows
+      n = len(ids)
       for placeholder in ("A", "B"):
         other = dataclasses.replace(example, question=placeholder, choices=())
         text = data.render_prompt(other, self.task.prompt, self.model.tokenizer, shots)
