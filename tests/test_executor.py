@@ -182,17 +182,3 @@ def test_shared_prefix_prefill_equals_plain(model):
   b = plain.generate(prompts, programs, 6, stop=StopRule(stop_ids=()))
   assert shared._shared_prefix_length([list(p) for p in prompts]) == 24
   assert a.tokens == b.tokens
-
-
-def test_batches_pad_to_at_most_a_third_more_rows():
-  """A batch of 5 rows runs as 6 (not 8), 9 as 12: the rows bucket the completion scorer's passes use. The
-  tokens equal each row generated alone."""
-  model = tiny_model("llama")
-  prompts = [PROMPTS[i % 3] + [20 + i] for i in range(9)]
-  stop = StopRule(stop_ids=())
-  for n, padded in ((5, 6), (9, 12)):
-    ex = Executor(model)
-    out = ex.generate(prompts[:n], [0, 1, 2, 3], 4, stop=stop)
-    assert ex.generation_totals["decode_head_tokens"] == padded * 4
-    for r in range(n):
-      assert out.tokens[r] == ex.generate([prompts[r]], [0, 1, 2, 3], 4, stop=stop).tokens[0]

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from polar_jax.models.registry import Model
-from polar_jax.programs import completions, executor_core, prefix_sharing, stop_rules
+from polar_jax.programs import completions, executor_core, stop_rules
 from polar_jax.programs.program import Program, ProgramError
 from polar_jax.programs.schedule import Schedule, bucket_length, make_schedule, next_pow2
 from polar_jax.programs.stop_rules import StopRule
@@ -67,8 +67,7 @@ class Executor:
     new_token_quantum: the generation buffer is a multiple of this.
     schedule_quantum: schedules are padded to a multiple of this (capped at the model's 2L program limit
       when that is larger than the schedule).
-    max_batch: batches are padded to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to this; larger batches
-      are split.
+    max_batch: batches are padded to a power of two up to this; larger batches are split.
     share_prefix: compute a prefix that all prompts of a batch share (the chat template's system turn) once per
       distinct program instead of once per row (`executor_core.prefill_shared`); the results are the same.
     min_shared_prefix: shorter shared prefixes are not worth a separate pass.
@@ -180,9 +179,8 @@ class Executor:
     return prompt, active, row_valid
 
   def _batch_pad(self, n: int) -> int:
-    """Rows a batch of n is padded to: the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (`rows_bucket`: at most a
-    third padding, as the completion scorer's passes), at most max_batch (a chunk is never larger)."""
-    return min(prefix_sharing.rows_bucket(n), max(self.max_batch, n))
+    """Rows a batch of n is padded to: a power of two, at most max_batch (a chunk is never larger)."""
+    return min(next_pow2(n), max(self.max_batch, n))
 
   def _batch_arrays(self, ids: list[list[int]], sched: Schedule, batch_pad: int):
     n = len(ids)
