@@ -104,8 +104,8 @@ def prefill_shared(params, cfg: ModelConfig, steps, active, length, prefix, grou
 
 def prefill_context(params, cfg: ModelConfig, steps, active, length, ctx_k, ctx_v, ctx_len, tokens, attn_mask,
                     cache_len: int):
-  """Prefill of prompts that continue one shared context whose keys / values are already computed (the
-  completion scorer's `ContextCache` bank): only the rest of each prompt runs.
+  """Prefill of prompts that continue shared contexts whose keys / values are already computed (the completion
+  scorer's `ContextCache` bank): only the rest of each prompt runs.
 
   ctx_k, ctx_v: [B, T, P, K, hd] each row's context (its ctx_len [B] valid columns of P; rows may continue
   different contexts) under the row's program at the program step the row runs at schedule step t
