@@ -523,10 +523,8 @@ class CompletionScorer:
         ids = [list(c) + list(x) for c, x in zip(contexts, ids)]
         starts = [st + len(c) for c, st in zip(contexts, starts)]
       else:
-        len_of = np.zeros(prefix_sharing.rows_bucket(len(seqs)), np.int32)  # per (padded) question
-        len_of[:len(seqs)] = [len(c) for c in context_of]
-        len_of[len(seqs):] = len_of[0]
-        ctx = (got[0], got[1], len_of, got[2], context_of + [context_of[0]] * (len(len_of) - len(seqs)))
+        # Per question (a pass's padding rows repeat a real question, `_run`): its context's length and tokens.
+        ctx = (got[0], got[1], np.asarray([len(c) for c in context_of], np.int32), got[2], context_of)
 
     s = ex.prompt_bucket(max(len(x) for x in seqs))
     # Each group's LM head covers its own rows' longest completion (+ 1), so short completions (one digit)
