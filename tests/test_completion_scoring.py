@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from polar_jax.programs import Executor
+from polar_jax.programs import completions
 from polar_jax.programs.completions import ContextCache
 from polar_jax.programs.prefix_sharing import heavy_path, plan_sharing, rows_bucket
 from polar_jax.testing import tiny_model
@@ -245,7 +246,8 @@ def test_contexts_of_edits_run_from_the_full_programs_states():
   _assert_rows_alone(ex, res, seqs, progs, starts)
   totals, p = ex._scorer.totals, ex.prompt_bucket(27)
   assert totals["context_trunks"] == 1 and totals["context_programs"] == 4
-  assert totals["context_token_layers"] == D * p + 8 * 2 * p  # the trunk's D steps + one pass of 8 rows x 2
+  rows = completions.CONTEXT_ROWS  # 4 edits: one pass
+  assert totals["context_token_layers"] == D * p + rows * 2 * p  # the trunk's D steps + one pass of 2 steps
 
 
 def test_contexts_of_one_length_share_passes():
