@@ -5,8 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from polar_jax.programs import Executor
-from polar_jax.programs import completions
+from polar_jax.programs import Executor, completions
 from polar_jax.programs.completions import ContextCache
 from polar_jax.programs.prefix_sharing import heavy_path, plan_sharing, rows_bucket
 from polar_jax.testing import tiny_model

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
   from polar_jax.programs.executor import Executor
 
 COMPLETION_QUANTUM = 4
-CONTEXT_ROWS = 4  # programs per context pass (a fixed shape; 4 rows of ~80 tokens: fewer padding rows and idle
-# steps than 8 at the same matmul rate, measured in `docs/design.md`)
+CONTEXT_ROWS = 4  # programs per context pass (a fixed shape; 4 rather than 8: fewer padding rows and idle steps,
+# `docs/design.md`)
 PASS_STEPS_QUANTUM = 32  # a pass's schedule arrays are padded to a multiple of this (at most 2 x depth)
 
 
