@@ -11,6 +11,7 @@ from polar_jax.models import load_model
 from polar_jax.program_eval import TaskConfig, run_programs
 from polar_jax.program_eval.one_pass import canonical_completion, decide
 from polar_jax.program_eval.task import Prompts
+from polar_jax.programs import executor_for
 from polar_jax.search.tree import children
 
 
@@ -63,12 +64,14 @@ def test_budget_and_boxed_prefix(model):
 
 @pytest.mark.parametrize("preset", ["free_prefix", "raw_qa", "paper_prefix", "raw_qa_3shot"])
 def test_one_pass_equals_generate_then_verify(model, preset):
-  """Undecided pairs are generated; with few-shot contexts (raw_qa_3shot) that generation prefills only what
-  follows the context, whose keys / values the one pass kept (`Executor.generate`'s context_lengths)."""
+  """Undecided pairs are generated; with few-shot contexts (raw_qa_3shot) that generation prefills only its
+  prompt's last token: the context's keys / values and the prompt's own come from the one pass."""
   rng = random.Random(0)
   depth = model.depth
   programs = [tuple(range(depth))] + rng.sample(children(tuple(range(depth)), depth, space="predictor"), 4)
-  decided = total = 0
+  decided = total = with_context = 0
+  ex = executor_for(model)
+  used = ex.generation_totals["prompt_states_used"]
   for dataset in ("arith_level1", "arith_level3"):
     examples = data.load_split(dataset, "validation", limit=3, seed=1)
     pairs = [(i, p) for i in range(len(examples)) for p in programs]
@@ -93,5 +96,15 @@ def test_one_pass_equals_generate_then_verify(model, preset):
           assert (o.text, o.answer) == (g.text, g.answer)
     decided += sum(o.decided_by == "one_pass" for o in one_pass)
     total += len(pairs)
+    prompts = Prompts(model, examples, TaskConfig.from_preset(preset, few_shot_split=few_shot))
+    with_context += sum(o.decided_by == "generate" and prompts.context_length(i) >= ex.min_shared_prefix
+                        for (i, _), o in zip(pairs, one_pass))
   if preset != "paper_prefix":  # SmolLM2 rarely boxes the right answer: few pairs are decided there
     assert decided >= total // 2
+  # Every undecided pair that continues a shared context (the chat template; few-shot turns) took its prompt's
+  # keys / values from the one pass (`completions.PromptState`) and prefilled only the prompt's last token; none
+  # is left behind.
+  used = ex.generation_totals["prompt_states_used"] - used
+  assert used == with_context and not ex._scorer_of().prompt_states
+  if preset in ("free_prefix", "raw_qa_3shot"):
+    assert used >= 1  # the path is exercised on real weights

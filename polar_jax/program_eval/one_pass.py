@@ -148,12 +148,14 @@ def _confidence(tokenizer, argmax, logprobs, completion: Completion, decision: D
 def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]], task: TaskConfig, *,
                    share_prefixes: bool = True, positives_only: bool = False,
                    gold_logprobs: dict[int, float] | None = None,
-                   share_contexts: bool = True) -> list[RunRecord | None]:
+                   share_contexts: bool = True, keep_prompts: bool = False) -> list[RunRecord | None]:
   """One-pass records for the decided rows of a batch; None for rows that must be generated (with
   positives_only, every row not decided correct: its full reply and confidence then come from generation).
   `gold_logprobs`, when given, receives row -> gold log-probability for every row the prefill scored (decided
   or not), so that a generated row can keep it. With share_contexts, the prompts' question-independent part
-  (`Prompts.context_length`: template and few-shot turns) is computed once per program and kept."""
+  (`Prompts.context_length`: template and few-shot turns) is computed once per program and kept; with
+  keep_prompts too, the rows left to generation keep their prompts' keys / values for it
+  (`completions.PromptState`: their generation then prefills one token)."""
   completions = {i: canonical_completion(prompts, i) for i in {i for i, _ in batch}}
   rows = [r for r, (i, _) in enumerate(batch) if completions[i] is not None]
   out: list[RunRecord | None] = [None] * len(batch)
@@ -164,7 +166,7 @@ def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]],
   tokenizer = prompts.model.tokenizer
   contexts = [prompts.context_length(batch[r][0]) for r in rows] if share_contexts else None
   scores = executor.score_completions(seqs, [batch[r][1] for r in rows], starts, share_prefixes=share_prefixes,
-                                      context_lengths=contexts)
+                                      context_lengths=contexts, keep_prompts=keep_prompts and share_contexts)
   for r, argmax, logprobs in zip(rows, scores.argmax, scores.logprobs):
     i, program = batch[r]
     example = prompts.examples[i]
@@ -176,4 +178,6 @@ def one_pass_batch(executor, prompts: Prompts, batch: list[tuple[int, Program]],
                          decision.generated, 0.0, task.prompt.answer_format, decided_by=ONE_PASS,
                          gold_logprob=float(np.sum(logprobs[:completions[i].gold_end])),
                          answer_logprob=_confidence(tokenizer, argmax, logprobs, completions[i], decision))
+  if scores.keep_prompts is not None:
+    scores.keep_prompts([k for k, r in enumerate(rows) if out[r] is None])
   return out

@@ -112,7 +112,8 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
         scored: dict[int, float] = {}
         decided = timed(chunk, lambda rows: one_pass_batch(executor, prompts, rows, task,
                                                            share_prefixes=share_prefixes, positives_only=answers,
-                                                           gold_logprobs=scored, share_contexts=share_contexts))
+                                                           gold_logprobs=scored, share_contexts=share_contexts,
+                                                           keep_prompts=True))
         gold.update({chunk[r]: v for r, v in scored.items()})
         done = {j for j, _ in decided}
         undecided += [j for j in chunk if j not in done]
@@ -136,6 +137,7 @@ def iter_runs(model, examples: Sequence[data.Example], pairs: list[tuple[int, Pr
                                                            kept_contexts=one_pass and share_contexts))
         yield [(j, dataclasses.replace(r, gold_logprob=gold[j]) if j in gold else r) for j, r in records]
   finally:
+    executor.drop_prompt_states()  # what no generated batch took (a batch whose contexts did not fit)
     if bar is not None:
       bar.close()
 

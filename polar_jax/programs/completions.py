@@ -33,7 +33,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,8 @@ class CompletionScores:
       real schedule steps): the cost the sharing reduces.
     needed_row_steps: the same count without batch padding rows.
     passes: device passes (trunk stages + groups).
+    keep_prompts: with `score(..., keep_prompts=True)`, keep_prompts(rows) keeps those rows' `PromptState`s
+      (rows that continued a context) in the scorer for their generation; returns how many it kept.
   """
   argmax: list[np.ndarray]
   logprobs: list[np.ndarray]
@@ -74,6 +76,39 @@ class CompletionScores:
   executed_row_steps: int
   needed_row_steps: int
   passes: int
+  keep_prompts: Callable[[Sequence[int]], int] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptState:
+  """A prompt's own keys / values under one program, kept from a scoring pass for its generation.
+
+  A row that continues a shared context runs its prompt's own tokens (after the context) in the scoring pass
+  (`CompletionScorer.score` with `keep_prompts`): under causal attention their keys and values are exactly what
+  generation's prefill would compute (up to float rounding), so a generated row that finds its state here
+  prefills only its prompt's last token (`Executor.generate`). k, v: [L, W, K, hd], program step x columns,
+  right-aligned: the last `length` columns are the prompt's tokens [context, context + length), the others
+  padding. `context`: the context length they continue (its keys / values come from the `ContextCache`)."""
+  k: jax.Array
+  v: jax.Array
+  context: int
+  length: int
+
+  @property
+  def nbytes(self) -> int:
+    return self.k.nbytes + self.v.nbytes
+
+
+def take_prompt_states(trunk_k, trunk_v, k, v, from_trunk, at_trunk, at_own, cols):
+  """Rows' prompt states out of a group pass's own keys / values (k, v [T, B, S, K, hd]) and the trunk pass's
+  (trunk_k, trunk_v [T0, Q, S, K, hd]): row r's program step j is the trunk's at (schedule step, question)
+  at_trunk[r, j] where from_trunk[r, j], else the group's at at_own[r, j] (step, row); cols [R, W] the pass
+  columns of each output column. Returns (k, v) [R, L, W, K, hd]."""
+  def take(trunk, own):
+    t = trunk[at_trunk[..., 0, None], at_trunk[..., 1, None], cols[:, None, :]]
+    o = own[at_own[..., 0, None], at_own[..., 1, None], cols[:, None, :]]
+    return jnp.where(from_trunk[:, :, None, None, None], t, o)
+  return take(trunk_k, k), take(trunk_v, v)
 
 
 def gather_rows(x_src, tokens_src, mask_src, rows_x, rows_q):
@@ -85,7 +120,7 @@ def gather_rows(x_src, tokens_src, mask_src, rows_x, rows_q):
 
 
 def _pass_core(params, ctx_k, ctx_v, ctx_len, x0, tokens, mask, steps, active, length, keep_at, *,
-               cfg: ModelConfig, head: int, keep: int, counter: list):
+               cfg: ModelConfig, head: int, keep: int, counter: list, own_kv: bool = False):
   """Runs a merged schedule on B rows: the trunk pass (keep > 0) or one group (head = M).
 
   tokens, mask: [B, S] the rows' left-padded sequences; x0: [B, S, D] their starting hidden states (None: the
@@ -96,7 +131,8 @@ def _pass_core(params, ctx_k, ctx_v, ctx_len, x0, tokens, mask, steps, active, l
   positions ctx_len[b] + 0, 1, ...; at step t a row attends to those context keys and to its own. Returns,
   with keep > 0, the states kept [keep, B, S, D]: slot 0 the input, slot keep_at[t] the state after schedule
   step t (the last slot takes the steps nobody keeps); with head = M, the argmax [B, M] int32 at the last M
-  positions and the log-probs [B, M - 1] of each next token; else x.
+  positions and the log-probs [B, M - 1] of each next token; else x. With own_kv, returns (that, k, v): the
+  rows' own keys / values at every schedule step, [T, B, S, K, hd] (`PromptStates`).
   """
   counter[0] += 1  # Runs at trace time only: counts compiles.
   x = transformer.embed(params, cfg, tokens) if x0 is None else x0
@@ -112,22 +148,27 @@ def _pass_core(params, ctx_k, ctx_v, ctx_len, x0, tokens, mask, steps, active, l
     key_mask, start = jnp.concatenate([ctx_valid, transformer.causal_key_mask(mask)], axis=2), p
 
   def body(t, carry):
-    x, kept = carry
+    x, kept, ks, vs = carry
     lp = transformer.layer_slice(params["layers"], steps[t])
     if ctx_k is None:
       kc = vc = own  # every column is the step's own keys / values, written before attending
     else:
       kc = jnp.concatenate([jax.lax.dynamic_index_in_dim(ctx_k, t, 1, keepdims=False), own], axis=1)
       vc = jnp.concatenate([jax.lax.dynamic_index_in_dim(ctx_v, t, 1, keepdims=False), own], axis=1)
-    x_new, _, _ = transformer.layer(lp, cfg, x, rope, kc, vc, start, key_mask)
+    x_new, kc, vc = transformer.layer(lp, cfg, x, rope, kc, vc, start, key_mask)
     x = jnp.where(active[:, t, None, None], x_new, x)
     if keep:
       kept = jax.lax.dynamic_update_index_in_dim(kept, x, keep_at[t], 0)
-    return x, kept
+    if own_kv:
+      ks = jax.lax.dynamic_update_index_in_dim(ks, kc[:, start:], t, 0)
+      vs = jax.lax.dynamic_update_index_in_dim(vs, vc[:, start:], t, 0)
+    return x, kept, ks, vs
 
   kept = jnp.zeros((keep,) + x.shape, x.dtype).at[0].set(x) if keep else jnp.zeros((), x.dtype)
-  x, kept = jax.lax.fori_loop(0, length, body, (x, kept))
-  return kept if keep else _head(params, cfg, x, tokens, head)
+  kv = jnp.zeros((steps.shape[0],) + own.shape, own.dtype) if own_kv else jnp.zeros((), own.dtype)
+  x, kept, ks, vs = jax.lax.fori_loop(0, length, body, (x, kept, kv, kv))
+  out = kept if keep else _head(params, cfg, x, tokens, head)
+  return (out, ks, vs) if own_kv else out
 
 
 def gather_context(bank_k, bank_v, rows_e, step_of):
@@ -325,11 +366,15 @@ class CompletionScorer:
                    "context_token_layers": 0, "context_programs": 0, "context_hits": 0, "context_trunks": 0}
     self.contexts = ContextCache(executor.context_cache_bytes)
     cfg, counter = executor.cfg, executor._counter
-    self._pass = jax.jit(functools.partial(_pass_core, cfg=cfg, counter=counter), static_argnames=("head", "keep"))
+    self._pass = jax.jit(functools.partial(_pass_core, cfg=cfg, counter=counter), static_argnames=("head", "keep", "own_kv"))
     self._gather = jax.jit(gather_context)
     self._gather_rows = jax.jit(gather_rows)
     self._context_trunk = jax.jit(functools.partial(_context_trunk_core, cfg=cfg, counter=counter))
     self._context_suffix = jax.jit(functools.partial(_context_suffix_core, cfg=cfg, counter=counter))
+    self._take = jax.jit(take_prompt_states)
+    # (prompt ids, program ids) -> PromptState kept for generation (`keep_prompts`), within prompt_state_bytes;
+    # `Executor.generate` takes them out.
+    self.prompt_states: dict[tuple[tuple[int, ...], tuple[int, ...]], PromptState] = {}
 
   def _stage_schedule(self, stage: prefix_sharing.Stage, rows: int):
     """(steps [T], active [rows, T], length) of a stage; rows with an empty program are never active."""
@@ -346,9 +391,10 @@ class CompletionScorer:
     active[nonempty] = sched.active
     return sched.ids, active, sched.length
 
-  def _run(self, stage, rows, x_src, rows_x, tokens, mask, ctx, *, head: int = 0, keep_at=None, keep: int = 0):
+  def _run(self, stage, rows, x_src, rows_x, tokens, mask, ctx, *, head: int = 0, keep_at=None, keep: int = 0,
+           own_kv: bool = False):
     """One pass of `stage` on `rows` padded rows (padding rows repeat row 0's inputs and run no step): the
-    outputs of `_pass_core`, the executed (row, step) pairs and the needed ones."""
+    outputs of `_pass_core`, the executed (row, step) pairs, the needed ones and the schedule's active [rows, T]."""
     steps, active, length = self._stage_schedule(stage, rows)
     pad = rows - len(stage.programs)
     rows_q = np.asarray(stage.questions + (stage.questions[0],) * pad, np.int32)
@@ -370,8 +416,9 @@ class CompletionScorer:
       ctx_args = (ctx_k, ctx_v, jnp.asarray(len_of[rows_q], jnp.int32))
     x0, row_tokens, row_mask = self._gather_rows(x_src, tokens, mask, jnp.asarray(rows_x), jnp.asarray(rows_q))
     out = self._pass(self.ex.model.params, *ctx_args, x0, row_tokens, row_mask, jnp.asarray(steps),
-                     jnp.asarray(active), jnp.int32(length), jnp.asarray(keep_at, jnp.int32), head=head, keep=keep)
-    return out, rows * length, len(stage.programs) * length
+                     jnp.asarray(active), jnp.int32(length), jnp.asarray(keep_at, jnp.int32), head=head, keep=keep,
+                     own_kv=own_kv)
+    return out, rows * length, len(stage.programs) * length, active
 
   def _context_entries(self, requests: dict[tuple[int, ...], list[tuple[int, ...]]]):
     """(bank k, bank v, {(context, program): slot}) for contexts of one padded length (`requests`: context ->
@@ -452,7 +499,7 @@ class CompletionScorer:
       self.totals["context_token_layers"] += CONTEXT_ROWS * sched.length * p
 
   def score(self, sequences, programs, completion_starts, *, share_prefixes: bool = True,
-            context_lengths: Sequence[int] | None = None) -> CompletionScores:
+            context_lengths: Sequence[int] | None = None, keep_prompts: bool = False) -> CompletionScores:
     ex = self.ex
     ids = ex._tokenize(sequences)
     progs = ex._programs(programs, len(ids))
@@ -479,21 +526,35 @@ class CompletionScorer:
     argmax: list = [None] * len(ids)
     logprobs: list = [None] * len(ids)
     executed = needed = passes = 0
+    keepers = []  # (rows of a part, its keep function)
     for rows in parts.values():
       res = self._score_part([ids[r][len(context_of[r]):] for r in rows], [progs[r] for r in rows],
                              [starts[r] - len(context_of[r]) for r in rows], share_prefixes,
-                             [context_of[r] for r in rows])
+                             [context_of[r] for r in rows], keep_prompts)
       for r, am, lp in zip(rows, res[0], res[1]):
         argmax[r], logprobs[r] = am, lp
       executed, needed, passes = executed + res[2], needed + res[3], passes + res[4]
+      if res[5] is not None:
+        keepers.append((rows, res[5]))
     self.totals["calls"] += 1
+
+    def keep(selected: Sequence[int]) -> int:
+      chosen, kept = set(int(r) for r in selected), 0
+      for rows, part_keep in keepers:
+        local = [i for i, r in enumerate(rows) if r in chosen]
+        if local:
+          kept += part_keep(local, [(tuple(ids[rows[i]][:starts[rows[i]]]), progs[rows[i]].ids) for i in local])
+      return kept
+
     return CompletionScores(argmax=argmax, logprobs=logprobs,
                             layers_executed=np.array([len(p) for p in progs], np.int64),
-                            executed_row_steps=executed, needed_row_steps=needed, passes=passes)
+                            executed_row_steps=executed, needed_row_steps=needed, passes=passes,
+                            keep_prompts=keep if keep_prompts else None)
 
-  def _score_part(self, ids, progs, starts, share_prefixes, contexts):
+  def _score_part(self, ids, progs, starts, share_prefixes, contexts, keep_prompts=False):
     """Scores rows whose token sequences are `ids` after their `contexts` (() for none; the contexts of one part
-    have one padded length): (argmax, logprobs, executed, needed, passes)."""
+    have one padded length): (argmax, logprobs, executed, needed, passes, keep), keep(rows, keys) storing those
+    rows' `PromptState`s under keys (None unless keep_prompts and the rows continued their contexts)."""
     ex = self.ex
     # Questions are distinct (context, sequence) pairs; with sharing, identical (question, program) rows are
     # scored once.
@@ -542,6 +603,8 @@ class CompletionScorer:
       tokens[q, s - len(x):], mask[q, s - len(x):] = x, 1
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
 
+    capture = keep_prompts and ctx is not None  # the passes also return their rows' own keys / values
+    trunk_kv = None
     executed = needed = passes = 0
     source, row_of = None, {}  # the trunk's kept states [K * n_q, S, D]; (question, depth) -> row there
     if run_trunk:
@@ -557,16 +620,22 @@ class CompletionScorer:
       keep = max(4, next_pow2(len(needed_steps) + 2))  # slot 0, the kept steps, the slot nobody reads
       keep_at = np.full(len(steps), keep - 1, np.int32)
       keep_at[needed_steps] = np.arange(1, len(needed_steps) + 1)
-      kept_states, e, n = self._run(plan.trunk, n_q, None, plan.trunk.questions, tokens, mask, ctx,
-                                       keep_at=keep_at, keep=keep)
+      out, e, n, _ = self._run(plan.trunk, n_q, None, plan.trunk.questions, tokens, mask, ctx, keep_at=keep_at,
+                               keep=keep, own_kv=capture)
+      kept_states = out[0] if capture else out
+      if capture:
+        trunk_kv = (out[1], out[2], active)
       source = kept_states.reshape((-1,) + kept_states.shape[2:])
       row_of = {(q, d): int(keep_at[t]) * n_q + q for (q, d), t in at_step.items()}
       executed, needed, passes = executed + e, needed + n, passes + 1
-    outs = []
+    outs, group_kv = [], []
     for stage, head in zip(plan.groups, heads):
       rows = prefix_sharing.rows_bucket(len(stage.programs))
       rows_x = [row_of.get((q, d), q) for q, d in zip(stage.questions, stage.branch)]  # depth 0: the embedding
-      out, e, n = self._run(stage, rows, source, rows_x, tokens, mask, ctx, head=head)
+      out, e, n, active = self._run(stage, rows, source, rows_x, tokens, mask, ctx, head=head, own_kv=capture)
+      if capture:
+        group_kv.append((out[1], out[2], active))
+        out = out[0]
       outs.append(out)
       executed, needed, passes = executed + e, needed + n, passes + 1
 
@@ -587,4 +656,55 @@ class CompletionScorer:
       m = len(x) - st
       argmax.append(am[head - m - 1:].copy())
       logprobs.append(lp[head - 1 - m:].copy())
-    return argmax, logprobs, executed, needed, passes
+    keep = None
+    if capture:
+      where = {r: (g, b) for g, stage in enumerate(plan.groups) for b, r in enumerate(stage.rows)}
+      keep = functools.partial(self._keep_prompts, plan=plan, where=where, slot=slot, trunk_kv=trunk_kv,
+                               group_kv=group_kv, ids=ids, starts=starts, contexts=contexts, s=s, n_q=n_q)
+    return argmax, logprobs, executed, needed, passes, keep
+
+  def _keep_prompts(self, rows, keys, *, plan, where, slot, trunk_kv, group_kv, ids, starts, contexts, s, n_q) -> int:
+    """Stores `PromptState`s of a part's `rows` (indices into it) under `keys`, while they fit within the
+    executor's `prompt_state_bytes`; returns how many it stored."""
+    cfg = self.ex.cfg
+    width = bucket_length(2 * self.ex.depth, 16)
+    by_group: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    for i, r in enumerate(rows):
+      g, b = where[slot[r]]
+      by_group[g].append((i, r, b))
+    per_column = 2 * width * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(transformer.dtype_of(cfg)).itemsize
+    used = sum(x.nbytes for x in self.prompt_states.values())
+    kept = 0
+    for g, members in by_group.items():
+      stage = plan.groups[g]
+      k, v, active = group_kv[g]
+      tk, tv, trunk_active = trunk_kv if trunk_kv is not None else (k, v, None)
+      w = bucket_length(max(starts[r] - 1 for _, r, _ in members), 16)
+      room = max(0, (self.ex.prompt_state_bytes - used) // (per_column * w))
+      members = members[:room]
+      if not members:
+        continue
+      n = next_pow2(len(members))
+      from_trunk = np.zeros((n, width), bool)
+      at_trunk = np.zeros((n, width, 2), np.int32)
+      at_own = np.zeros((n, width, 2), np.int32)
+      cols = np.zeros((n, w), np.int32)
+      for m, (_, r, b) in enumerate(members):
+        q, d = stage.questions[b], stage.branch[b]
+        if d:
+          at_trunk[m, :d, 0] = np.flatnonzero(trunk_active[q])[:d]
+          at_trunk[m, :d, 1] = q
+          from_trunk[m, :d] = True
+        own = np.flatnonzero(active[b])
+        at_own[m, d:d + len(own), 0] = own
+        at_own[m, d:d + len(own), 1] = b
+        length = starts[r] - 1  # the prompt's own tokens but its last (the row's sequence: left-padded to s)
+        cols[m, w - length:] = s - len(ids[r]) + np.arange(length)
+      out_k, out_v = self._take(tk, tv, k, v, jnp.asarray(from_trunk), jnp.asarray(at_trunk), jnp.asarray(at_own),
+                                jnp.asarray(cols))
+      for m, (i, r, _) in enumerate(members):
+        state = PromptState(out_k[m], out_v[m], len(contexts[r]), starts[r] - 1)
+        self.prompt_states[keys[i]] = state
+        used += state.nbytes
+        kept += 1
+    return kept

@@ -73,13 +73,16 @@ class Executor:
     min_shared_prefix: shorter shared prefixes are not worth a separate pass.
     context_cache_bytes: what `score_completions` may keep of shared contexts' keys and values across calls
       (`completions.ContextCache`).
+    prompt_state_bytes: what `score_completions(keep_prompts=True)` may keep of prompts' own keys and values
+      until `generate` uses them (`completions.PromptState`).
   """
 
   def __init__(self, model: Model, *, prompt_quantum: int = 8, new_token_quantum: int = 16,
                schedule_quantum: int = 16, max_batch: int = 64, share_prefix: bool = True,
-               min_shared_prefix: int = 16, context_cache_bytes: int = 4 << 30):
+               min_shared_prefix: int = 16, context_cache_bytes: int = 4 << 30, prompt_state_bytes: int = 1 << 30):
     self.model = model
     self.context_cache_bytes = context_cache_bytes
+    self.prompt_state_bytes = prompt_state_bytes
     self.share_prefix = share_prefix
     self.min_shared_prefix = min_shared_prefix
     self.cfg = model.config
@@ -90,7 +93,8 @@ class Executor:
     self._counter = [0]
     # Generation work executed (padding included), for FLOP accounting (benchmarks): prefill token-layers
     # (a shared prefix once per program group), decode token-layers and LM-head rows over decode steps.
-    self.generation_totals = {"prefill_token_layers": 0, "decode_token_layers": 0, "decode_head_tokens": 0}
+    self.generation_totals = {"prefill_token_layers": 0, "decode_token_layers": 0, "decode_head_tokens": 0,
+                              "prompt_states_used": 0}
     self._tables = None
     self._scorer = None
     self._generate = jax.jit(functools.partial(executor_core.generate_core, cfg=self.cfg, counter=self._counter),
@@ -273,11 +277,17 @@ class Executor:
   def _context_prompt(self, ids, sched: Schedule, progs: Sequence[Program], batch_pad: int, contexts):
     """The prompt inputs of `executor_core.generate_core` for rows that continue `contexts` (one per row, of one
     padded length), with their keys and values from the completion scorer's bank; None when the bank cannot
-    hold this batch's entries."""
+    hold this batch's entries. When every row's prompt has a kept `completions.PromptState` under its program
+    (what a scoring pass computed), its own tokens but the last join the context and only the last is prefilled."""
+    scorer = self._scorer_of()
     requests: dict[tuple[int, ...], list] = {}
     for c, p in zip(contexts, progs):
       requests.setdefault(c, []).append(p.ids)
-    got = self._scorer_of()._context_entries(requests)
+    states = [scorer.prompt_states.get((tuple(x), p.ids)) for x, p in zip(ids, progs)]
+    if not all(st is not None and st.context == len(c) and st.length == len(x) - len(c) - 1
+               for st, x, c in zip(states, ids, contexts)):
+      states = None
+    got = scorer._context_entries(requests)
     if got is None:
       return None
     bank_k, bank_v, slot_of = got
@@ -285,13 +295,27 @@ class Executor:
                                                          batch_pad)
     rows_e = np.zeros(batch_pad, np.int32)
     rows_e[:len(progs)] = [slot_of[c, p.ids] for c, p in zip(contexts, progs)]
-    ctx_len = np.full(batch_pad, len(contexts[0]), np.int32)  # padding rows: the first row's
-    ctx_len[:len(contexts)] = [len(c) for c in contexts]
+    lengths = [len(c) for c in contexts] + [len(contexts[0])] * (batch_pad - len(contexts))  # padding: row 0's
+    ctx_valid = np.arange(bank_k.shape[2])[None] < np.asarray(lengths)[:, None]
     # The program step of each row at schedule step t: its active steps before t (inactive: any valid step).
     step_of = np.minimum(np.maximum(np.cumsum(active, axis=1) - 1, 0), bank_k.shape[1] - 1).astype(np.int32)
-    ctx_k, ctx_v = self._scorer_of()._gather(bank_k, bank_v, jnp.asarray(rows_e), jnp.asarray(step_of))
+    ctx_k, ctx_v = scorer._gather(bank_k, bank_v, jnp.asarray(rows_e), jnp.asarray(step_of))
+    if states is not None:
+      for r in range(len(ids)):
+        scorer.prompt_states.pop((tuple(ids[r]), progs[r].ids), None)
+      w = max(st.k.shape[1] for st in states)
+      states += [states[0]] * (batch_pad - len(states))
+      own_k = jnp.stack([jnp.pad(st.k, ((0, 0), (w - st.k.shape[1], 0), (0, 0), (0, 0))) for st in states])
+      own_v = jnp.stack([jnp.pad(st.v, ((0, 0), (w - st.v.shape[1], 0), (0, 0), (0, 0))) for st in states])
+      own_step = np.minimum(step_of, own_k.shape[1] - 1)
+      own_k, own_v = scorer._gather(own_k, own_v, jnp.arange(batch_pad, dtype=jnp.int32), jnp.asarray(own_step))
+      ctx_k, ctx_v = jnp.concatenate([ctx_k, own_k], axis=2), jnp.concatenate([ctx_v, own_v], axis=2)
+      own_valid = np.arange(w)[None] >= w - np.asarray([st.length for st in states])[:, None]
+      ctx_valid = np.concatenate([ctx_valid, own_valid], axis=1)
+      tokens, mask = tokens[:, -1:], mask[:, -1:]  # left-padded: the last column is each prompt's last token
+      self.generation_totals["prompt_states_used"] += len(ids)
     prompt = {"tokens": jnp.asarray(tokens), "attn_mask": jnp.asarray(mask), "ctx_k": ctx_k, "ctx_v": ctx_v,
-              "ctx_len": jnp.asarray(ctx_len)}
+              "ctx_valid": jnp.asarray(ctx_valid)}
     return prompt, active, row_valid
 
   def _generate_batch(self, ids, progs, max_new_tokens, stop: StopRule, temperature, seeds, contexts=None):
@@ -339,15 +363,21 @@ class Executor:
     return out
 
   def score_completions(self, sequences, programs, completion_starts: Sequence[int], *,
-                        share_prefixes: bool = True, context_lengths: Sequence[int] | None = None
-                        ) -> completions.CompletionScores:
+                        share_prefixes: bool = True, context_lengths: Sequence[int] | None = None,
+                        keep_prompts: bool = False) -> completions.CompletionScores:
     """Greedy predictions and log-probs of each row's completion `sequence[start:]` under its program, from
     one prefill (`completions.py`; with share_prefixes, rows of one sequence run their programs' common steps
     once and branch from there, `prefix_sharing.py`). `context_lengths[i]`: how many leading tokens of sequence i are a
     context that other sequences share (its keys / values under each program are computed once and kept,
-    `completions.ContextCache`); the results are the same."""
+    `completions.ContextCache`); the results are the same. keep_prompts: the result's `keep_prompts(rows)` keeps
+    those rows' prompt states for `generate` (`completions.PromptState`)."""
     return self._scorer_of().score(sequences, programs, completion_starts, share_prefixes=share_prefixes,
-                              context_lengths=context_lengths)
+                                   context_lengths=context_lengths, keep_prompts=keep_prompts)
+
+  def drop_prompt_states(self) -> None:
+    """Forgets every kept `completions.PromptState` (`score_completions(keep_prompts=True)`)."""
+    if self._scorer is not None:
+      self._scorer.prompt_states.clear()
 
 
 _EXECUTORS: "weakref.WeakKeyDictionary[Model, Executor]" = weakref.WeakKeyDictionary()

@@ -102,31 +102,31 @@ def prefill_shared(params, cfg: ModelConfig, steps, active, length, prefix, grou
   return transformer.final_norm(params, cfg, x), cache_k, cache_v
 
 
-def prefill_context(params, cfg: ModelConfig, steps, active, length, ctx_k, ctx_v, ctx_len, tokens, attn_mask,
+def prefill_context(params, cfg: ModelConfig, steps, active, length, ctx_k, ctx_v, ctx_valid, tokens, attn_mask,
                     cache_len: int):
   """Prefill of prompts that continue shared contexts whose keys / values are already computed (the completion
-  scorer's `ContextCache` bank): only the rest of each prompt runs.
+  scorer's `ContextCache` bank, and a prompt's own first tokens where the scorer kept them,
+  `completions.PromptState`): only the rest of each prompt runs.
 
-  ctx_k, ctx_v: [B, T, P, K, hd] each row's context (its ctx_len [B] valid columns of P; rows may continue
-  different contexts) under the row's program at the program step the row runs at schedule step t
-  (`completions.gather_context`); tokens, attn_mask: [B, S2] the rest of each prompt, left-padded, at positions
-  ctx_len + 0, 1, ....
-  Cache columns: [0, P) the context (padding columns masked), [P, P + S2) the rest, then generated tokens.
-  Returns (hidden [B, S2, D] after the final norm, cache_k, cache_v [T, B, cache_len, K, hd], the context's
-  valid columns [B, P]).
+  ctx_k, ctx_v: [B, T, P, K, hd] each row's context under the row's program at the program step the row runs at
+  schedule step t (`completions.gather_context`); ctx_valid [B, P]: its real columns (rows may continue different
+  contexts; the others are padding, masked); tokens, attn_mask: [B, S2] the rest of each prompt, left-padded, at
+  positions n + 0, 1, ..., n = the row's real context columns (their keys carry positions 0 .. n - 1).
+  Cache columns: [0, P) the context, [P, P + S2) the rest, then generated tokens.
+  Returns (hidden [B, S2, D] after the final norm, cache_k, cache_v [T, B, cache_len, K, hd]).
   """
   b, s2 = tokens.shape
   p = ctx_k.shape[2]
   cache = _empty_cache(cfg, steps.shape[0], b, cache_len)
   cache_k = cache.at[:, :, :p].set(jnp.swapaxes(ctx_k, 0, 1))  # [T, B, P, K, hd]
   cache_v = cache.at[:, :, :p].set(jnp.swapaxes(ctx_v, 0, 1))
-  ctx_valid = jnp.arange(p)[None] < ctx_len[:, None]  # [B, P]
   x = transformer.embed(params, cfg, tokens)
+  ctx_len = jnp.sum(ctx_valid, axis=1, dtype=jnp.int32)
   rope = transformer.rope_tables(cfg, ctx_len[:, None] + transformer.positions_from_mask(attn_mask))
   key_mask = jnp.concatenate([jnp.broadcast_to(ctx_valid[:, None], (b, s2, p)),
                               transformer.causal_key_mask(attn_mask)], axis=2)
   x, cache_k, cache_v = run_steps(params, cfg, steps, active, length, x, rope, key_mask, cache_k, cache_v, p)
-  return transformer.final_norm(params, cfg, x), cache_k, cache_v, ctx_valid
+  return transformer.final_norm(params, cfg, x), cache_k, cache_v
 
 
 def decode_step(params, cfg: ModelConfig, steps, active, length, token, position, column, key_valid,
@@ -164,7 +164,7 @@ def generate_core(params, steps, active, length, prompt, row_valid, max_new, tem
 
   `prompt` holds `tokens`, `attn_mask` [B, S] (left-padded) and, when the rows share a prefix, `prefix` [P],
   `group_active` [G, T] and `row_group` [B] (see `prefill_shared`); when they continue a context whose keys and
-  values are computed, `ctx_k`, `ctx_v` and `ctx_len` (see `prefill_context`). `keys` [B] are the rows' sampling keys
+  values are computed, `ctx_k`, `ctx_v` and `ctx_valid` (see `prefill_context`). `keys` [B] are the rows' sampling keys
   (unused when greedy). `stop` holds the stop rule as arrays (`stop_rules.stop_arrays`). `counter[0]` counts
   traces.
   """
@@ -174,10 +174,10 @@ def generate_core(params, steps, active, length, prompt, row_valid, max_new, tem
   if "ctx_k" in prompt:
     p = prompt["ctx_k"].shape[2]
     s = p + tokens.shape[1]
-    h, cache_k, cache_v, ctx_valid = prefill_context(
-        params, cfg, steps, active, length, prompt["ctx_k"], prompt["ctx_v"], prompt["ctx_len"], tokens, attn_mask,
-        s + new_cap)
-    prompt_valid = jnp.concatenate([ctx_valid, attn_mask.astype(bool)], axis=1)
+    h, cache_k, cache_v = prefill_context(
+        params, cfg, steps, active, length, prompt["ctx_k"], prompt["ctx_v"], prompt["ctx_valid"], tokens,
+        attn_mask, s + new_cap)
+    prompt_valid = jnp.concatenate([prompt["ctx_valid"], attn_mask.astype(bool)], axis=1)
   elif "prefix" in prompt:
     p = prompt["prefix"].shape[0]
     s = p + tokens.shape[1]
