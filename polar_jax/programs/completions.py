@@ -1,7 +1,7 @@
 """Completion scoring: one prefill per (sequence, program) row, greedy predictions and log-probs of a completion.
 
 `Executor.score_completions(sequences, programs, completion_starts)` runs each row's program over its whole
-token sequence once (no generation, no KV cache kept) and returns, per row with completion c = seq[s:] of
+token sequence once (no generation) and returns, per row with completion c = seq[s:] of
 m tokens: `argmax` [m + 1], the greedy next token at positions s-1 .. len-1, and `logprobs` [m], the
 log-softmax (float32) of each completion token. Only the last M = bucket(max m + 1) positions of each
 (left-padded, so aligned) row reach the LM head, inside the jitted pass (M per pass: the max over its own
@@ -21,6 +21,12 @@ Shared contexts (`context_lengths`): see `ContextCache`. A pass reads its rows' 
 slots the bank has grown to; `Executor.generate(context_lengths=...)` reads the same bank. Rows of every
 context of one padded length form one part of a call (one bank; each row has its own context length), so the
 datasets' contexts, and a few-shot candidate's own one, share passes.
+
+Prompt states (`keep_prompts=True`). The passes then also return their rows' own keys / values at every step,
+and the result's `keep_prompts(rows)` keeps, for rows that continued a context, the keys / values of their
+prompt's own tokens but the last under their program (`PromptState`: trunk steps from the trunk pass, the rest
+from the row's group). The one-pass reward keeps them for the pairs it leaves to generation, so that
+`Executor.generate` prefills one token per row instead of the question (`program_eval.one_pass`).
 
 Compiles. One core function (`_pass_core`) serves the trunk pass and the groups; it is traced once per shape
 bucket: padded rows (`prefix_sharing.rows_bucket`), prompt length (`Executor.prompt_bucket`),
@@ -366,7 +372,8 @@ class CompletionScorer:
                    "context_token_layers": 0, "context_programs": 0, "context_hits": 0, "context_trunks": 0}
     self.contexts = ContextCache(executor.context_cache_bytes)
     cfg, counter = executor.cfg, executor._counter
-    self._pass = jax.jit(functools.partial(_pass_core, cfg=cfg, counter=counter), static_argnames=("head", "keep", "own_kv"))
+    self._pass = jax.jit(functools.partial(_pass_core, cfg=cfg, counter=counter),
+                         static_argnames=("head", "keep", "own_kv"))
     self._gather = jax.jit(gather_context)
     self._gather_rows = jax.jit(gather_rows)
     self._context_trunk = jax.jit(functools.partial(_context_trunk_core, cfg=cfg, counter=counter))
