@@ -385,32 +385,34 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
   assert ex._scorer.totals["context_trunks"] == 4
 
 
-@pytest.mark.parametrize("share", [True, False])
-def test_generation_prefills_one_token_after_kept_prompt_states(share):
+def test_generation_prefills_one_token_after_kept_prompt_states():
   """Rows scored with keep_prompts keep their prompts' own keys / values (`PromptState`, from the trunk and
-  group passes); generating those prompts under those programs then prefills only each prompt's last token, with
-  the same tokens as plain generation. States are taken once; rows without a state generate as before."""
+  group passes; without shared prefixes, from the groups alone); generating those prompts under those programs
+  then prefills only each prompt's last token, with the same tokens as plain generation. States are taken
+  once; rows without a state generate as before."""
   model = tiny_model("llama", num_layers=D)
   s, p, starts, c = _context_rows(5)
   ex = Executor(model)
-  res = ex.score_completions(s, p, starts, share_prefixes=share, context_lengths=c, keep_prompts=True)
   prompts = [x[:st] for x, st in zip(s, starts)]
-  assert res.keep_prompts(range(1, len(s))) == len(s) - 1  # row 0's context is cut: its state has no columns
-  states = ex._scorer.prompt_states
-  assert len(states) == len({(tuple(x), prog) for x, prog in zip(prompts[1:], p[1:])})
-  state = states[tuple(prompts[1]), p[1]]
-  assert (state.context, state.length) == (c[1], starts[1] - c[1] - 1)
-  plain = Executor(model).generate(prompts, p, 6)
-  before = ex.generation_totals["prefill_token_layers"]
-  out = ex.generate(prompts[1:], p[1:], 6, context_lengths=c[1:])
-  assert out.tokens == plain.tokens[1:] and ex.generation_totals["prompt_states_used"] == len(s) - 1
-  for a, b in zip(out.token_logprobs, plain.token_logprobs[1:]):
-    np.testing.assert_allclose(a, b, atol=1e-4)  # float32 rounding of other batch shapes
-  assert not states
-  one_token = ex.generation_totals["prefill_token_layers"] - before
-  again = ex.generate(prompts, p, 6, context_lengths=c)  # no states left: the rest of each prompt is prefilled
-  assert again.tokens == plain.tokens and ex.generation_totals["prompt_states_used"] == len(s) - 1
-  assert ex.generation_totals["prefill_token_layers"] - before - one_token > 4 * one_token
+  plain = ex.generate(prompts, p, 6)
+  for share in (True, False):
+    res = ex.score_completions(s, p, starts, share_prefixes=share, context_lengths=c, keep_prompts=True)
+    used = ex.generation_totals["prompt_states_used"]
+    assert res.keep_prompts(range(1, len(s))) == len(s) - 1  # row 0's context is cut: its state has no columns
+    states = ex._scorer.prompt_states
+    assert len(states) == len({(tuple(x), prog) for x, prog in zip(prompts[1:], p[1:])})
+    state = states[tuple(prompts[1]), p[1]]
+    assert (state.context, state.length) == (c[1], starts[1] - c[1] - 1)
+    before = ex.generation_totals["prefill_token_layers"]
+    out = ex.generate(prompts[1:], p[1:], 6, context_lengths=c[1:])
+    assert out.tokens == plain.tokens[1:] and ex.generation_totals["prompt_states_used"] - used == len(s) - 1
+    for a, b in zip(out.token_logprobs, plain.token_logprobs[1:]):
+      np.testing.assert_allclose(a, b, atol=1e-4)  # float32 rounding of other batch shapes
+    assert not states
+    one_token = ex.generation_totals["prefill_token_layers"] - before
+    again = ex.generate(prompts, p, 6, context_lengths=c)  # no states left: the rest of each prompt is prefilled
+    assert again.tokens == plain.tokens and ex.generation_totals["prompt_states_used"] - used == len(s) - 1
+    assert ex.generation_totals["prefill_token_layers"] - before - one_token > 4 * one_token
 
 
 def test_generation_continues_kept_contexts():
