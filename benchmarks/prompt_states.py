@@ -23,8 +23,7 @@ import os
 import time
 
 from common import emit, machine
-from search import _pairs
-from polar_jax.data import load_split
+from search import add_pair_flags, load_pairs
 from polar_jax.models import load_model
 from polar_jax.program_eval import TaskConfig
 from polar_jax.program_eval.batches import generate_batch
@@ -36,23 +35,16 @@ from polar_jax.programs.batching import plan_batches
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="smollm2-135m-instruct")
-  parser.add_argument("--datasets", default="arith_level11,arith_level13")
-  parser.add_argument("--questions", type=int, default=84, help="In total, split over the datasets.")
-  parser.add_argument("--programs", type=int, default=24)
+  add_pair_flags(parser)
   parser.add_argument("--chunk", type=int, default=12)
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--max-batch", type=int, default=32)
-  parser.add_argument("--skip", type=int, default=4)
-  parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   load_before = os.getloadavg()
   model = load_model(args.model)
-  names = [d for d in args.datasets.split(",") if d]
-  per = args.questions // len(names)
-  examples = [e for d in names for e in load_split(d, "train", limit=args.skip + per, seed=args.seed)[args.skip:]]
-  pairs = [(q, Program(p, model.depth)) for q, p in _pairs(model, examples, args.programs, args.seed)]
+  examples, pairs = load_pairs(model, args)
+  pairs = [(q, Program(p, model.depth)) for q, p in pairs]
   task = TaskConfig.from_preset("raw_qa_3shot", max_new_tokens=8, reward="teacher_forced", few_shot_split="auto")
   prompts = Prompts(model, examples, task)
   ex = executor_for(model)

@@ -132,6 +132,29 @@ class ReferenceRunner:
     return self.tokenizer.decode(out[0, len(prompt_ids):].tolist())
 
 
+def add_pair_flags(parser) -> None:
+  """The flags that choose the benchmark's (question, program) pairs (`load_pairs`), shared by the scripts that
+  reuse them (`undecided.py`, `prompt_states.py`)."""
+  parser.add_argument("--model", default="smollm2-135m-instruct")
+  parser.add_argument("--datasets", default="arith_level11,arith_level13")
+  parser.add_argument("--questions", type=int, default=84, help="In total, split over the datasets.")
+  parser.add_argument("--programs", type=int, default=24, help="Programs per question (the full one included).")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--skip", type=int, default=4,
+                      help="Questions skipped at the start of each dataset: the few-shot candidates (shown other "
+                           "shots, so three of them have contexts of their own; 8 of the default search's 128 "
+                           "questions are candidates). Kept at 4 so that runs compare with earlier ones.")
+
+
+def load_pairs(model, args, split: str = "train"):
+  """(examples, pairs) of the flags `add_pair_flags` adds: the first questions of each dataset's split after
+  `skip`, and per question the full program plus random single edits of it (`_pairs`)."""
+  names = [d for d in args.datasets.split(",") if d]
+  per = args.questions // len(names)
+  examples = [e for d in names for e in load_split(d, split, limit=args.skip + per, seed=args.seed)[args.skip:]]
+  return examples, _pairs(model, examples, args.programs, args.seed)
+
+
 def _pairs(model, examples, per_question: int, seed: int) -> list[tuple[int, tuple[int, ...]]]:
   depth = model.depth
   full = tuple(range(depth))
@@ -168,21 +191,13 @@ def _timed(fn) -> float:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="smollm2-135m-instruct")
-  parser.add_argument("--datasets", default="arith_level11,arith_level13")
+  add_pair_flags(parser)
   parser.add_argument("--split", default="train")
   parser.add_argument("--prompt", default="raw_qa_3shot", help="A polar_jax.data prompt preset.")
-  parser.add_argument("--questions", type=int, default=84, help="In total, split over the datasets.")
-  parser.add_argument("--programs", type=int, default=24, help="Programs per question (the full one included).")
   parser.add_argument("--chunk", type=int, default=12, help="Questions per interleaved chunk.")
   parser.add_argument("--max-batch", type=int, default=32)
   parser.add_argument("--max-new-tokens", type=int, default=8)
   parser.add_argument("--reference-pairs", type=int, default=16)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--skip", type=int, default=4,
-                      help="Questions skipped at the start of each dataset: the few-shot candidates (shown other "
-                           "shots, so three of them have contexts of their own; 8 of the default search's 128 "
-                           "questions are candidates). Kept at 4 so that runs compare with earlier ones.")
   parser.add_argument("--quick", action="store_true", help="8 questions x 12 programs, 4 reference pairs.")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
@@ -193,10 +208,7 @@ def main():
   torch.set_num_threads(os.cpu_count() or 1)
   load_before = os.getloadavg()
   model = load_model(args.model)
-  names = [d for d in args.datasets.split(",") if d]
-  per = args.questions // len(names)
-  examples = [e for d in names for e in load_split(d, args.split, limit=args.skip + per, seed=args.seed)[args.skip:]]
-  pairs = _pairs(model, examples, args.programs, args.seed)
+  examples, pairs = load_pairs(model, args, args.split)
   few_shot = "auto" if get_preset(args.prompt).few_shot > 0 else None
   variants = {"generate": ("generate", False, False), "one_pass": ("teacher_forced", False, False),
               "one_pass_layers": ("teacher_forced", True, False), "one_pass_shared": ("teacher_forced", True, True)}

@@ -11,8 +11,7 @@ import argparse
 import collections
 
 from common import emit
-from search import _pairs
-from polar_jax.data import load_split
+from search import add_pair_flags, load_pairs
 from polar_jax.models import load_model
 from polar_jax.program_eval import TaskConfig
 from polar_jax.program_eval.one_pass import canonical_completion, decide
@@ -22,19 +21,11 @@ from polar_jax.programs import Program, executor_for
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="smollm2-135m-instruct")
-  parser.add_argument("--datasets", default="arith_level11,arith_level13")
-  parser.add_argument("--questions", type=int, default=84, help="In total, split over the datasets.")
-  parser.add_argument("--programs", type=int, default=24)
-  parser.add_argument("--skip", type=int, default=4)
-  parser.add_argument("--seed", type=int, default=0)
+  add_pair_flags(parser)
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   model = load_model(args.model)
-  names = [d for d in args.datasets.split(",") if d]
-  per = args.questions // len(names)
-  examples = [e for d in names for e in load_split(d, "train", limit=args.skip + per, seed=args.seed)[args.skip:]]
-  pairs = _pairs(model, examples, args.programs, args.seed)  # the scoring benchmark's pairs
+  examples, pairs = load_pairs(model, args)  # the scoring benchmark's pairs
   task = TaskConfig.from_preset("raw_qa_3shot", max_new_tokens=8, reward="teacher_forced", few_shot_split="auto")
   prompts = Prompts(model, examples, task)
   tokenizer = model.tokenizer
