@@ -9,9 +9,10 @@ in the batches `run_programs` makes, interleaved (the order alternates by chunk 
   prompt_states     the prompt's own keys / values come from the one pass: one token is prefilled per row.
 
 The one-pass scoring itself is timed too, with and without keeping the states (with, its passes also return
-their keys / values), interleaved the same way. Prints JSON: seconds of each, the ratios, the FLOP ideal of
-the generation ratio (token-layers executed: prefill + decode, each variant's own count) and the records'
-agreement (every undecided pair's answer, text and generated tokens equal in both variants).
+their keys / values), interleaved the same way. An untimed first repeat compiles every shape of both variants.
+Prints JSON: seconds of each, the ratios, the FLOP ideal of the generation ratio (token-layers executed:
+prefill + decode, each variant's own count) and the records' agreement (every undecided pair's answer, text
+and generated tokens equal in both variants; their log-probabilities are not compared).
 
   python benchmarks/prompt_states.py --out prompt_states.json
 """
@@ -61,29 +62,23 @@ def main():
     return out
 
   chunks = [list(range(s, min(s + args.chunk, len(examples)))) for s in range(0, len(examples), args.chunk)]
-  warm = [p for p in pairs if p[0] in set(chunks[0])]
-  undecided = [warm[r] for r, rec in enumerate(score(warm, True)) if rec is None]
-  saved = dict(scorer.prompt_states)
-  ex.drop_prompt_states()
-  generate(undecided)  # compiles
-  scorer.prompt_states.update(saved)
-  generate(undecided)
   seconds = {"score_keep": 0.0, "score_plain": 0.0, "question_prefill": 0.0, "prompt_states": 0.0}
   layers = {"question_prefill": 0, "prompt_states": 0}
   n_undecided = equal = 0
-  for rep in range(args.repeats):
+  for rep in range(-1, args.repeats):  # repeat -1: untimed, every chunk's compiles in both variants
     for number, chunk in enumerate(chunks):
       rows = [p for p in pairs if p[0] in set(chunk)]
       first = (rep + number) % 2 == 0
+      timed = {}
       for keep in ((True, False) if first else (False, True)):
         t0 = time.perf_counter()
         records = score(rows, keep)
-        seconds["score_keep" if keep else "score_plain"] += time.perf_counter() - t0
+        timed["score_keep" if keep else "score_plain"] = time.perf_counter() - t0
         if keep:
           undecided = [rows[r] for r, rec in enumerate(records) if rec is None]
           saved = dict(scorer.prompt_states)
       ex.drop_prompt_states()
-      results = {}
+      results, work = {}, {}
       for name in (("prompt_states", "question_prefill") if first else ("question_prefill", "prompt_states")):
         scorer.prompt_states.clear()
         if name == "prompt_states":
@@ -92,12 +87,18 @@ def main():
         used = ex.generation_totals["prompt_states_used"]
         t0 = time.perf_counter()
         results[name] = generate(undecided)
-        seconds[name] += time.perf_counter() - t0
-        layers[name] += ex.generation_totals["prefill_token_layers"] + ex.generation_totals["decode_token_layers"] \
+        timed[name] = time.perf_counter() - t0
+        work[name] = ex.generation_totals["prefill_token_layers"] + ex.generation_totals["decode_token_layers"] \
             - before
         states = ex.generation_totals["prompt_states_used"] - used
         assert states == (len(undecided) if name == "prompt_states" else 0), (name, states, len(undecided))
       ex.drop_prompt_states()
+      if rep < 0:
+        continue
+      for name, value in timed.items():
+        seconds[name] += value
+      for name, value in work.items():
+        layers[name] += value
       n_undecided += len(undecided)
       equal += sum((a.answer, a.text, a.generated_tokens) == (b.answer, b.text, b.generated_tokens)
                    for a, b in zip(results["question_prefill"], results["prompt_states"]))

@@ -388,31 +388,38 @@ def test_smollm2_few_shot_contexts_score_as_rows_alone():
 def test_generation_prefills_one_token_after_kept_prompt_states():
   """Rows scored with keep_prompts keep their prompts' own keys / values (`PromptState`, from the trunk and
   group passes; without shared prefixes, from the groups alone); generating those prompts under those programs
-  then prefills only each prompt's last token, with the same tokens as plain generation. States are taken
-  once; rows without a state generate as before."""
+  then prefills only each prompt's last token, with the same tokens as plain generation. A batch in which one
+  row has no state prefills as before and takes the others' states out; none is left behind."""
   model = tiny_model("llama", num_layers=D)
   s, p, starts, c = _context_rows(5)
   ex = Executor(model)
   prompts = [x[:st] for x, st in zip(s, starts)]
   plain = ex.generate(prompts, p, 6)
+  states = ex._scorer_of().prompt_states
   for share in (True, False):
     res = ex.score_completions(s, p, starts, share_prefixes=share, context_lengths=c, keep_prompts=True)
-    used = ex.generation_totals["prompt_states_used"]
-    assert res.keep_prompts(range(1, len(s))) == len(s) - 1  # row 0's context is cut: its state has no columns
-    states = ex._scorer.prompt_states
-    assert len(states) == len({(tuple(x), prog) for x, prog in zip(prompts[1:], p[1:])})
+    used, kept = ex.generation_totals["prompt_states_used"], ex._scorer.totals["prompt_states_kept"]
+    assert res.keep_prompts(range(len(s))) == len(s) == len(states)
+    assert res.keep_prompts([0, 1]) == 0 and ex._scorer.totals["prompt_states_kept"] - kept == len(s)  # kept once
     state = states[tuple(prompts[1]), p[1]]
     assert (state.context, state.length) == (c[1], starts[1] - c[1] - 1)
+    assert states[tuple(prompts[0]), p[0]].length == 0  # row 0's context is cut to all its prompt but the last
     before = ex.generation_totals["prefill_token_layers"]
-    out = ex.generate(prompts[1:], p[1:], 6, context_lengths=c[1:])
-    assert out.tokens == plain.tokens[1:] and ex.generation_totals["prompt_states_used"] - used == len(s) - 1
-    for a, b in zip(out.token_logprobs, plain.token_logprobs[1:]):
+    out = ex.generate(prompts, p, 6, context_lengths=c)
+    assert out.tokens == plain.tokens and ex.generation_totals["prompt_states_used"] - used == len(s)
+    for a, b in zip(out.token_logprobs, plain.token_logprobs):
       np.testing.assert_allclose(a, b, atol=1e-4)  # float32 rounding of other batch shapes
     assert not states
     one_token = ex.generation_totals["prefill_token_layers"] - before
-    again = ex.generate(prompts, p, 6, context_lengths=c)  # no states left: the rest of each prompt is prefilled
-    assert again.tokens == plain.tokens and ex.generation_totals["prompt_states_used"] - used == len(s) - 1
-    assert ex.generation_totals["prefill_token_layers"] - before - one_token > 4 * one_token
+    # Row 1 without a state: its batch (the rows of its context length) prefills as before; row 0's batch and
+    # the other context's use theirs.
+    res.keep_prompts([r for r in range(len(s)) if r != 1])
+    again = ex.generate(prompts, p, 6, context_lengths=c)
+    assert again.tokens == plain.tokens and not states
+    assert ex.generation_totals["prompt_states_used"] - used == len(s) + 1 + sum(n == max(c) for n in c)
+    before = ex.generation_totals["prefill_token_layers"]
+    ex.generate(prompts, p, 6, context_lengths=c)  # no states: the rest of each prompt is prefilled
+    assert ex.generation_totals["prefill_token_layers"] - before > 4 * one_token
 
 
 def test_generation_continues_kept_contexts():

@@ -138,7 +138,7 @@ def _pass_core(params, ctx_k, ctx_v, ctx_len, x0, tokens, mask, steps, active, l
   with keep > 0, the states kept [keep, B, S, D]: slot 0 the input, slot keep_at[t] the state after schedule
   step t (the last slot takes the steps nobody keeps); with head = M, the argmax [B, M] int32 at the last M
   positions and the log-probs [B, M - 1] of each next token; else x. With own_kv, returns (that, k, v): the
-  rows' own keys / values at every schedule step, [T, B, S, K, hd] (`PromptStates`).
+  rows' own keys / values at every schedule step, [T, B, S, K, hd] (`PromptState`).
   """
   counter[0] += 1  # Runs at trace time only: counts compiles.
   x = transformer.embed(params, cfg, tokens) if x0 is None else x0
@@ -369,7 +369,8 @@ class CompletionScorer:
     # too: `context_key_layers`), LM-head rows x positions, and the context passes' own token-layers.
     self.totals = {"calls": 0, "passes": 0, "executed_row_steps": 0, "needed_row_steps": 0,
                    "executed_token_layers": 0, "head_tokens": 0, "context_key_layers": 0,
-                   "context_token_layers": 0, "context_programs": 0, "context_hits": 0, "context_trunks": 0}
+                   "context_token_layers": 0, "context_programs": 0, "context_hits": 0, "context_trunks": 0,
+                   "prompt_states_kept": 0}
     self.contexts = ContextCache(executor.context_cache_bytes)
     cfg, counter = executor.cfg, executor._counter
     self._pass = jax.jit(functools.partial(_pass_core, cfg=cfg, counter=counter),
@@ -610,7 +611,9 @@ class CompletionScorer:
       tokens[q, s - len(x):], mask[q, s - len(x):] = x, 1
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
 
-    capture = keep_prompts and ctx is not None  # the passes also return their rows' own keys / values
+    # The passes also return their rows' own keys / values, at most prompt_state_bytes of them in all (an upper
+    # bound: every pass at the longest schedule).
+    capture = keep_prompts and ctx is not None and self._pass_kv_bytes(plan, n_q, s) <= self.ex.prompt_state_bytes
     trunk_kv = None
     executed = needed = passes = 0
     source, row_of = None, {}  # the trunk's kept states [K * n_q, S, D]; (question, depth) -> row there
@@ -667,28 +670,38 @@ class CompletionScorer:
     if capture:
       where = {r: (g, b) for g, stage in enumerate(plan.groups) for b, r in enumerate(stage.rows)}
       keep = functools.partial(self._keep_prompts, plan=plan, where=where, slot=slot, trunk_kv=trunk_kv,
-                               group_kv=group_kv, ids=ids, starts=starts, contexts=contexts, s=s, n_q=n_q)
+                               group_kv=group_kv, ids=ids, starts=starts, contexts=contexts, s=s)
     return argmax, logprobs, executed, needed, passes, keep
 
-  def _keep_prompts(self, rows, keys, *, plan, where, slot, trunk_kv, group_kv, ids, starts, contexts, s, n_q) -> int:
-    """Stores `PromptState`s of a part's `rows` (indices into it) under `keys`, while they fit within the
-    executor's `prompt_state_bytes`; returns how many it stored."""
+  def _pass_kv_bytes(self, plan, n_q: int, s: int) -> int:
+    """At most how many bytes of keys / values the passes of `plan` return with own_kv (`_pass_core`)."""
     cfg = self.ex.cfg
-    width = bucket_length(2 * self.ex.depth, 16)
-    by_group: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    rows = n_q + sum(prefix_sharing.rows_bucket(len(g.programs)) for g in plan.groups)
+    t = bucket_length(2 * self.ex.depth, PASS_STEPS_QUANTUM)
+    return 2 * rows * t * s * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(transformer.dtype_of(cfg)).itemsize
+
+  def _keep_prompts(self, rows, keys, *, plan, where, slot, trunk_kv, group_kv, ids, starts, contexts, s) -> int:
+    """Stores `PromptState`s of a part's `rows` (indices into it) under `keys`, while they fit within the
+    executor's `prompt_state_bytes`; returns how many new states it stored."""
+    cfg = self.ex.cfg
+    itemsize = jnp.dtype(transformer.dtype_of(cfg)).itemsize
+    by_group: dict[int, list[tuple[int, int, int]]] = collections.defaultdict(list)  # g -> (i, row, row in g)
+    chosen = set()
     for i, r in enumerate(rows):
-      g, b = where[slot[r]]
-      by_group[g].append((i, r, b))
-    per_column = 2 * width * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(transformer.dtype_of(cfg)).itemsize
+      if keys[i] not in self.prompt_states and keys[i] not in chosen:
+        chosen.add(keys[i])
+        g, b = where[slot[r]]
+        by_group[g].append((i, r, b))
     used = sum(x.nbytes for x in self.prompt_states.values())
     kept = 0
     for g, members in by_group.items():
       stage = plan.groups[g]
       k, v, active = group_kv[g]
       tk, tv, trunk_active = trunk_kv if trunk_kv is not None else (k, v, None)
-      w = bucket_length(max(starts[r] - 1 for _, r, _ in members), 16)
-      room = max(0, (self.ex.prompt_state_bytes - used) // (per_column * w))
-      members = members[:room]
+      width = bucket_length(max(len(stage.owners[b]) for _, _, b in members), 16)  # program steps kept
+      w = bucket_length(max(starts[r] - 1 for _, r, _ in members), 16)  # prompt columns kept
+      per_row = 2 * width * max(w, 1) * cfg.num_kv_heads * cfg.head_dim * itemsize
+      members = members[:max(0, (self.ex.prompt_state_bytes - used) // per_row)]
       if not members:
         continue
       n = next_pow2(len(members))
@@ -714,4 +727,5 @@ class CompletionScorer:
         self.prompt_states[keys[i]] = state
         used += state.nbytes
         kept += 1
+    self.totals["prompt_states_kept"] += kept
     return kept

@@ -220,8 +220,9 @@ class Executor:
       context_lengths: per prompt, how many leading tokens are a context that other prompts share (as in
         `score_completions`): rows are batched by padded context length (rows of different contexts together),
         and a context's keys / values under each program come from the completion scorer's `ContextCache`
-        (computed there once, or taken as kept), so only the rest of each prompt is prefilled. The results are
-        the same up to float rounding.
+        (computed there once, or taken as kept), so only the rest of each prompt is prefilled; where the scorer
+        kept every row's `completions.PromptState` (`score_completions(keep_prompts=True)`), only each prompt's
+        last token. The results are the same up to float rounding.
     """
     if max_new_tokens < 1:
       raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
@@ -283,7 +284,10 @@ class Executor:
     requests: dict[tuple[int, ...], list] = {}
     for c, p in zip(contexts, progs):
       requests.setdefault(c, []).append(p.ids)
-    states = [scorer.prompt_states.get((tuple(x), p.ids)) for x, p in zip(ids, progs)]
+    # Taken out whether used or not: a batch uses them only if every row has one (else it prefills as before).
+    states = [scorer.prompt_states.pop((tuple(x), p.ids), None) for x, p in zip(ids, progs)]
+    for r, (x, p) in enumerate(zip(ids, progs)):  # a pair twice in the batch: both rows read the state
+      states[r] = states[r] or next((st for st, y, q in zip(states, ids, progs) if st and y == x and q == p), None)
     if not all(st is not None and st.context == len(c) and st.length == len(x) - len(c) - 1
                for st, x, c in zip(states, ids, contexts)):
       states = None
@@ -301,12 +305,13 @@ class Executor:
     step_of = np.minimum(np.maximum(np.cumsum(active, axis=1) - 1, 0), bank_k.shape[1] - 1).astype(np.int32)
     ctx_k, ctx_v = scorer._gather(bank_k, bank_v, jnp.asarray(rows_e), jnp.asarray(step_of))
     if states is not None:
-      for r in range(len(ids)):
-        scorer.prompt_states.pop((tuple(ids[r]), progs[r].ids), None)
-      w = max(st.k.shape[1] for st in states)
+      steps, w = max(st.k.shape[0] for st in states), max(st.k.shape[1] for st in states)
       states += [states[0]] * (batch_pad - len(states))
-      own_k = jnp.stack([jnp.pad(st.k, ((0, 0), (w - st.k.shape[1], 0), (0, 0), (0, 0))) for st in states])
-      own_v = jnp.stack([jnp.pad(st.v, ((0, 0), (w - st.v.shape[1], 0), (0, 0), (0, 0))) for st in states])
+
+      def pad(x):  # [L, W, K, hd] to the batch's longest program and prompt (right-aligned)
+        return jnp.pad(x, ((0, steps - x.shape[0]), (w - x.shape[1], 0), (0, 0), (0, 0)))
+
+      own_k, own_v = jnp.stack([pad(st.k) for st in states]), jnp.stack([pad(st.v) for st in states])
       own_step = np.minimum(step_of, own_k.shape[1] - 1)
       own_k, own_v = scorer._gather(own_k, own_v, jnp.arange(batch_pad, dtype=jnp.int32), jnp.asarray(own_step))
       ctx_k, ctx_v = jnp.concatenate([ctx_k, own_k], axis=2), jnp.concatenate([ctx_v, own_v], axis=2)
