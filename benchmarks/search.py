@@ -333,7 +333,8 @@ def main():
       "reference_seconds_skip_only": mean[False], "reference_seconds_repeating": mean[True],
       "repeat_share": share,
       "questions": len(examples), "programs_per_question": args.programs, "chunk": args.chunk,
-      "model": args.model, "datasets": names, "split": args.split, "prompt": args.prompt,
+      "model": args.model, "datasets": [d for d in args.datasets.split(",") if d], "split": args.split,
+      "prompt": args.prompt,
       "max_new_tokens": args.max_new_tokens, "max_batch": args.max_batch,
       "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine": machine(),
   }

@@ -45,7 +45,8 @@ def main():
   emit({"pairs": len(pairs), "without_canonical_completion": len(pairs) - len(kept),
         "undecided": sum(at_position.values()), "undecided_at_position": dict(sorted(at_position.items())),
         "position_0_is": "the reply's first token (the space before the answer)",
-        "deviating_tokens": dict(tokens.most_common(20)), "model": args.model, "datasets": names}, args.out)
+        "deviating_tokens": dict(tokens.most_common(20)), "model": args.model,
+        "datasets": [d for d in args.datasets.split(",") if d]}, args.out)
 
 
 if __name__ == "__main__":
