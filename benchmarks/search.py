@@ -146,10 +146,15 @@ def add_pair_flags(parser) -> None:
                            "questions are candidates). Kept at 4 so that runs compare with earlier ones.")
 
 
+def dataset_names(args) -> list[str]:
+  """The datasets `--datasets` names (comma-separated)."""
+  return [d for d in args.datasets.split(",") if d]
+
+
 def load_pairs(model, args, split: str = "train"):
   """(examples, pairs) of the flags `add_pair_flags` adds: the first questions of each dataset's split after
   `skip`, and per question the full program plus random single edits of it (`_pairs`)."""
-  names = [d for d in args.datasets.split(",") if d]
+  names = dataset_names(args)
   per = args.questions // len(names)
   examples = [e for d in names for e in load_split(d, split, limit=args.skip + per, seed=args.seed)[args.skip:]]
   return examples, _pairs(model, examples, args.programs, args.seed)
@@ -333,7 +338,7 @@ def main():
       "reference_seconds_skip_only": mean[False], "reference_seconds_repeating": mean[True],
       "repeat_share": share,
       "questions": len(examples), "programs_per_question": args.programs, "chunk": args.chunk,
-      "model": args.model, "datasets": [d for d in args.datasets.split(",") if d], "split": args.split,
+      "model": args.model, "datasets": dataset_names(args), "split": args.split,
       "prompt": args.prompt,
       "max_new_tokens": args.max_new_tokens, "max_batch": args.max_batch,
       "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine": machine(),

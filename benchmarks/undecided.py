@@ -11,7 +11,7 @@ import argparse
 import collections
 
 from common import emit
-from search import add_pair_flags, load_pairs
+from search import add_pair_flags, dataset_names, load_pairs
 from polar_jax.models import load_model
 from polar_jax.program_eval import TaskConfig
 from polar_jax.program_eval.one_pass import canonical_completion, decide
@@ -46,7 +46,7 @@ def main():
         "undecided": sum(at_position.values()), "undecided_at_position": dict(sorted(at_position.items())),
         "position_0_is": "the reply's first token (the space before the answer)",
         "deviating_tokens": dict(tokens.most_common(20)), "model": args.model,
-        "datasets": [d for d in args.datasets.split(",") if d]}, args.out)
+        "datasets": dataset_names(args)}, args.out)
 
 
 if __name__ == "__main__":

@@ -284,10 +284,11 @@ class Executor:
     requests: dict[tuple[int, ...], list] = {}
     for c, p in zip(contexts, progs):
       requests.setdefault(c, []).append(p.ids)
-    # Taken out whether used or not: a batch uses them only if every row has one (else it prefills as before).
-    states = [scorer.prompt_states.pop((tuple(x), p.ids), None) for x, p in zip(ids, progs)]
-    for r, (x, p) in enumerate(zip(ids, progs)):  # a pair twice in the batch: both rows read the state
-      states[r] = states[r] or next((st for st, y, q in zip(states, ids, progs) if st and y == x and q == p), None)
+    # Taken out whether used or not (a pair twice in the batch: both rows read its state); a batch uses them only
+    # if every row has one, else it prefills as before.
+    keys = [(tuple(x), p.ids) for x, p in zip(ids, progs)]
+    taken = {key: scorer.prompt_states.pop(key, None) for key in dict.fromkeys(keys)}
+    states = [taken[key] for key in keys]
     if not all(st is not None and st.context == len(c) and st.length == len(x) - len(c) - 1
                for st, x, c in zip(states, ids, contexts)):
       states = None
