@@ -1,9 +1,25 @@
-"""Test setup: CPU only, float32 matmuls at full precision, a private conversion cache."""
+"""Test setup: CPU only, float32 matmuls at full precision, a private conversion cache, and one XLA compilation
+cache for the whole run.
 
+The compilation cache is a fresh directory per run (so every run, CI's included, starts cold and no stale entry
+outlives it), shared by the pytest process and every subprocess it starts (they inherit the environment): the
+suite builds many executors and runs the pipeline's entry points in many subprocesses, which compile the same
+computations again; with the cache each is compiled once per run. It changes no result (a cache hit is the same
+executable), and tests that count compiles count traces, which still happen. A run that sets
+JAX_COMPILATION_CACHE_DIR itself keeps its own."""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = tempfile.mkdtemp(prefix="polar_jax_tests_xla_cache_")
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the suite's many small compiles too
 
 import jax  # noqa: E402
 
@@ -62,3 +78,4 @@ def quick_run(tmp_path_factory) -> QuickRun:
   done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   return QuickRun(workdir, before, done, first_log.read_text())
+
