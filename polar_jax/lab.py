@@ -25,6 +25,7 @@ import sys
 
 from absl import app, flags
 
+from polar_jax import resources
 from polar_jax.errors import user_errors
 from polar_jax.menu.matrix import SHIPPED
 
@@ -107,6 +108,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from polar_jax.menu import features, lab  # pylint: disable=import-outside-toplevel
   from polar_jax.menu.matrix import MenuMatrix  # pylint: disable=import-outside-toplevel
+  resources.enable_compilation_cache()  # before the first compile (--compute runs the LLM)
   try:
     directory = _MATRIX.value or SHIPPED
     matrix = MenuMatrix.load(directory)

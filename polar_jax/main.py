@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from polar_jax import sharding
+from polar_jax import resources, sharding
 from polar_jax.errors import is_disk_full, user_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -40,6 +40,7 @@ def main(argv):
   from polar_jax import pipeline  # pylint: disable=import-outside-toplevel
   try:
     sharding.initialize_from_flags()  # before anything touches a device
+    resources.enable_compilation_cache()  # before the first compile
     pipeline.run_pipeline(_CONFIG.value, _WORKDIR.value)
   except user_errors() as e:
     print(f"polar_jax: error: {e}", file=sys.stderr)

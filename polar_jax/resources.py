@@ -43,3 +43,38 @@ def cache_dir() -> pathlib.Path:
   path = pathlib.Path(root)
   path.mkdir(parents=True, exist_ok=True)
   return path
+
+
+XLA_CACHE_ENV = "POLAR_JAX_XLA_CACHE"  # "0": the entry points leave JAX's compilation cache off
+XLA_CACHE_MAX_BYTES = 2 << 30
+
+
+def enable_compilation_cache() -> pathlib.Path | None:
+  """Turns on JAX's persistent compilation cache for an entry point, at `$POLAR_JAX_CACHE/xla`; returns its
+  directory, or None where it stays off.
+
+  A resumed, repeated or swept run then loads the executables an earlier run compiled instead of compiling
+  them again (every shape bucket of the executor, the scorer, training and evaluation). A cache hit is the same
+  executable, so results do not change. A directory the user chose (`JAX_COMPILATION_CACHE_DIR` or
+  `jax.config`) is kept as it is; `POLAR_JAX_XLA_CACHE=0` leaves the cache off; a cache directory that cannot
+  be written leaves it off too. Ours caches every compile (the executor's are many and small) and evicts the
+  least recently used entries beyond 2 GiB. Call it before the first compile: JAX decides once whether it
+  caches."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if os.environ.get(XLA_CACHE_ENV, "1").strip() == "0":
+    return None
+  if jax.config.jax_compilation_cache_dir:
+    return pathlib.Path(jax.config.jax_compilation_cache_dir)
+  try:
+    path = cache_dir() / "xla"
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError:
+    return None
+  if not os.access(path, os.W_OK):
+    return None
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+    jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)
+  return path

@@ -66,7 +66,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from polar_jax import predict  # pylint: disable=import-outside-toplevel
+  from polar_jax import predict, resources  # pylint: disable=import-outside-toplevel
+  resources.enable_compilation_cache()  # before the first compile
   try:
     if not _WORKDIR.value:
       raise predict.PredictError("--workdir is required: a pipeline run's workdir, e.g. --workdir=/tmp/polar_quick.")

@@ -64,7 +64,7 @@ def _questions(splits, which: str) -> list:
 def _run(argv: Sequence[str]) -> None:
   from absl import app, flags
   from absl import logging as absl_logging
-  from polar_jax import pipeline, sharding
+  from polar_jax import pipeline, resources, sharding
   from polar_jax.search.mcts import run_search
   from polar_jax.search.scoring import TaskScorer
 
@@ -80,6 +80,7 @@ def _run(argv: Sequence[str]) -> None:
   logging.getLogger("polar_jax").setLevel(logging.INFO)  # Our progress, not every library's chatter.
   try:
     sharding.initialize_from_flags()  # before anything touches a device
+    resources.enable_compilation_cache()  # before the first compile
     shard = pipeline.search_shard(config)  # None: this process's own (i/n of n processes)
     examples = _questions(pipeline.load_splits(config), FLAGS.set)
     model = pipeline.load_model_for(config)
