@@ -87,7 +87,12 @@ def search_shard(config: Any) -> tuple[int, int] | None:
   if opts.search.shard and count > 1:
     raise MultiProcessError(f"config.search.shard={opts.search.shard} in a {count}-process run: leave it unset, "
                             f"process i searches shard i/{count}.")
-  return parse_shard(opts.search.shard) if opts.search.shard else None
+  if not opts.search.shard:
+    return None
+  try:
+    return parse_shard(opts.search.shard)
+  except ValueError as e:  # one line, exit 2 (the entry points), not a traceback
+    raise ConfigError(f"config.search.shard: {e} Give 'i/n' with 0 <= i < n, e.g. --config.search.shard=0/4.") from None
 
 
 def check_processes(opts: PipelineOptions, stages: list[str]) -> int:

@@ -45,36 +45,40 @@ def cache_dir() -> pathlib.Path:
   return path
 
 
-XLA_CACHE_ENV = "POLAR_JAX_XLA_CACHE"  # "0": the entry points leave JAX's compilation cache off
-XLA_CACHE_MAX_BYTES = 2 << 30
+
+XLA_CACHE_ENV = "POLAR_JAX_XLA_CACHE"  # "0" (or "false", "off", "no"): the entry points do not turn the cache on
+_OFF = ("0", "false", "off", "no")
 
 
 def enable_compilation_cache() -> pathlib.Path | None:
-  """Turns on JAX's persistent compilation cache for an entry point, at `$POLAR_JAX_CACHE/xla`; returns its
-  directory, or None where it stays off.
+  """Turns on JAX's persistent compilation cache for an entry point, at `$POLAR_JAX_CACHE/xla`; returns the
+  directory JAX caches in (the user's own where one is set), or None where there is none.
 
   A resumed, repeated or swept run then loads the executables an earlier run compiled instead of compiling
   them again (every shape bucket of the executor, the scorer, training and evaluation). A cache hit is the same
-  executable, so results do not change. A directory the user chose (`JAX_COMPILATION_CACHE_DIR` or
-  `jax.config`) is kept as it is; `POLAR_JAX_XLA_CACHE=0` leaves the cache off; a cache directory that cannot
-  be written leaves it off too. Ours caches every compile (the executor's are many and small) and evicts the
-  least recently used entries beyond 2 GiB. Call it before the first compile: JAX decides once whether it
-  caches."""
+  executable, so results do not change; wall times do. A directory the user chose (`JAX_COMPILATION_CACHE_DIR`
+  or `jax.config`) is kept with the user's own settings; `POLAR_JAX_XLA_CACHE=0` stops this function from turning
+  ours on; a cache directory that cannot be written leaves it off. Ours caches every compile (JAX's default 1 s
+  threshold would skip most of the executor's) and is not size-capped: JAX's cap takes a lock and tracks access
+  times, and in the JAX this was written against, one entry without its access time (a process killed between
+  the two writes) fails every later write. Empty entries, which a process killed while writing one leaves and
+  which JAX would neither read nor replace, are removed here. Call it before the first compile."""
   import jax  # pylint: disable=import-outside-toplevel
-  if os.environ.get(XLA_CACHE_ENV, "1").strip() == "0":
-    return None
   if jax.config.jax_compilation_cache_dir:
     return pathlib.Path(jax.config.jax_compilation_cache_dir)
+  if os.environ.get(XLA_CACHE_ENV, "1").strip().lower() in _OFF:
+    return None
   try:
     path = cache_dir() / "xla"
     path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK):
+      return None
+    for entry in os.scandir(path):
+      if entry.name.endswith("-cache") and entry.is_file() and entry.stat().st_size == 0:
+        os.unlink(entry.path)
   except OSError:
-    return None
-  if not os.access(path, os.W_OK):
     return None
   jax.config.update("jax_compilation_cache_dir", str(path))
   if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
-    jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)
   return path

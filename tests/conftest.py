@@ -78,4 +78,3 @@ def quick_run(tmp_path_factory) -> QuickRun:
   done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   return QuickRun(workdir, before, done, first_log.read_text())
-

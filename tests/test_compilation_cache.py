@@ -13,9 +13,13 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(polar_jax.__file__)))
 _CODE = """
 import jax, jax.numpy as jnp
 from polar_jax import resources
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event)
+                                       if event == "/jax/compilation_cache/cache_hits" else None)
 path = resources.enable_compilation_cache()
 print(path)
 print(jax.jit(lambda x: x * 2 + 1)(jnp.arange(3.0)).tolist())
+print(len(hits))
 """
 
 
@@ -31,9 +35,10 @@ def _run(tmp_path, **extra):
   out = subprocess.run([sys.executable, "-c", _CODE], capture_output=True, text=True, env=_env(tmp_path, **extra),
                        timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  path, result = out.stdout.split("\n")[:2]
+  path, result, hits = out.stdout.split("\n")[:3]
   assert result == "[1.0, 3.0, 5.0]"
-  return path, out.stderr
+  assert "Warning" not in out.stderr and "WARNING" not in out.stderr, out.stderr
+  return path, int(hits)
 
 
 def _entries(directory):
@@ -42,13 +47,23 @@ def _entries(directory):
 
 def test_the_cache_fills_and_a_second_process_reads_it(tmp_path):
   xla = tmp_path / "cache" / "xla"
-  path, console = _run(tmp_path)
-  assert path == str(xla)
+  path, hits = _run(tmp_path)
+  assert path == str(xla) and hits == 0
   first = _entries(xla)
   assert first, "nothing was cached"
-  assert "Warning" not in console and "WARNING" not in console, console
+  path, hits = _run(tmp_path)
+  assert hits >= 1  # read from the cache, not compiled again
+  assert _entries(xla) == first
+
+
+def test_an_empty_entry_left_by_a_killed_writer_is_removed(tmp_path):
+  """JAX neither reads an empty entry (a warning, a recompile) nor replaces it; the next start removes it."""
+  xla = tmp_path / "cache" / "xla"
   _run(tmp_path)
-  assert _entries(xla) == first  # the same computation: read, not written again
+  entries = sorted(p for p in xla.iterdir() if p.name.endswith("-cache"))
+  entries[0].write_bytes(b"")
+  _, hits = _run(tmp_path)  # no warning (checked in _run): that one compiled and written again, the rest read
+  assert entries[0].stat().st_size > 0 and hits == len(entries) - 1
 
 
 @pytest.mark.parametrize("setting", ["off", "users_own"])
@@ -62,8 +77,15 @@ def test_the_user_decides(tmp_path, setting):
   assert bool(_entries(own)) == (setting == "users_own")
 
 
-def test_an_entry_point_turns_it_on(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "polar_jax.predict", f"--workdir={tmp_path / 'nothing'}", "--question=x"],
-                       capture_output=True, text=True, env=_env(tmp_path), timeout=300, cwd=_ROOT)
-  assert out.returncode == 2 and "is not a pipeline workdir" in out.stderr, out.stderr[-2000:]
+@pytest.mark.parametrize("command", ["main", "search", "predict", "lab"])
+def test_the_entry_points_turn_it_on(tmp_path, command):
+  """Each entry point turns the cache on before it reads its inputs (here bad ones: exit 2, nothing run)."""
+  config = "--config=configs/default.py:quick"
+  args = {"main": ["polar_jax.main", config, f"--workdir={tmp_path / 'run'}", "--config.stages=nonsense"],
+          "search": ["polar_jax.search", "run", config, f"--out={tmp_path / 's.jsonl'}", "--config.search.shard=5/4"],
+          "predict": ["polar_jax.predict", f"--workdir={tmp_path / 'nothing'}", "--question=x"],
+          "lab": ["polar_jax.lab", f"--matrix={tmp_path / 'nothing'}"]}[command]
+  out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=_env(tmp_path), timeout=300,
+                       cwd=_ROOT)
+  assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]  # bad input: one line
   assert (tmp_path / "cache" / "xla").is_dir()
