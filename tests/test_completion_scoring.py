@@ -169,8 +169,18 @@ def test_banks_grow_to_powers_of_two_within_the_budget():
   cache = ContextCache(max_bytes=1 << 30)
   bank, _, missing = cache.slots({context: programs[:70]}, tail, np.float32)
   assert bank["k"].shape[0] == 128 and len(missing[context]) == 70
+  marks = np.arange(128, dtype=np.float32)[:, None, None, None, None] + 1
+  bank["k"], bank["v"] = bank["k"] + marks, bank["v"] - marks  # stands for what the first call's entries wrote
   bank, _, missing = cache.slots({context: programs[70:150]}, tail, np.float32)
   assert bank["k"].shape[0] == 256 and len(missing[context]) == 80
+  # Growing keeps every written slot and zero-fills the new ones; then a longer program widens every slot.
+  np.testing.assert_array_equal(bank["k"][:128], np.broadcast_to(marks, (128, 16) + tail))
+  np.testing.assert_array_equal(bank["v"][:128], -np.broadcast_to(marks, (128, 16) + tail))
+  assert not np.asarray(bank["k"][128:]).any() and not np.asarray(bank["v"][128:]).any()
+  bank, _, _ = cache.slots({context: [tuple(range(20))]}, tail, np.float32)
+  assert bank["k"].shape[:2] == (256, 32)
+  np.testing.assert_array_equal(bank["k"][:128, :16], np.broadcast_to(marks, (128, 16) + tail))
+  assert not np.asarray(bank["k"][:, 16:]).any() and not np.asarray(bank["v"][:, 16:]).any()
   capped = ContextCache(max_bytes=100 * slot)
   assert capped.slots({context: programs[:70]}, tail, np.float32)[0]["k"].shape[0] == 100
   assert capped.slots({context: programs[70:180]}, tail, np.float32) is None
