@@ -1,0 +1,111 @@
+"""The [scoring] search target on one machine: 4x the search in no more wall time than an earlier revision.
+
+Runs the default's search as it was at `--baseline` (a git revision of this repository: its own default config,
+`--baseline-sims` simulations, its scorer `--baseline-reward`) and as it is now at `--sims` simulations, in turns
+(baseline first in odd pairs, this tree first in even ones), each alone in a fresh process, and prints JSON: each
+run's search seconds (the `seconds` its last line prints: the search, not data preparation or model loading),
+evaluations, question x simulations, the load average around it, and the ratios of this tree's seconds to the
+baseline's (per pair, min and median). The target: `ratio` <= 1.0 with `qxs_ratio` >= 4.
+
+  python benchmarks/search_budget.py --baseline=615ab23 --out=search_budget.json
+
+The baseline runs from a detached git worktree (removed at exit) with its own data cache (`--cache`, kept, so
+a second run skips its data preparation), as its code would read its own files. This tree runs with
+POLAR_JAX_XLA_CACHE=0, so neither side reads compiled executables from an earlier run. ~16 min a pair alone on
+the 2-core CPU (`--sims=96` against 24).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import common
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _search(cwd: pathlib.Path, args: list[str], env: dict[str, str], out: pathlib.Path) -> dict:
+  """One search run in a fresh interpreter: its last JSON line, the wall seconds of the process and the load."""
+  load0, t0 = os.getloadavg()[0], time.perf_counter()
+  proc = subprocess.run([sys.executable, "-m", "polar_jax.search", "run", f"--out={out}", *args], cwd=cwd,
+                        env=env, capture_output=True, text=True, check=False)
+  wall = time.perf_counter() - t0
+  lines = [line for line in proc.stdout.splitlines() if line.startswith("{") and '"seconds"' in line]
+  if proc.returncode or not lines:
+    sys.exit(f"search_budget: the search in {cwd} failed (exit {proc.returncode}): "
+             f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+  last = json.loads(lines[-1])
+  return {"seconds": last["seconds"], "evaluations": last["evaluations"], "questions": last["written"],
+          "process_seconds": round(wall, 1), "load_before": round(load0, 2),
+          "load_after": round(os.getloadavg()[0], 2)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--baseline", required=True, help="git revision whose default search is the baseline")
+  parser.add_argument("--baseline-sims", type=int, default=24)
+  parser.add_argument("--baseline-reward", default="generate",
+                      help="the baseline's search.reward ('generate': the scorer before the one-pass reward)")
+  parser.add_argument("--sims", type=int, default=96, help="this tree's simulations per question")
+  parser.add_argument("--pairs", type=int, default=1)
+  parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "polar_jax_search_budget_cache"),
+                      help="the baseline's POLAR_JAX_CACHE (data and model files; kept between runs)")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+
+  rev = subprocess.run(["git", "rev-parse", "--verify", f"{args.baseline}^{{commit}}"], cwd=ROOT,
+                       capture_output=True, text=True, check=False)
+  if rev.returncode:
+    sys.exit(f"search_budget: --baseline={args.baseline} is not a revision of {ROOT}; pass a commit of its history")
+  baseline_rev = rev.stdout.strip()
+  head_rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+  dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                              capture_output=True, text=True).stdout.strip())
+  os.makedirs(args.cache, exist_ok=True)
+  runs: dict[str, list[dict]] = {"baseline": [], "head": []}
+  with tempfile.TemporaryDirectory(prefix="search_budget_") as tmp:
+    tree = pathlib.Path(tmp) / "baseline"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline_rev], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+      base_env = {**os.environ, "POLAR_JAX_CACHE": args.cache, "PYTHONPATH": str(tree)}
+      head_env = {**os.environ, "POLAR_JAX_XLA_CACHE": "0"}
+      head_env.pop("PYTHONPATH", None)
+      sides = {
+          "baseline": lambda i: _search(tree, ["--config=configs/default.py",
+                                               f"--config.search.num_simulations={args.baseline_sims}",
+                                               f"--config.search.reward={args.baseline_reward}"],
+                                        base_env, pathlib.Path(tmp) / f"baseline{i}.jsonl"),
+          "head": lambda i: _search(ROOT, ["--config=configs/default.py", f"--config.search.num_simulations={args.sims}"],
+                                    head_env, pathlib.Path(tmp) / f"head{i}.jsonl"),
+      }
+      for i in range(args.pairs):
+        for side in (("baseline", "head") if i % 2 == 0 else ("head", "baseline")):
+          runs[side].append(sides[side](i))
+          print(f"pair {i} {side}: {runs[side][-1]}", file=sys.stderr)
+    finally:
+      subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+  ratios = [h["seconds"] / b["seconds"] for h, b in zip(runs["head"], runs["baseline"])]
+  qxs = [r["questions"] * s for r, s in ((runs["head"][0], args.sims), (runs["baseline"][0], args.baseline_sims))]
+  common.emit({
+      "baseline_rev": baseline_rev, "head_rev": head_rev, "head_dirty": dirty,
+      "baseline": {"simulations": args.baseline_sims, "reward": args.baseline_reward, "runs": runs["baseline"]},
+      "head": {"simulations": args.sims, "runs": runs["head"]},
+      "qxs_ratio": qxs[0] / qxs[1],
+      "ratio": [round(r, 3) for r in ratios], "ratio_min": round(min(ratios), 3),
+      "ratio_median": round(statistics.median(ratios), 3),
+      "target": "ratio <= 1.0 with qxs_ratio >= 4",
+      "machine": common.machine(),
+  }, args.out)
+
+
+if __name__ == "__main__":
+  main()
