@@ -4,8 +4,8 @@ Runs the default's search as it was at `--baseline` (a git revision of this repo
 `--baseline-sims` simulations, its scorer `--baseline-reward`) and as it is now at `--sims` simulations, in turns
 (baseline first in odd pairs, this tree first in even ones), each alone in a fresh process, and prints JSON: each
 run's search seconds (the `seconds` its last line prints: the search, not data preparation or model loading),
-evaluations, question x simulations, the load average around it, and the ratios of this tree's seconds to the
-baseline's (per pair, min and median). The target: `ratio` <= 1.0 with `qxs_ratio` >= 4.
+evaluations, the load average around it, and the ratios of this tree's seconds to the baseline's (per pair,
+min and median). The target: every pair's `ratio` <= 1.0 with `evaluations_ratio` >= 4.
 
   python benchmarks/search_budget.py --baseline=615ab23 --out=search_budget.json
 
@@ -40,8 +40,10 @@ def _search(cwd: pathlib.Path, args: list[str], env: dict[str, str], out: pathli
   wall = time.perf_counter() - t0
   lines = [line for line in proc.stdout.splitlines() if line.startswith("{") and '"seconds"' in line]
   if proc.returncode or not lines:
-    sys.exit(f"search_budget: the search in {cwd} failed (exit {proc.returncode}): "
-             f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    log = out.with_suffix(".stderr.txt")
+    log.write_text(proc.stderr)
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+    raise RuntimeError(f"the search in {cwd} failed (exit {proc.returncode}): {tail[0]}")
   last = json.loads(lines[-1])
   return {"seconds": last["seconds"], "evaluations": last["evaluations"], "questions": last["written"],
           "process_seconds": round(wall, 1), "load_before": round(load0, 2),
@@ -60,6 +62,8 @@ def main() -> None:
                       help="the baseline's POLAR_JAX_CACHE (data and model files; kept between runs)")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
+  if args.pairs < 1:
+    sys.exit("search_budget: --pairs must be >= 1")
 
   rev = subprocess.run(["git", "rev-parse", "--verify", f"{args.baseline}^{{commit}}"], cwd=ROOT,
                        capture_output=True, text=True, check=False)
@@ -73,38 +77,51 @@ def main() -> None:
   runs: dict[str, list[dict]] = {"baseline": [], "head": []}
   with tempfile.TemporaryDirectory(prefix="search_budget_") as tmp:
     tree = pathlib.Path(tmp) / "baseline"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline_rev], cwd=ROOT, check=True,
-                   capture_output=True)
+    added = subprocess.run(["git", "worktree", "add", "--detach", str(tree), baseline_rev], cwd=ROOT,
+                           capture_output=True, text=True)
+    if added.returncode:
+      sys.exit(f"search_budget: git worktree add failed: {added.stderr.strip()}")
+    failed = None
     try:
-      base_env = {**os.environ, "POLAR_JAX_CACHE": args.cache, "PYTHONPATH": str(tree)}
-      head_env = {**os.environ, "POLAR_JAX_XLA_CACHE": "0"}
-      head_env.pop("PYTHONPATH", None)
+      # Neither side reads compiled executables from an earlier run: a user's JAX cache is not passed on.
+      env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", "PYTHONPATH")}
+      base_env = {**env, "POLAR_JAX_CACHE": args.cache, "PYTHONPATH": str(tree)}
+      head_env = {**env, "POLAR_JAX_XLA_CACHE": "0"}
       sides = {
           "baseline": lambda i: _search(tree, ["--config=configs/default.py",
                                                f"--config.search.num_simulations={args.baseline_sims}",
                                                f"--config.search.reward={args.baseline_reward}"],
                                         base_env, pathlib.Path(tmp) / f"baseline{i}.jsonl"),
-          "head": lambda i: _search(ROOT, ["--config=configs/default.py", f"--config.search.num_simulations={args.sims}"],
+          "head": lambda i: _search(ROOT, ["--config=configs/default.py",
+                                           f"--config.search.num_simulations={args.sims}"],
                                     head_env, pathlib.Path(tmp) / f"head{i}.jsonl"),
       }
       for i in range(args.pairs):
         for side in (("baseline", "head") if i % 2 == 0 else ("head", "baseline")):
           runs[side].append(sides[side](i))
           print(f"pair {i} {side}: {runs[side][-1]}", file=sys.stderr)
+    except RuntimeError as e:  # the runs done so far are still printed below
+      failed = str(e)
     finally:
-      subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
-  ratios = [h["seconds"] / b["seconds"] for h, b in zip(runs["head"], runs["baseline"])]
-  qxs = [r["questions"] * s for r, s in ((runs["head"][0], args.sims), (runs["baseline"][0], args.baseline_sims))]
+      if subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
+                        capture_output=True).returncode:
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
+  pairs = min(len(runs["head"]), len(runs["baseline"]))
+  ratios = [h["seconds"] / b["seconds"] for h, b in zip(runs["head"][:pairs], runs["baseline"][:pairs])]
+  evals = {side: sorted({r["evaluations"] for r in runs[side]}) for side in runs}
   common.emit({
       "baseline_rev": baseline_rev, "head_rev": head_rev, "head_dirty": dirty,
       "baseline": {"simulations": args.baseline_sims, "reward": args.baseline_reward, "runs": runs["baseline"]},
       "head": {"simulations": args.sims, "runs": runs["head"]},
-      "qxs_ratio": qxs[0] / qxs[1],
-      "ratio": [round(r, 3) for r in ratios], "ratio_min": round(min(ratios), 3),
-      "ratio_median": round(statistics.median(ratios), 3),
-      "target": "ratio <= 1.0 with qxs_ratio >= 4",
+      "evaluations_ratio": (evals["head"][0] / evals["baseline"][0]
+                            if len(evals["head"]) == len(evals["baseline"]) == 1 else None),
+      "ratio": [round(r, 3) for r in ratios], "ratio_min": round(min(ratios), 3) if ratios else None,
+      "ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+      "target": "every pair's ratio <= 1.0 with evaluations_ratio >= 4", "failed": failed,
       "machine": common.machine(),
   }, args.out)
+  if failed:
+    sys.exit(f"search_budget: {failed}")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,29 @@
 """Where a search's wall time goes: each compiled call of the scorer blocked until done and charged to its name.
 
-Runs `python -m polar_jax.search run` in this process (the same flags) with every jitted function of the
+Runs `python -m polar_jax.search run` in this process (the flags after `--`) with every jitted function of the
 completion scorer (`programs.completions`: question-row passes, context passes, gathers, prompt states, bank
 stores and growth) and of the executor (generation) wrapped: a call's time, compile included, is measured up to
 `jax.block_until_ready` of its outputs. Blocking removes the overlap of host work with device work, so the total
-is a little above an unwrapped run's; the shares are what to read. Prints JSON: the search's own last line, the
-seconds, calls and share of each function, its most frequent input shapes, and the seconds nothing above covers
-(model loading, data, the tree search on the host, planning).
+can be above an unwrapped run's (not measured); the shares are what to read. Prints JSON: the search's own last
+line, the seconds, calls and share of each function, its most frequent input shapes, and the search seconds no
+function was charged (the tree search and planning on the host, eager array operations, transfers, dispatch).
+A shard carries the fixed costs (compiles, filling the context bank) of a whole search, so on a shard those
+shares are larger than on the whole search.
 
-  python benchmarks/search_profile.py --out=profile.json -- --config=configs/default.py:sims=96 \\
+  python benchmarks/search_profile.py --json-out=profile.json -- --config=configs/default.py:sims=96 \\
       --config.search.shard=0/4 --out=/tmp/profile.jsonl
 
-Set POLAR_JAX_XLA_CACHE=0 so compiles count as in a first run.
+Set POLAR_JAX_XLA_CACHE=0 so compiles count as in a first run (recorded in the JSON).
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 
@@ -32,12 +36,14 @@ _EXECUTOR = ("_generate", "_prefill_logits")
 
 
 def main() -> None:
-  argv = sys.argv[1:]
-  out = None
-  if argv and argv[0].startswith("--out="):
-    out, argv = argv[0][len("--out="):], argv[1:]
-  if argv[:1] == ["--"]:
-    argv = argv[1:]
+  own, argv = (sys.argv[1:sys.argv.index("--")], sys.argv[sys.argv.index("--") + 1:]) if "--" in sys.argv \
+      else (sys.argv[1:], [])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--json-out", default=None, help="also write the JSON here")
+  out = parser.parse_args(own).json_out
+  if not argv:
+    sys.exit("search_profile: give the search's flags after `--`, e.g. -- --config=configs/default.py --out=s.jsonl")
+  load_before = os.getloadavg()[0]
   from polar_jax.programs import completions, executor
 
   seconds: dict[str, float] = collections.defaultdict(float)
@@ -91,12 +97,15 @@ def main() -> None:
       if e.code:
         raise
   total = time.perf_counter() - t0
-  lines = [line for line in stdout.getvalue().splitlines() if line.startswith("{")]
-  last = json.loads(lines[-1]) if lines else {}
-  search = last.get("seconds") or total
+  lines = [line for line in stdout.getvalue().splitlines() if line.startswith("{") and '"seconds"' in line]
+  if not lines:
+    sys.exit("search_profile: the search printed no result line (did it run?)")
+  last = json.loads(lines[-1])
+  search = last["seconds"]
   charged = sum(seconds.values())
   common.emit({
-      "search_args": argv, "search": last, "process_seconds": round(total, 1),
+      "search_args": argv, "search": last, "process_seconds": round(total, 1), "load_before": round(load_before, 2),
+      "polar_jax_xla_cache": os.environ.get("POLAR_JAX_XLA_CACHE"),
       "functions": {name: {"seconds": round(s, 1), "calls": calls[name], "share_of_search": round(s / search, 3),
                            "top_shapes": dict(shapes[name].most_common(4))}
                     for name, s in sorted(seconds.items(), key=lambda kv: -kv[1])},

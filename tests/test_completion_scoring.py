@@ -1,6 +1,8 @@
 """Completion scoring (`Executor.score_completions`) against each row's own `prefill_logits`, and the cost of
 shared program prefixes (`programs.prefix_sharing`)."""
 
+from unittest import mock
+
 import jax
 import numpy as np
 import pytest
@@ -178,9 +180,18 @@ def test_banks_grow_to_powers_of_two_within_the_budget():
   np.testing.assert_array_equal(bank["v"][:128], -np.broadcast_to(marks, (128, 16) + tail))
   assert not np.asarray(bank["k"][128:]).any() and not np.asarray(bank["v"][128:]).any()
   bank, _, _ = cache.slots({context: [tuple(range(20))]}, tail, np.float32)
-  assert bank["k"].shape[:2] == (256, 32)
+  assert bank["k"].shape[:2] == (256, 32)  # `bank` is the cache's own dict: these are the arrays later calls read
   np.testing.assert_array_equal(bank["k"][:128, :16], np.broadcast_to(marks, (128, 16) + tail))
+  np.testing.assert_array_equal(bank["v"][:128, :16], -np.broadcast_to(marks, (128, 16) + tail))
   assert not np.asarray(bank["k"][:, 16:]).any() and not np.asarray(bank["v"][:, 16:]).any()
+  held = sorted(cache._lru.values()) + sorted(bank["free"])
+  assert len(cache) == 151 and sorted(held) == list(range(256))  # every slot held or free, once
+  # A growth that fails leaves the bank as it was: every held entry still reads its own slot.
+  entries, free, k_before = dict(cache._lru), list(bank["free"]), np.asarray(bank["k"])
+  with mock.patch.object(completions, "_grow", side_effect=MemoryError("no room")), pytest.raises(MemoryError):
+    cache.slots({context: [tuple(range(40 + i)) for i in range(120)]}, tail, np.float32)
+  assert bank["k"].shape[:2] == (256, 32) and bank["free"] == free and dict(cache._lru) == entries
+  np.testing.assert_array_equal(bank["k"], k_before)
   capped = ContextCache(max_bytes=100 * slot)
   assert capped.slots({context: programs[:70]}, tail, np.float32)[0]["k"].shape[0] == 100
   assert capped.slots({context: programs[70:180]}, tail, np.float32) is None
