@@ -40,10 +40,20 @@ def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str,
   return times
 
 
+def cpu_model() -> str | None:
+  """The CPU's model name where the OS says it (Linux: /proc/cpuinfo): figures from different CPUs differ."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+  except OSError:
+    return None
+
+
 def machine() -> dict[str, Any]:
   """What the figures were measured on."""
   import jax
   return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+          "cpu_model": cpu_model(),
           "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
           "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
           "load_average": list(os.getloadavg())}
