@@ -32,18 +32,18 @@ import common
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _search(cwd: pathlib.Path, args: list[str], env: dict[str, str], out: pathlib.Path) -> dict:
-  """One search run in a fresh interpreter: its last JSON line, the wall seconds of the process and the load."""
+def _search(cwd: pathlib.Path, args: list[str], env: dict[str, str], out: pathlib.Path, log: pathlib.Path) -> dict:
+  """One search run in a fresh interpreter: its last JSON line, the wall seconds of the process and the load. A
+  failed run's stderr goes to `log` (kept: `out` lives in a temporary directory)."""
   load0, t0 = os.getloadavg()[0], time.perf_counter()
   proc = subprocess.run([sys.executable, "-m", "polar_jax.search", "run", f"--out={out}", *args], cwd=cwd,
                         env=env, capture_output=True, text=True, check=False)
   wall = time.perf_counter() - t0
   lines = [line for line in proc.stdout.splitlines() if line.startswith("{") and '"seconds"' in line]
   if proc.returncode or not lines:
-    log = out.with_suffix(".stderr.txt")
     log.write_text(proc.stderr)
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-    raise RuntimeError(f"the search in {cwd} failed (exit {proc.returncode}): {tail[0]}")
+    raise RuntimeError(f"the search in {cwd} failed (exit {proc.returncode}): {tail[0]} (its stderr: {log})")
   last = json.loads(lines[-1])
   return {"seconds": last["seconds"], "evaluations": last["evaluations"], "questions": last["written"],
           "process_seconds": round(wall, 1), "load_before": round(load0, 2),
@@ -59,7 +59,8 @@ def main() -> None:
   parser.add_argument("--sims", type=int, default=96, help="this tree's simulations per question")
   parser.add_argument("--pairs", type=int, default=1)
   parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "polar_jax_search_budget_cache"),
-                      help="the baseline's POLAR_JAX_CACHE (data and model files; kept between runs)")
+                      help="the baseline's POLAR_JAX_CACHE (data and model files; kept between runs) and where a "
+                      "failed run's stderr is written")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   if args.pairs < 1:
@@ -91,10 +92,12 @@ def main() -> None:
           "baseline": lambda i: _search(tree, ["--config=configs/default.py",
                                                f"--config.search.num_simulations={args.baseline_sims}",
                                                f"--config.search.reward={args.baseline_reward}"],
-                                        base_env, pathlib.Path(tmp) / f"baseline{i}.jsonl"),
+                                        base_env, pathlib.Path(tmp) / f"baseline{i}.jsonl",
+                                        pathlib.Path(args.cache) / f"baseline{i}.stderr.txt"),
           "head": lambda i: _search(ROOT, ["--config=configs/default.py",
                                            f"--config.search.num_simulations={args.sims}"],
-                                    head_env, pathlib.Path(tmp) / f"head{i}.jsonl"),
+                                    head_env, pathlib.Path(tmp) / f"head{i}.jsonl",
+                                    pathlib.Path(args.cache) / f"head{i}.stderr.txt"),
       }
       for i in range(args.pairs):
         for side in (("baseline", "head") if i % 2 == 0 else ("head", "baseline")):

@@ -45,7 +45,6 @@ def cache_dir() -> pathlib.Path:
   return path
 
 
-
 XLA_CACHE_ENV = "POLAR_JAX_XLA_CACHE"  # "0" (or "false", "off", "no"): the entry points do not turn the cache on
 _OFF = ("0", "false", "off", "no")
 
