@@ -249,8 +249,9 @@ def _store(bank_k, bank_v, k, v, trunk_k, trunk_v, index, start, slots):
 def _grow(x, slots: int, length: int):
   """x [n, l, ...] zero-padded to [slots, length, ...] in one compiled pad: one new buffer, written once. Done
   eagerly (zeros, then an update), a growth wrote two buffers of the new size; a bank nears `max_bytes` (4 GiB
-  by default) early in a search, and its growths were 18% of an 8-question search shard's time (one run). One
-  compile per (old shape, new shape), not counted in `Executor.compiles`."""
+  by default) early in a search, and its growths were 12-14% of an 8-question search shard's time (two runs,
+  `benchmarks/search_profile.py`; ~5% since). One compile per (old shape, new shape), not counted in
+  `Executor.compiles`."""
   return jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, slots - x.shape[0], 0), (0, length - x.shape[1], 0)] +
                      [(0, 0, 0)] * (x.ndim - 2))
 
