@@ -10,7 +10,8 @@ min and median). The target: every pair's `ratio` <= 1.0 with `evaluations_ratio
   python benchmarks/search_budget.py --baseline=615ab23 --out=search_budget.json
 
 The baseline runs from a detached git worktree (removed at exit) with its own data cache (`--cache`, kept, so
-a second run skips its data preparation), as its code would read its own files. This tree runs with
+a second run skips its data preparation), as its code would read its own files; each run's records are copied
+there too (`baseline{i}.jsonl`, `head{i}.jsonl`). This tree runs with
 POLAR_JAX_XLA_CACHE=0, so neither side reads compiled executables from an earlier run. ~16 min a pair alone on
 the 2-core CPU (`--sims=96` against 24).
 """
@@ -21,6 +22,8 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +60,8 @@ def main() -> None:
   parser.add_argument("--baseline-reward", default="generate",
                       help="the baseline's search.reward ('generate': the scorer before the one-pass reward)")
   parser.add_argument("--sims", type=int, default=96, help="this tree's simulations per question")
+  parser.add_argument("--head-flags", default="",
+                      help="more flags for this tree's search, e.g. '--config.search.leaves_per_round=24'")
   parser.add_argument("--pairs", type=int, default=1)
   parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "polar_jax_search_budget_cache"),
                       help="the baseline's POLAR_JAX_CACHE (data and model files; kept between runs) and where a "
@@ -75,6 +80,7 @@ def main() -> None:
   dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                               capture_output=True, text=True).stdout.strip())
   os.makedirs(args.cache, exist_ok=True)
+  head_flags = shlex.split(args.head_flags)
   runs: dict[str, list[dict]] = {"baseline": [], "head": []}
   with tempfile.TemporaryDirectory(prefix="search_budget_") as tmp:
     tree = pathlib.Path(tmp) / "baseline"
@@ -95,13 +101,15 @@ def main() -> None:
                                         base_env, pathlib.Path(tmp) / f"baseline{i}.jsonl",
                                         pathlib.Path(args.cache) / f"baseline{i}.stderr.txt"),
           "head": lambda i: _search(ROOT, ["--config=configs/default.py",
-                                           f"--config.search.num_simulations={args.sims}"],
+                                           f"--config.search.num_simulations={args.sims}", *head_flags],
                                     head_env, pathlib.Path(tmp) / f"head{i}.jsonl",
                                     pathlib.Path(args.cache) / f"head{i}.stderr.txt"),
       }
       for i in range(args.pairs):
         for side in (("baseline", "head") if i % 2 == 0 else ("head", "baseline")):
           runs[side].append(sides[side](i))
+          # The records stay next to the stderr logs, for `search summary` (the findings of each run).
+          shutil.copy(pathlib.Path(tmp) / f"{side}{i}.jsonl", pathlib.Path(args.cache) / f"{side}{i}.jsonl")
           print(f"pair {i} {side}: {runs[side][-1]}", file=sys.stderr)
     except RuntimeError as e:  # the runs done so far are still printed below
       failed = str(e)
@@ -115,7 +123,7 @@ def main() -> None:
   common.emit({
       "baseline_rev": baseline_rev, "head_rev": head_rev, "head_dirty": dirty,
       "baseline": {"simulations": args.baseline_sims, "reward": args.baseline_reward, "runs": runs["baseline"]},
-      "head": {"simulations": args.sims, "runs": runs["head"]},
+      "head": {"simulations": args.sims, "flags": head_flags, "runs": runs["head"]},
       "evaluations_ratio": (evals["head"][0] / evals["baseline"][0]
                             if len(evals["head"]) == len(evals["baseline"]) == 1 else None),
       "ratio": [round(r, 3) for r in ratios], "ratio_min": round(min(ratios), 3) if ratios else None,
