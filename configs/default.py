@@ -30,6 +30,7 @@ Arguments (big_vision style, comma-separated after the colon: `configs/default.p
                 its length bounds for the model's depth (SmolLM2's 30 layers are not in its table: (18, 34),
                 see `search.tree.release_length_bounds`). protocol=cola is the default search.
   sims=N        MCTS simulations per question
+  leaves=N      leaves each question selects per round (search.leaves_per_round; the rounds are sims / N)
   preset=NAME   the prompt preset (e.g. raw_qa_3shot)
 """
 
@@ -44,7 +45,7 @@ from polar_jax import options
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = options.parse_arg(arg, quick=False, paper_prompt=False, n_search=None, n_validation=None, n_test=None,
-                          sims=None, preset=None, protocol=None)
+                          sims=None, leaves=None, preset=None, protocol=None)
   c = options.base_config()
   c.name = "smollm2-arith"
   c.model.name = "smollm2-135m-instruct"
@@ -121,6 +122,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.search.seed = 42
   if arg.sims is not None:
     c.search.num_simulations = int(arg.sims)
+  if arg.leaves is not None:
+    c.search.leaves_per_round = int(arg.leaves)
   if arg.preset is not None:
     c.task.preset = str(arg.preset)
   return c

@@ -70,6 +70,6 @@ def test_config_arguments_big_vision_style():
 
 def test_default_config_arguments_apply_after_the_variants():
   quick = options.pipeline_options(_default_config("quick"))
-  more = options.pipeline_options(_default_config("quick,n_test=500,sims=64"))
-  assert more.data.num_test == 500 and more.search.num_simulations == 64
+  more = options.pipeline_options(_default_config("quick,n_test=500,sims=64,leaves=16"))
+  assert more.data.num_test == 500 and more.search.num_simulations == 64 and more.search.leaves_per_round == 16
   assert dataclasses.replace(more, data=quick.data, search=quick.search) == quick

@@ -232,3 +232,23 @@ def test_on_round_reports_completed_simulations_every_round():
   assert seen == sorted(seen) and seen[-1] == 4 * 24
   assert len(seen) == 2 * 24 // 4  # two waves of 6 rounds (2 active questions, 4 leaves per round)
   assert seen[0] == 2 * 4 and len(set(seen)) == len(seen)  # it moves every round
+
+
+def test_leaves_per_round_changes_nothing_while_the_search_stays_at_the_root():
+  # Under "unvisited children first" a budget of at most (root children + 1) simulations evaluates the root and
+  # the first children of its random order, whatever the virtual losses: one round of all the leaves is the
+  # same search as sequential MCTS (the embedded default: 228 root children, 24 or 96 simulations). Beyond
+  # that budget, or with widening, the rounds do change what is found.
+  depth = 8
+  def reward(i, ids):
+    return float((i + len(ids)) % 3 == 0)
+  def run(leaves, sims, **kwargs):
+    config = SearchConfig(num_simulations=sims, space="predictor", leaves_per_round=leaves, seed=5, **kwargs)
+    return [dataclasses.replace(without_timing(r), config={})
+            for r in search(EXAMPLES, FunctionScorer(reward, depth=depth), config)]
+  budget = len(children(tuple(range(depth)), depth, space="predictor")) + 1
+  sequential = run(1, budget)
+  assert run(8, budget) == sequential and run(budget, budget) == sequential
+  assert all(r.evaluations == budget for r in sequential)
+  assert run(budget + 20, budget + 20) != run(1, budget + 20)
+  assert run(40, 40, widening=1.0) != run(1, 40, widening=1.0)
