@@ -8,6 +8,9 @@ evaluations, the load average around it, and the ratios of this tree's seconds t
 min and median). The target: every pair's `ratio` <= 1.0 with `evaluations_ratio` >= 4.
 
   python benchmarks/search_budget.py --baseline=615ab23 --out=search_budget.json
+  python benchmarks/search_budget.py --baseline=615ab23 --head-flags=--config.search.leaves_per_round=96
+
+`--head-flags` adds flags to this tree's search (one string, split like a shell line; recorded in the JSON).
 
 The baseline runs from a detached git worktree (removed at exit) with its own data cache (`--cache`, kept, so
 a second run skips its data preparation), as its code would read its own files; each run's records are copied
