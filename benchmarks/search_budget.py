@@ -14,7 +14,7 @@ min and median). The target: every pair's `ratio` <= 1.0 with `evaluations_ratio
 
 The baseline runs from a detached git worktree (removed at exit) with its own data cache (`--cache`, kept, so
 a second run skips its data preparation), as its code would read its own files; each run's records are copied
-there too (`baseline{i}.jsonl`, `head{i}.jsonl`). This tree runs with
+to `--cache/records-<time>/` (`baseline{i}.jsonl`, `head{i}.jsonl`; their paths are in the JSON). This tree runs with
 POLAR_JAX_XLA_CACHE=0, so neither side reads compiled executables from an earlier run. ~16 min a pair alone on
 the 2-core CPU (`--sims=96` against 24).
 """
@@ -52,6 +52,7 @@ def _search(cwd: pathlib.Path, args: list[str], env: dict[str, str], out: pathli
     raise RuntimeError(f"the search in {cwd} failed (exit {proc.returncode}): {tail[0]} (its stderr: {log})")
   last = json.loads(lines[-1])
   return {"seconds": last["seconds"], "evaluations": last["evaluations"], "questions": last["written"],
+          "output": last.get("output"),
           "process_seconds": round(wall, 1), "load_before": round(load0, 2),
           "load_after": round(os.getloadavg()[0], 2)}
 
@@ -83,7 +84,14 @@ def main() -> None:
   dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                               capture_output=True, text=True).stdout.strip())
   os.makedirs(args.cache, exist_ok=True)
-  head_flags = shlex.split(args.head_flags)
+  try:
+    head_flags = shlex.split(args.head_flags)
+  except ValueError as e:
+    parser.error(f"--head-flags: {e} (pass one shell-quoted string)")
+  if any(f.startswith(("--out", "--config.search.num_simulations")) for f in head_flags):
+    parser.error("--head-flags must not set --out or the simulations (use --sims)")
+  # Each invocation's records go to a folder of their own under --cache (kept, for `search summary`).
+  records_dir = pathlib.Path(args.cache) / time.strftime("records-%Y%m%d-%H%M%S")
   runs: dict[str, list[dict]] = {"baseline": [], "head": []}
   with tempfile.TemporaryDirectory(prefix="search_budget_") as tmp:
     tree = pathlib.Path(tmp) / "baseline"
@@ -110,10 +118,14 @@ def main() -> None:
       }
       for i in range(args.pairs):
         for side in (("baseline", "head") if i % 2 == 0 else ("head", "baseline")):
-          runs[side].append(sides[side](i))
-          # The records stay next to the stderr logs, for `search summary` (the findings of each run).
-          shutil.copy(pathlib.Path(tmp) / f"{side}{i}.jsonl", pathlib.Path(args.cache) / f"{side}{i}.jsonl")
-          print(f"pair {i} {side}: {runs[side][-1]}", file=sys.stderr)
+          run = sides[side](i)
+          runs[side].append(run)
+          print(f"pair {i} {side}: {run}", file=sys.stderr)
+          try:  # the records outlive the temporary directory (`search summary` gives each run's findings)
+            records_dir.mkdir(parents=True, exist_ok=True)
+            run["records"] = str(shutil.copy(run.pop("output") or "", records_dir / f"{side}{i}.jsonl"))
+          except OSError as e:
+            run["records"] = f"not kept: {e}"
     except RuntimeError as e:  # the runs done so far are still printed below
       failed = str(e)
     finally:

@@ -30,7 +30,7 @@ Arguments (big_vision style, comma-separated after the colon: `configs/default.p
                 its length bounds for the model's depth (SmolLM2's 30 layers are not in its table: (18, 34),
                 see `search.tree.release_length_bounds`). protocol=cola is the default search.
   sims=N        MCTS simulations per question
-  leaves=N      leaves each question selects per round (search.leaves_per_round; the rounds are sims / N)
+  leaves=N      leaves each question selects per round (search.leaves_per_round; ceil(sims / N) rounds)
   preset=NAME   the prompt preset (e.g. raw_qa_3shot)
 """
 

@@ -246,6 +246,8 @@ def test_leaves_per_round_changes_nothing_while_the_search_stays_at_the_root():
     config = SearchConfig(num_simulations=sims, space="predictor", leaves_per_round=leaves, seed=5, **kwargs)
     return [dataclasses.replace(without_timing(r), config={})
             for r in search(EXAMPLES, FunctionScorer(reward, depth=depth), config)]
+  # The default (SmolLM2, 30 layers, predictor space) is such a search up to 229 simulations.
+  assert len(children(tuple(range(30)), 30, space="predictor")) + 1 == 229
   budget = len(children(tuple(range(depth)), depth, space="predictor")) + 1
   sequential = run(1, budget)
   assert run(8, budget) == sequential and run(budget, budget) == sequential
