@@ -141,6 +141,8 @@ def main() -> None:
       "head": {"simulations": args.sims, "flags": head_flags, "runs": runs["head"]},
       "evaluations_ratio": (evals["head"][0] / evals["baseline"][0]
                             if len(evals["head"]) == len(evals["baseline"]) == 1 else None),
+      # A --head-flags shard or question count makes the ratios compare different work: say so.
+      "same_questions": len({r["questions"] for side in runs for r in runs[side]}) <= 1,
       "ratio": [round(r, 3) for r in ratios], "ratio_min": round(min(ratios), 3) if ratios else None,
       "ratio_median": round(statistics.median(ratios), 3) if ratios else None,
       "target": "every pair's ratio <= 1.0 with evaluations_ratio >= 4", "failed": failed,
