@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
@@ -47,6 +48,12 @@ def cpu_model() -> str | None:
       return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
   except OSError:
     return None
+
+
+def bad_input(prog: str, message: str) -> None:
+  """A benchmark's input error, as the entry points report theirs: one line (what is wrong, how to fix it), exit 2."""
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  sys.exit(2)
 
 
 def machine() -> dict[str, Any]:

@@ -73,12 +73,13 @@ def main() -> None:
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   if args.pairs < 1:
-    sys.exit("search_budget: --pairs must be >= 1")
+    common.bad_input("search_budget", f"--pairs={args.pairs}: give 1 or more pairs")
 
   rev = subprocess.run(["git", "rev-parse", "--verify", f"{args.baseline}^{{commit}}"], cwd=ROOT,
                        capture_output=True, text=True, check=False)
   if rev.returncode:
-    sys.exit(f"search_budget: --baseline={args.baseline} is not a revision of {ROOT}; pass a commit of its history")
+    common.bad_input("search_budget", f"--baseline={args.baseline} is not a revision of {ROOT}; pass a commit of its "
+                     "history")
   baseline_rev = rev.stdout.strip()
   head_rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
   dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
@@ -87,9 +88,9 @@ def main() -> None:
   try:
     head_flags = shlex.split(args.head_flags)
   except ValueError as e:
-    parser.error(f"--head-flags: {e} (pass one shell-quoted string)")
+    common.bad_input("search_budget", f"--head-flags: {e}; pass one shell-quoted string")
   if any(f.startswith(("--out", "--config.search.num_simulations")) for f in head_flags):
-    parser.error("--head-flags must not set --out or the simulations (use --sims)")
+    common.bad_input("search_budget", "--head-flags must not set --out or the simulations: use --sims")
   # Each invocation's records go to a folder of their own under --cache (kept, for `search summary`).
   records_dir = pathlib.Path(args.cache) / time.strftime("records-%Y%m%d-%H%M%S")
   runs: dict[str, list[dict]] = {"baseline": [], "head": []}

@@ -42,7 +42,8 @@ def main() -> None:
   parser.add_argument("--json-out", default=None, help="also write the JSON here")
   out = parser.parse_args(own).json_out
   if not argv:
-    sys.exit("search_profile: give the search's flags after `--`, e.g. -- --config=configs/default.py --out=s.jsonl")
+    common.bad_input("search_profile", "no search flags: give them after `--`, e.g. -- --config=configs/default.py "
+                     "--out=s.jsonl")
   load_before = os.getloadavg()[0]
   from polar_jax.programs import completions, executor
 
