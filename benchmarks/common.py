@@ -50,6 +50,13 @@ def cpu_model() -> str | None:
     return None
 
 
+def search_result(stdout: str) -> dict[str, Any] | None:
+  """The result of `python -m polar_jax.search run` from its stdout: its last JSON line with a "seconds" key (a
+  `--summary` line comes before it), or None."""
+  lines = [line for line in stdout.splitlines() if line.startswith("{") and '"seconds"' in line]
+  return json.loads(lines[-1]) if lines else None
+
+
 def bad_input(prog: str, message: str) -> None:
   """A benchmark's input error, as the entry points report theirs: one line (what is wrong, how to fix it), exit 2."""
   print(f"{prog}: error: {message}", file=sys.stderr)

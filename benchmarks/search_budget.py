@@ -22,7 +22,6 @@ the 2-core CPU (`--sims=96` against 24).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import shlex
@@ -45,12 +44,11 @@ def _search(cwd: pathlib.Path, args: list[str], env: dict[str, str], out: pathli
   proc = subprocess.run([sys.executable, "-m", "polar_jax.search", "run", f"--out={out}", *args], cwd=cwd,
                         env=env, capture_output=True, text=True, check=False)
   wall = time.perf_counter() - t0
-  lines = [line for line in proc.stdout.splitlines() if line.startswith("{") and '"seconds"' in line]
-  if proc.returncode or not lines:
+  last = common.search_result(proc.stdout)
+  if proc.returncode or last is None:
     log.write_text(proc.stderr)
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
     raise RuntimeError(f"the search in {cwd} failed (exit {proc.returncode}): {tail[0]} (its stderr: {log})")
-  last = json.loads(lines[-1])
   return {"seconds": last["seconds"], "evaluations": last["evaluations"], "questions": last["written"],
           "output": last.get("output"),
           "process_seconds": round(wall, 1), "load_before": round(load0, 2),

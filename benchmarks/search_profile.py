@@ -22,7 +22,6 @@ import argparse
 import collections
 import contextlib
 import io
-import json
 import os
 import sys
 import time
@@ -98,10 +97,9 @@ def main() -> None:
       if e.code:
         raise
   total = time.perf_counter() - t0
-  lines = [line for line in stdout.getvalue().splitlines() if line.startswith("{") and '"seconds"' in line]
-  if not lines:
+  last = common.search_result(stdout.getvalue())
+  if last is None:
     sys.exit("search_profile: the search printed no result line (did it run?)")
-  last = json.loads(lines[-1])
   search = last["seconds"]
   charged = sum(seconds.values())
   common.emit({
